@@ -1,0 +1,1 @@
+"""The interLink plugin (SLURM and HTCondor backends) of aifacility."""

@@ -1,0 +1,1 @@
+"""aifacility: a multi-tenant analysis facility for physicists."""

@@ -1,0 +1,233 @@
+"""The facility description: one YAML file holds everything a site decides.
+
+The models are pydantic (strict: unknown keys are errors) so that a typo in `facility.yaml` is reported with
+the field's path instead of being silently ignored. The JSON schema of the file is `Facility.model_json_schema()`
+(written to `docs/facility.schema.json` by `aifacility schema`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aifacility.facility.quantity import parse_quantity
+
+# Kubernetes names: DNS-1123 labels for most objects; extended resource names are `domain/name`.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_quantity(value: str | int | float) -> str:
+    parse_quantity(value)  # raises ValueError with a readable message
+    return str(value)
+
+
+class Taint(Strict):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class Toleration(Strict):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Accelerator(Strict):
+    """A kind of device a notebook or job can ask for: a whole GPU, a MIG slice or an FPGA."""
+
+    name: str = Field(pattern=DNS_LABEL)
+    kind: Literal["gpu", "mig", "fpga"]
+    display_name: str
+    # The extended resource the device plugin advertises: nvidia.com/gpu, nvidia.com/mig-1g.10gb, ...
+    resource: str = Field(pattern=RESOURCE_NAME)
+    # Node labels a pod asking for this accelerator must select (GPU operator / FPGA plugin labels).
+    node_selector: dict[str, str] = {}
+    # Tolerations real clusters need for the tainted accelerator nodes.
+    tolerations: list[Toleration] = []
+    memory: str | None = None  # device memory, for display
+
+    @field_validator("resource")
+    @classmethod
+    def _extended(cls, v: str) -> str:
+        if "/" not in v:
+            raise ValueError(f"'{v}' is not an extended resource name (expected e.g. nvidia.com/gpu)")
+        return v
+
+
+class InterLinkTarget(Strict):
+    """How a virtual node reaches its interLink plugin."""
+
+    backend: Literal["slurm", "htcondor"]
+    # Where the plugin listens; filled in by `aifacility up` for the embedded plugin.
+    url: str | None = None
+    partition: str | None = None
+
+
+class Node(Strict):
+    name: str = Field(pattern=DNS_LABEL)
+    cpu: str = "8"
+    memory: str = "32Gi"
+    pods: int = 110
+    labels: dict[str, str] = {}
+    taints: list[Taint] = []
+    # accelerator name -> number of units on this node
+    accelerators: dict[str, int] = {}
+    # Set for interLink virtual nodes: their pods are forwarded to a plugin instead of run locally.
+    interlink: InterLinkTarget | None = None
+
+    _q = field_validator("cpu", "memory", mode="before")(lambda cls, v: _check_quantity(v))
+
+
+class Image(Strict):
+    name: str = Field(pattern=DNS_LABEL)
+    display_name: str
+    image: str
+    description: str = ""
+
+
+class AcceleratorRequest(Strict):
+    name: str
+    count: int = Field(default=1, ge=1)
+
+
+class Profile(Strict):
+    name: str = Field(pattern=DNS_LABEL)
+    display_name: str
+    description: str = ""
+    images: list[str] = Field(min_length=1)
+    cpu: str = "1"
+    memory: str = "4Gi"
+    accelerator: AcceleratorRequest | None = None
+    # Groups that see and may use this profile; empty means every allowed user.
+    groups: list[str] = []
+    default: bool = False
+    # Session lifetime, and how far a user may extend it (hours).
+    lifetime_hours: float = Field(default=12, gt=0)
+    max_lifetime_hours: float = Field(default=72, gt=0)
+    # Whether a spawn may wait in the Kueue queue when the accelerator is busy or over quota.
+    queueable: bool = False
+
+    _q = field_validator("cpu", "memory", mode="before")(lambda cls, v: _check_quantity(v))
+
+    @model_validator(mode="after")
+    def _lifetimes(self) -> Profile:
+        if self.max_lifetime_hours < self.lifetime_hours:
+            raise ValueError("max_lifetime_hours must be at least lifetime_hours")
+        return self
+
+
+class Dataset(Strict):
+    name: str = Field(pattern=DNS_LABEL)
+    mount_path: str
+    read_only: bool = True
+    groups: list[str] = []
+
+
+class Storage(Strict):
+    storage_class: str = "nfs-rwx"
+    home_mount_path: str = "/home/jovyan"
+    home_size: str = "20Gi"
+    group_mount_root: str = "/shared/groups"
+    datasets: list[Dataset] = []
+    shm_size: str = "2Gi"
+
+
+class IAM(Strict):
+    issuer: str = ""
+    client_id: str = "aifacility"
+    scopes: list[str] = ["openid", "profile", "email", "offline_access", "wlcg.groups"]
+    username_claim: str = "preferred_username"
+    groups_claims: list[str] = ["groups", "wlcg.groups"]
+    allowed_groups: list[str] = []
+    admin_groups: list[str] = []
+    contact: str = "the facility administrators"
+
+
+class Limits(Strict):
+    """Concurrent limits for a group or a user. Absent keys mean: no limit at this level."""
+
+    servers: int | None = Field(default=None, ge=0)
+    # accelerator name -> maximum units in use at once
+    accelerators: dict[str, int] = {}
+
+
+class Quotas(Strict):
+    default_user: Limits = Limits(servers=1)
+    groups: dict[str, Limits] = {}
+    users: dict[str, Limits] = {}
+
+
+class Facility(Strict):
+    apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # noqa: N815 - Kubernetes-style key
+    kind: Literal["Facility"] = "Facility"
+    name: str = Field(pattern=DNS_LABEL)
+    namespace: str = Field(default="aifacility", pattern=DNS_LABEL)
+    accelerators: list[Accelerator] = []
+    nodes: list[Node] = []
+    images: list[Image] = Field(min_length=1)
+    profiles: list[Profile] = Field(min_length=1)
+    storage: Storage = Storage()
+    iam: IAM = IAM()
+    quotas: Quotas = Quotas()
+
+    @model_validator(mode="after")
+    def _references(self) -> Facility:
+        accels = {a.name for a in self.accelerators}
+        images = {i.name for i in self.images}
+        for what, items in (("accelerators", self.accelerators), ("nodes", self.nodes),
+                            ("images", self.images), ("profiles", self.profiles)):
+            seen: set[str] = set()
+            for item in items:
+                if item.name in seen:
+                    raise ValueError(f"{what}: the name '{item.name}' is used twice")
+                seen.add(item.name)
+        for node in self.nodes:
+            resources_seen: dict[str, str] = {}
+            for a in node.accelerators:
+                if a not in accels:
+                    raise ValueError(f"nodes[{node.name}].accelerators: unknown accelerator '{a}' "
+                                     f"(known: {', '.join(sorted(accels)) or 'none'})")
+                res = self.accelerator(a).resource
+                if res in resources_seen:
+                    raise ValueError(f"nodes[{node.name}].accelerators: '{a}' and '{resources_seen[res]}' are "
+                                     f"both advertised as {res}, so a pod could not choose between them")
+                resources_seen[res] = a
+        for p in self.profiles:
+            for i in p.images:
+                if i not in images:
+                    raise ValueError(f"profiles[{p.name}].images: unknown image '{i}' "
+                                     f"(known: {', '.join(sorted(images))})")
+            if p.accelerator and p.accelerator.name not in accels:
+                raise ValueError(f"profiles[{p.name}].accelerator: unknown accelerator "
+                                 f"'{p.accelerator.name}' (known: {', '.join(sorted(accels)) or 'none'})")
+        for scope, limits in [*self.quotas.groups.items(), *self.quotas.users.items(),
+                              ("default_user", self.quotas.default_user)]:
+            for a in limits.accelerators:
+                if a not in accels:
+                    raise ValueError(f"quotas[{scope}].accelerators: unknown accelerator '{a}'")
+        return self
+
+    def accelerator(self, name: str) -> Accelerator:
+        for a in self.accelerators:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def profile(self, name: str) -> Profile:
+        for p in self.profiles:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def is_dns_label(name: str) -> bool:
+    return re.match(DNS_LABEL, name) is not None and len(name) <= 63
