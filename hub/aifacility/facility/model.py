@@ -167,7 +167,7 @@ class Quotas(Strict):
 
 
 class Facility(Strict):
-    apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # noqa: N815 - Kubernetes-style key
+    apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # Kubernetes-style key
     kind: Literal["Facility"] = "Facility"
     name: str = Field(pattern=DNS_LABEL)
     namespace: str = Field(default="aifacility", pattern=DNS_LABEL)

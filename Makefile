@@ -1,0 +1,44 @@
+# Two commands: `make demo` runs the embedded facility, `make test` passes the tests. Both set up everything
+# they need first and are quick when it is already there.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := .make
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench lint setup system-deps venv node-deps clean
+
+demo: setup
+	$(BIN)/aifacility up $(ARGS)
+
+test: setup
+	$(BIN)/ruff check hub extensions tests
+	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python tests/bench/run.py $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check hub extensions tests
+	$(BIN)/mypy
+
+setup: system-deps venv node-deps
+
+system-deps:
+	@bash .ci/install-system-deps
+
+# The virtualenv is rebuilt only when pyproject.toml changes.
+venv: $(STAMP)/venv
+$(STAMP)/venv: pyproject.toml
+	@mkdir -p $(STAMP)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[hub,notebook,offload,dev]'
+	@touch $@
+
+node-deps:
+	@true
+
+clean:
+	rm -rf $(VENV) $(STAMP) test-output

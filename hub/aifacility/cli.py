@@ -1,0 +1,71 @@
+"""The `aifacility` command: run the embedded facility, check and describe facility files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from aifacility.facility import FacilityError, demo_facility_path, load_facility
+from aifacility.facility.model import Facility
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from aifacility.launcher.up import UpOptions, run_up
+
+    return run_up(UpOptions(
+        facility=Path(args.facility) if args.facility else demo_facility_path(),
+        state_dir=Path(args.state_dir).absolute(),
+        host=args.host,
+        port=args.port,
+    ))
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    f = load_facility(args.facility)
+    accelerators = sum(sum(n.accelerators.values()) for n in f.nodes)
+    print(f"{args.facility}: facility '{f.name}' is valid: {len(f.nodes)} nodes, {accelerators} accelerator "
+          f"units, {len(f.profiles)} profiles, {len(f.images)} images")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(Facility.model_json_schema(), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aifacility", description="A multi-tenant analysis facility for physicists.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the embedded facility (development cluster, OIDC provider, hub)")
+    up.add_argument("--facility", help="facility file (default: the shipped demo facility)")
+    up.add_argument("--state-dir", default=".state", help="where the facility keeps its state (default: .state)")
+    up.add_argument("--port", type=int, default=8000, help="port of the facility's web address (default: 8000)")
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; demo accounts exist only on loopback)")
+    up.set_defaults(func=_cmd_up)
+
+    check = sub.add_parser("check", help="validate a facility file")
+    check.add_argument("facility")
+    check.set_defaults(func=_cmd_check)
+
+    schema = sub.add_parser("schema", help="print the JSON schema of the facility file")
+    schema.set_defaults(func=_cmd_schema)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except FacilityError as e:
+        print(f"aifacility: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The sequence behind `aifacility up`: development cluster, OIDC provider, hub; stop all on Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from aifacility.facility import load_facility
+from aifacility.launcher.components import cluster_component, extra_components, hub_component
+from aifacility.launcher.supervisor import Component, LaunchError, Supervisor, port_in_use
+
+DEMO_ACCOUNTS = (
+    ("alice", "physics, ml"),
+    ("bob", "physics"),
+    ("dana", "admins (hub admin)"),
+    ("eve", "no facility group: refused at login"),
+)
+
+
+@dataclass
+class UpOptions:
+    facility: Path
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run_up(opts: UpOptions) -> int:
+    facility = load_facility(opts.facility)  # FacilityError -> one line, exit 2 (cli)
+    if not is_loopback(opts.host) and not facility.iam.issuer:
+        print("aifacility: the demo accounts exist only while the hub listens on loopback; to listen on "
+              f"{opts.host}, set iam.issuer in {opts.facility} to your IAM", file=sys.stderr)
+        return 2
+    if port_in_use(opts.host, opts.port):
+        print(f"aifacility: port {opts.port} on {opts.host} is already in use; stop what uses it or choose "
+              "another one with --port", file=sys.stderr)
+        return 2
+
+    state = opts.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    logs = state / "logs"
+    sup = Supervisor()
+    old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cluster = sup.start(cluster_component(opts, facility, logs), timeout=60)
+        for component in extra_components(opts, facility, logs, cluster):
+            sup.start(component, timeout=60)
+        sup.start(hub_component(opts, facility, logs), timeout=120)
+        _banner(opts, facility.name)
+        while True:
+            dead = sup.first_dead()
+            if dead is not None:
+                print(f"aifacility: {dead.name} stopped unexpectedly (log: {dead.log}); stopping the facility",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except _Stop:
+        print("\naifacility: stopping ...", flush=True)
+        return 0
+    except LaunchError as e:
+        print(f"aifacility: {e}", file=sys.stderr)
+        return 1
+    finally:
+        # Stopping must not be interrupted by a second Ctrl-C half way (that would leave processes behind).
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)
+        sup.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        print("aifacility: stopped", flush=True)
+
+
+def _banner(opts: UpOptions, name: str) -> None:
+    host = "127.0.0.1" if opts.host in ("0.0.0.0", "localhost") else opts.host
+    url = f"http://{host}:{opts.port}/"
+    lines = [
+        f"aifacility '{name}' is ready at {url}",
+        f"  state directory: {opts.state_dir}",
+        f"  kubeconfig:      {opts.state_dir / 'kubeconfig'}   (kubectl --kubeconfig ... get pods -A)",
+        f"  logs:            {opts.state_dir / 'logs'}",
+    ]
+    if is_loopback(opts.host):
+        lines.append("  demo accounts (password 'demo'):")
+        lines += [f"    {user:<6} {groups}" for user, groups in DEMO_ACCOUNTS]
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
+
+
+__all__ = ["Component", "UpOptions", "run_up"]
