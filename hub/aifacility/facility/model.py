@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aifacility.facility.quantity import parse_quantity
+from aifacility.facility.queues import Queues, QueuesField
 
 # Kubernetes names: DNS-1123 labels for most objects; extended resource names are `domain/name`.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -178,6 +179,8 @@ class Facility(Strict):
     storage: Storage = Storage()
     iam: IAM = IAM()
     quotas: Quotas = Quotas()
+    # Kueue flavors, cohort, per-group quotas, offload targets; checked against the fields above.
+    queues: QueuesField = Queues()
 
     @model_validator(mode="after")
     def _references(self) -> Facility:
