@@ -1,0 +1,225 @@
+"""A real, single-node SLURM (slurmctld + slurmd + munged) on localhost, for tests and the demo.
+
+Everything lives under one work dir: a generated munge key, slurm.conf, gres.conf, spool/state dirs, logs and
+pid files. It runs as root with the plugins that work without cgroups (this project's build machines run in a
+gVisor sandbox where cgroups are not available): ``proctrack/linuxproc``, ``task/none``, no slurmdbd.
+Clients find the cluster through the ``SLURM_CONF`` environment variable, see :meth:`LocalSlurm.env`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+SBIN = Path("/usr/sbin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalSlurmError(RuntimeError):
+    """The local SLURM could not be started; the message names the log to read."""
+
+
+class LocalSlurm:
+    """Start/stop a project-owned SLURM cluster of one node.
+
+    ``cpus``/``memory_mb`` are what the node advertises (``SlurmdParameters=config_overrides`` lets a small
+    machine run many concurrent test jobs); ``gpus`` fake GPUs are declared through ``gres.conf`` ``Count=``.
+    """
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        cpus: int = 64,
+        memory_mb: int = 64000,
+        gpus: int = 4,
+        partition: str = "debug",
+        min_job_age: int = 300,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.gpus = gpus
+        self.partition = partition
+        self.min_job_age = min_job_age
+        self.nodename = socket.gethostname().split(".")[0]
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ---- paths -------------------------------------------------------------------------------------
+    @property
+    def conf(self) -> Path:
+        return self.workdir / "etc" / "slurm.conf"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.workdir / "munge" / "munge.socket"
+
+    def env(self) -> dict[str, str]:
+        """Environment for SLURM client commands (sbatch, squeue, …) talking to this cluster."""
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    # ---- configuration -----------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        for sub in ("etc", "munge", "state", "spool", "log", "run"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        # munged refuses group/world-writable dirs around its socket and key.
+        (self.workdir / "munge").chmod(0o700)
+        key = self.workdir / "munge" / "munge.key"
+        if not key.exists():
+            key.write_bytes(secrets.token_bytes(1024))
+        key.chmod(0o400)
+        ctl_port, d_port = _free_port(), _free_port()
+        w = self.workdir
+        gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
+        lines = [
+            "ClusterName=aifacility",
+            f"SlurmctldHost={self.nodename}(127.0.0.1)",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            f"SlurmctldPort={ctl_port}",
+            f"SlurmdPort={d_port}",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={self.munge_socket}",
+            f"StateSaveLocation={w}/state",
+            f"SlurmdSpoolDir={w}/spool/%n",
+            f"SlurmctldPidFile={w}/run/slurmctld.pid",
+            f"SlurmdPidFile={w}/run/slurmd.pid",
+            f"SlurmctldLogFile={w}/log/slurmctld.log",
+            f"SlurmdLogFile={w}/log/slurmd.log",
+            "SlurmctldDebug=info",
+            "SlurmdDebug=info",
+            # No cgroups in the sandbox: track processes by parent pid, no task binding.
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "JobCompType=jobcomp/filetxt",
+            f"JobCompLoc={w}/log/jobcomp.txt",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            "SchedulerType=sched/backfill",
+            "MpiDefault=none",
+            "MailProg=/bin/true",
+            "ReturnToService=2",
+            "SlurmdParameters=config_overrides",
+            f"MinJobAge={self.min_job_age}",
+            "KillWait=2",
+            "InactiveLimit=0",
+            "GresTypes=gpu",
+            f"NodeName={self.nodename} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb}"
+            f"{gres} State=UNKNOWN",
+            f"PartitionName={self.partition} Nodes={self.nodename} Default=YES MaxTime=INFINITE State=UP",
+        ]
+        self.conf.write_text("\n".join(lines) + "\n")
+        gres_lines = ["AutoDetect=off"]
+        if self.gpus:
+            # slurmd only reports GPUs that have device files; plain files stand in for /dev/nvidiaN.
+            devdir = w / "dev"
+            devdir.mkdir(exist_ok=True)
+            for i in range(self.gpus):
+                (devdir / f"gpu{i}").touch()
+            gres_lines.append(
+                f"NodeName={self.nodename} Name=gpu Count={self.gpus} File={devdir}/gpu[0-{self.gpus - 1}]"
+            )
+        (w / "etc" / "gres.conf").write_text("\n".join(gres_lines) + "\n")
+        (w / "spool" / self.nodename).mkdir(parents=True, exist_ok=True)
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / "log" / f"{name}.stdout", "ab")  # noqa: SIM115 - owned by the child
+        self._procs[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True
+        )
+        log.close()
+
+    def _check_alive(self, name: str, logfile: str) -> None:
+        proc = self._procs[name]
+        if proc.poll() is not None:
+            tail = ""
+            path = self.workdir / "log" / logfile
+            if path.exists():
+                tail = "\n".join(path.read_text(errors="replace").splitlines()[-15:])
+            raise LocalSlurmError(f"{name} exited with {proc.returncode}; see {path}:\n{tail}")
+
+    def start(self, timeout: float = 60.0) -> LocalSlurm:
+        """Write the configuration, start munged, slurmctld and slurmd; wait until the node is idle."""
+        for tool in ("munged", "slurmctld", "slurmd"):
+            if not (SBIN / tool).exists():
+                raise LocalSlurmError(f"{SBIN / tool} is missing: install the Debian packages slurm-wlm and munge")
+        self._write_config()
+        w = self.workdir
+        self._spawn(
+            "munged",
+            [
+                str(SBIN / "munged"), "--foreground", "--force",
+                f"--key-file={w}/munge/munge.key", f"--socket={self.munge_socket}",
+                f"--pid-file={w}/run/munged.pid", f"--log-file={w}/log/munged.log",
+                f"--seed-file={w}/munge/munge.seed",
+            ],
+        )
+        self._wait(lambda: self.munge_socket.exists(), timeout, "munged", "munged.log")
+        self._spawn("slurmctld", [str(SBIN / "slurmctld"), "-D", "-i", "-f", str(self.conf)])
+        self._wait(lambda: self._scontrol_ping(), timeout, "slurmctld", "slurmctld.log")
+        self._spawn("slurmd", [str(SBIN / "slurmd"), "-D", "-N", self.nodename, "-f", str(self.conf)])
+        self._wait(self._node_ready, timeout, "slurmd", "slurmd.log")
+        return self
+
+    def _wait(self, ready: object, timeout: float, name: str, logfile: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive(name, logfile)
+            if ready():  # type: ignore[operator]
+                return
+            time.sleep(0.2)
+        raise LocalSlurmError(f"{name} not ready after {timeout:.0f} s; see {self.workdir / 'log' / logfile}")
+
+    def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=30, check=False)
+
+    def _scontrol_ping(self) -> bool:
+        return "UP" in self._run("scontrol", "ping").stdout
+
+    def _node_ready(self) -> bool:
+        out = self._run("sinfo", "-h", "-N", "-o", "%T").stdout.strip().lower()
+        return out.startswith(("idle", "mixed", "allocated"))
+
+    def stop(self) -> None:
+        """Stop slurmd, slurmctld and munged (in that order) and the jobs slurmd still runs."""
+        if "slurmctld" in self._procs and self._procs["slurmctld"].poll() is None:
+            self._run("scancel", "--full", "--partition", self.partition)
+        for name in ("slurmd", "slurmctld", "munged"):
+            proc = self._procs.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+    def remove(self) -> None:
+        """Stop and delete the work dir."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalSlurm:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
