@@ -1,0 +1,102 @@
+"""Run the embedded facility (`aifacility up`) as a user would, in a temporary state directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from aifacility.launcher.supervisor import free_port
+
+
+@dataclass
+class RunningFacility:
+    state_dir: Path
+    port: int
+    proc: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def admin_token(self) -> str:
+        return (self.state_dir / "secrets" / "admin-api-token").read_text().strip()
+
+    def api(self, method: str, path: str, **kw: object) -> requests.Response:
+        headers = {"Authorization": f"token {self.admin_token}"}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+
+    def start(self, timeout: float = 180) -> RunningFacility:
+        log = (self.state_dir.parent / f"up-{self.port}.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aifacility.cli", "up", "--state-dir", str(self.state_dir),
+             "--port", str(self.port), *self.extra_args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            log.write(line)
+            log.flush()
+            self.output.append(line)
+            if re.search(r"is ready at http", line):
+                # keep draining output in the background so the pipe never fills up
+                import threading
+
+                def drain() -> None:
+                    assert self.proc is not None and self.proc.stdout is not None
+                    for rest in self.proc.stdout:
+                        self.output.append(rest)
+                        log.write(rest)
+                        log.flush()
+
+                threading.Thread(target=drain, daemon=True).start()
+                return self
+        self.stop()
+        raise RuntimeError("aifacility up did not become ready:\n" + "".join(self.output[-40:]))
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_facility(base: Path, *extra_args: str, port: int | None = None) -> RunningFacility:
+    state = base / "state"
+    return RunningFacility(state_dir=state, port=port or free_port(), extra_args=extra_args).start()
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
