@@ -138,6 +138,10 @@ class Storage(Strict):
     home_mount_path: str = "/home/jovyan"
     home_size: str = "20Gi"
     group_mount_root: str = "/shared/groups"
+    # Size of each group's shared claim `group-<group>` (created by the spawner when missing).
+    group_size: str = "100Gi"
+    # Size requested when a dataset claim `dataset-<name>` is missing and the spawner creates it empty.
+    dataset_size: str = "100Gi"
     datasets: list[Dataset] = []
     shm_size: str = "2Gi"
 
