@@ -11,9 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from support.facility import start_facility  # noqa: E402
-from support.spawning import spawn_and_wait, stop_and_wait  # noqa: E402
-from support.vanilla_hub import start_vanilla_hub  # noqa: E402
+from support.facility import start_facility
+from support.spawning import spawn_and_wait, stop_and_wait
+from support.vanilla_hub import start_vanilla_hub
 
 ROUNDS = 5
 

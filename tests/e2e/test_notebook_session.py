@@ -1,0 +1,73 @@
+"""The foundation end to end: a physicist logs in, picks a profile, gets JupyterLab in a pod of that profile on
+the development cluster, runs a cell there, and stopping the server removes the pod and its process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+
+from support.browser import screenshot
+from support.facility import RunningFacility, wait_for
+from support.ui import login, run_cell, wait
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def core_api(fac: RunningFacility) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(fac.kubeconfig)))
+
+
+def test_alice_runs_a_cell_in_a_mig_pod_and_stopping_removes_it(facility: RunningFacility, browser) -> None:
+    login(browser, facility.url, "alice", shot="login-iam")
+    form = wait(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form#spawn_form")))
+    choice = form.find_element(By.CSS_SELECTOR, 'input[name="profile"][value="mig-1g-10gb"]')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", choice)
+    screenshot(browser, "spawn-page")
+    browser.execute_script("arguments[0].click();", choice)
+    form.find_element(By.CSS_SELECTOR, "[type=submit]").click()
+
+    wait(browser, 240).until(lambda d: "/user/alice/lab" in d.current_url)
+    wait(browser, 120).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LauncherCard")))
+    screenshot(browser, "jupyterlab")
+
+    out = run_cell(browser, "import os; print('POD', os.environ['HOSTNAME'], os.environ['NVIDIA_VISIBLE_DEVICES'])",
+                   expect="POD")
+    screenshot(browser, "jupyterlab-cell")
+    _, pod_name, devices = out.split()[:3]
+
+    api = core_api(facility)
+    namespace = "aifacility"
+    pod = api.read_namespaced_pod(pod_name, namespace)
+    assert pod.metadata.labels["hub.jupyter.org/username"] == "alice"
+    assert pod.spec.node_name == "gpu-a100-01"
+    limits = pod.spec.containers[0].resources.limits
+    assert limits["nvidia.com/mig-1g.10gb"] == "1"
+    assert devices.startswith("MIG-"), devices  # what the NVIDIA device plugin hands a MIG-slice container
+    pod_ip = pod.status.pod_ip
+    assert pod_ip.startswith("127.") and pod_ip != "127.0.0.1"
+    assert processes_mentioning(f"--ServerApp.ip={pod_ip}"), "the pod's server process should be running"
+
+    assert facility.api("DELETE", "/users/alice/server").status_code in (202, 204)
+
+    def pod_gone() -> bool:
+        return not any(p.metadata.name == pod_name for p in api.list_namespaced_pod(namespace).items)
+
+    wait_for(pod_gone, timeout=90, what="the notebook pod to be deleted")
+    wait_for(lambda: not processes_mentioning(f"--ServerApp.ip={pod_ip}"), timeout=30,
+             what="the notebook process to end")

@@ -1,0 +1,44 @@
+"""What a person does in the browser: log in through the IAM login page, pick a profile, use JupyterLab."""
+
+from __future__ import annotations
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from support.browser import screenshot
+
+
+def wait(driver: webdriver.Chrome, timeout: float = 60) -> WebDriverWait:
+    return WebDriverWait(driver, timeout)
+
+
+def login(driver: webdriver.Chrome, base_url: str, username: str, password: str = "demo",
+          shot: str | None = None) -> None:
+    """From the hub's login page through the OIDC provider's login form and back to the hub."""
+    driver.get(f"{base_url}/hub/login")
+    wait(driver).until(ec.element_to_be_clickable((By.PARTIAL_LINK_TEXT, "Sign in with"))).click()
+    user_box = wait(driver).until(ec.presence_of_element_located((By.ID, "username")))
+    if shot:
+        screenshot(driver, shot)
+    user_box.clear()
+    user_box.send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver).until(lambda d: d.current_url.startswith(base_url))
+
+
+def run_cell(driver: webdriver.Chrome, code: str, expect: str, timeout: float = 120) -> str:
+    """Open a new Python notebook from the JupyterLab launcher, run `code` in it and return the cell's output."""
+    w = wait(driver, timeout)
+    w.until(ec.element_to_be_clickable(
+        (By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]'))).click()
+    editor = w.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")))
+    editor.click()
+    editor.send_keys(code)
+    editor.send_keys(Keys.SHIFT, Keys.ENTER)
+    out = w.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
+                                  if expect in e.text), None))
+    return str(out.text)
