@@ -1,0 +1,57 @@
+"""The hub-side spawner: facility profiles (GPU / MIG / FPGA), shared storage, live availability, quotas.
+
+`configure(c, facility)` sets every traitlet the hub needs for it; `hub/jupyterhub_config.py` calls it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aifacility.facility import Facility
+from aifacility.spawner.spawner import FacilitySpawner
+
+__all__ = ["FacilitySpawner", "configure"]
+
+
+def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
+              data_dir: str | None = None) -> None:
+    """Point JupyterHub at FacilitySpawner and set its traits from the facility description.
+
+    `facility_path` is the facility file the spawner re-reads (default: `$AIFACILITY_FACILITY` or the demo);
+    `data_dir` is the hub's data directory, where the quota reservations live (default: the hub's cwd).
+    """
+    fs = facility.storage
+    c.JupyterHub.spawner_class = FacilitySpawner
+    s = c.FacilitySpawner
+    if facility_path:
+        s.facility_path = str(facility_path)
+    s.namespace = facility.namespace
+    # The devcluster (like a pod network) gives each pod its own IP: the server binds to it, and KubeSpawner
+    # reaches it on the pod IP at port 8888. `$(POD_IP)` is expanded by the kubelet from the env below.
+    s.cmd = ["jupyterhub-singleuser"]
+    s.args = ["--allow-root", "--ServerApp.ip=$(POD_IP)"]
+    s.ip = "0.0.0.0"
+    s.port = 8888
+    s.environment = {
+        "POD_IP": {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        "HOME": fs.home_mount_path,
+    }
+    s.working_dir = fs.home_mount_path
+    # GPU images are large (CUDA, PyTorch) and a cold node pulls them for minutes; queued sessions get no
+    # timeout at all while they wait (see FacilitySpawner.queue_max_wait).
+    s.start_timeout = 900
+    s.http_timeout = 120
+    s.events_enabled = True
+    # The private home: claim home-<user> on the ReadWriteMany class, created by KubeSpawner when missing and
+    # kept when the user is deleted (data is the user's, removal is an admin decision).
+    s.storage_pvc_ensure = True
+    s.pvc_name_template = "home-{username}"
+    s.storage_class = fs.storage_class
+    s.storage_capacity = fs.home_size
+    s.storage_access_modes = ["ReadWriteMany"]
+    s.delete_pvc = False
+    # A refused spawn (forbidden profile, quota) is the user's answer, not a hub fault: it must never count
+    # towards the consecutive-failure limit that makes the hub exit.
+    s.consecutive_failure_limit = 0
+    s.quota_db = os.path.join(data_dir or os.getcwd(), "aifacility-quotas.sqlite")

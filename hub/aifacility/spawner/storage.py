@@ -1,0 +1,91 @@
+"""The volumes of a notebook pod: private home, shared group directories, read-only datasets, /dev/shm.
+
+Every shared area is a PersistentVolumeClaim on the facility's ReadWriteMany storage class (NFS or CephFS in
+production; a directory under the state directory in the development cluster). A pod only ever mounts the
+claims of its own user and of the groups that user is in, so one user cannot reach another's home or a group
+they are not a member of: isolation comes from what is mounted, not from file permissions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kubespawner.slugs import safe_slug
+
+from aifacility.facility.model import Facility, Storage
+
+# Labels on the claims we create, so operators can list them (`kubectl get pvc -l aifacility.io/storage`).
+STORAGE_LABEL = "aifacility.io/storage"
+
+
+def home_claim(username: str) -> str:
+    """`home-<user>`: one claim per user, shared by all their servers (named servers see the same home)."""
+    return f"home-{safe_slug(username)}"
+
+
+def group_claim(group: str) -> str:
+    return f"group-{safe_slug(group)}"
+
+
+def dataset_claim(dataset: str) -> str:
+    return f"dataset-{dataset}"
+
+
+def member_groups(facility: Facility, groups: Iterable[str]) -> list[str]:
+    """Groups that get a shared directory: the user's groups that the facility knows (quotas or profiles)."""
+    known = set(facility.quotas.groups) | {g for p in facility.profiles for g in p.groups}
+    return sorted(set(groups) & known)
+
+
+def pod_volumes(facility: Facility, username: str,
+                groups: Iterable[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volume_mounts) for one user's notebook pod."""
+    storage = facility.storage
+    groups = sorted(set(groups))
+    volumes: list[dict[str, Any]] = [
+        {"name": "home", "persistentVolumeClaim": {"claimName": home_claim(username)}},
+        # PyTorch DataLoader workers pass batches through shared memory; the container default (64Mi) is
+        # too small, so /dev/shm is a RAM-backed emptyDir with the facility's size limit.
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": storage.shm_size}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "home", "mountPath": storage.home_mount_path},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    for group in member_groups(facility, groups):
+        vol = f"group-{safe_slug(group)}"
+        volumes.append({"name": vol, "persistentVolumeClaim": {"claimName": group_claim(group)}})
+        mounts.append({"name": vol, "mountPath": f"{storage.group_mount_root.rstrip('/')}/{group}"})
+    for ds in storage.datasets:
+        if ds.groups and not set(ds.groups) & set(groups):
+            continue
+        vol = f"dataset-{ds.name}"
+        volumes.append({"name": vol, "persistentVolumeClaim": {"claimName": dataset_claim(ds.name),
+                                                               "readOnly": ds.read_only}})
+        mounts.append({"name": vol, "mountPath": ds.mount_path, "readOnly": ds.read_only})
+    return volumes, mounts
+
+
+def shared_claims(facility: Facility, groups: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(claim name, kind, what) of the shared claims a user's pod needs besides its home."""
+    groups = sorted(set(groups))
+    claims = [(group_claim(g), "group", g) for g in member_groups(facility, groups)]
+    claims += [(dataset_claim(d.name), "dataset", d.name) for d in facility.storage.datasets
+               if not d.groups or set(d.groups) & set(groups)]
+    return claims
+
+
+def pvc_manifest(name: str, storage: Storage, size: str, kind: str, what: str) -> dict[str, Any]:
+    """A ReadWriteMany claim on the facility's storage class (a dict body for kubernetes_asyncio)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "labels": {STORAGE_LABEL: kind, "app.kubernetes.io/managed-by": "aifacility"},
+                     "annotations": {"aifacility.io/for": what}},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": storage.storage_class,
+            "resources": {"requests": {"storage": size}},
+        },
+    }

@@ -1,0 +1,90 @@
+"""Profiles from the facility file, per user: who sees what, and what the rendered pod asks for."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client import ApiClient
+from tornado import web
+
+from aifacility.facility import Facility
+from aifacility.spawner import profiles
+
+
+def slugs(facility: Facility, *groups: str) -> list[str]:
+    return [p["slug"] for p in profiles.render_profile_list(facility, groups)]
+
+
+def test_alice_in_physics_and_ml_sees_the_mig_profiles_bob_in_physics_does_not(facility: Facility) -> None:
+    alice = slugs(facility, "physics", "ml")
+    bob = slugs(facility, "physics")
+    assert {"mig-1g-10gb", "mig-3g-40gb", "gpu-a30"} <= set(alice)
+    assert not {"mig-1g-10gb", "mig-3g-40gb", "gpu-a30", "gpu-rtx5000"} & set(bob)
+    assert {"cpu-small", "cpu-large", "gpu-t4", "fpga-v70"} <= set(bob)
+    # Profiles open to everyone are seen by a user of no group at all.
+    assert slugs(facility) == ["cpu-small"]
+
+
+def test_rendered_mig_profile_asks_for_the_slice_on_the_a100_nodes(facility: Facility) -> None:
+    (mig,) = [p for p in profiles.render_profile_list(facility, ["ml"]) if p["slug"] == "mig-1g-10gb"]
+    o = mig["kubespawner_override"]
+    assert o["extra_resource_limits"] == {"nvidia.com/mig-1g.10gb": "1"}
+    assert o["extra_resource_guarantees"] == {"nvidia.com/mig-1g.10gb": "1"}
+    assert o["node_selector"]["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
+    assert o["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert o["mem_limit"] == 16 * 2**30 and o["cpu_limit"] == 2.0
+    assert list(mig["profile_options"]["image"]["choices"]) == ["ml"]
+
+
+def test_fpga_profile_uses_the_xilinx_resource(facility: Facility) -> None:
+    (fpga,) = [p for p in profiles.render_profile_list(facility, ["physics"]) if p["slug"] == "fpga-v70"]
+    assert fpga["kubespawner_override"]["extra_resource_limits"] == {
+        "xilinx.com/fpga-xilinx_v70_gen5x8_qdma_2_202220_1": "1"}
+    assert fpga["kubespawner_override"]["node_selector"] == {"xilinx-fpga-type": "alveo-v70"}
+
+
+@pytest.mark.parametrize(("options", "fragment"), [
+    ({"profile": "mig-1g-10gb"}, "only open to the group(s) ml"),
+    ({"profile": "no-such"}, "There is no profile 'no-such'"),
+    ({"profile": "gpu-t4", "image": "root6"}, "not 'root6'"),
+    ({"profile": "fpga-v70", "queue": True}, "cannot wait in a queue"),
+    ({"profile": 3}, "must be a profile name"),
+])
+def test_bad_choices_are_refused_with_a_reason(facility: Facility, options: dict[str, Any],
+                                               fragment: str) -> None:
+    with pytest.raises(profiles.ProfileChoiceError, match=re.escape(fragment)):
+        profiles.check_choice(facility, "bob", ["physics"], options)
+
+
+def test_no_profile_means_the_default(facility: Facility) -> None:
+    assert profiles.check_choice(facility, "bob", ["physics"], {}).name == "cpu-small"
+
+
+async def test_pod_of_alice_on_a_mig_slice(make_spawner: Any, make_user: Any) -> None:
+    spawner = make_spawner(make_user("alice", "physics", "ml"), profile="mig-1g-10gb", image="ml")
+    await spawner.load_user_options()
+    spawner.volumes, spawner.volume_mounts = [], []
+    pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
+    (c,) = pod["spec"]["containers"]
+    assert c["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+    assert c["resources"]["requests"]["nvidia.com/mig-1g.10gb"] == "1"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+                                           "nvidia.com/mig.strategy": "mixed"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    assert c["image"] == "harbor.cloud.infn.it/aifacility/notebook-ml:2026.11"
+    assert c["args"][-2:] == ["--allow-root", "--ServerApp.ip=$(POD_IP)"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["HOME"]["value"] == "/home/jovyan"
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert pod["metadata"]["labels"]["aifacility.io/profile"] == "mig-1g-10gb"
+    assert spawner.namespace == "aifacility"
+
+
+async def test_bob_cannot_spawn_a_mig_slice(make_spawner: Any, make_user: Any) -> None:
+    spawner = make_spawner(make_user("bob", "physics"), profile="mig-1g-10gb")
+    with pytest.raises(web.HTTPError) as e:
+        spawner.chosen_profile()
+    assert e.value.status_code == 400
+    assert "only open to the group(s) ml" in e.value.log_message
