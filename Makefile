@@ -37,8 +37,12 @@ $(STAMP)/venv: pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[hub,notebook,offload,dev]'
 	@touch $@
 
-node-deps:
-	@true
+# The embedded OIDC provider (npm oidc-provider), installed from its lock file.
+OIDC_DIR := hub/aifacility/oidc
+node-deps: $(OIDC_DIR)/node_modules/.package-lock.json
+$(OIDC_DIR)/node_modules/.package-lock.json: $(OIDC_DIR)/package-lock.json
+	npm ci --prefix $(OIDC_DIR) --silent --no-audit --no-fund
+	@touch $@
 
 clean:
 	rm -rf $(VENV) $(STAMP) test-output
