@@ -114,6 +114,9 @@ class Profile(Strict):
     # Session lifetime, and how far a user may extend it (hours).
     lifetime_hours: float = Field(default=12, gt=0)
     max_lifetime_hours: float = Field(default=72, gt=0)
+    # An idle session is stopped after this many minutes; unset means `sessions.accelerator_idle_timeout_minutes`
+    # for profiles with an accelerator (idle GPUs are the scarce thing) and no idle culling for CPU profiles.
+    idle_timeout_minutes: float | None = Field(default=None, gt=0)
     # Whether a spawn may wait in the Kueue queue when the accelerator is busy or over quota.
     queueable: bool = False
 
@@ -171,6 +174,19 @@ class Quotas(Strict):
     users: dict[str, Limits] = {}
 
 
+class Sessions(Strict):
+    """Site policy for session lifetimes and idle culling (enforced by aifacility.lifetimes)."""
+
+    # Users see a warning (hub pages, the session) this long before their session is stopped.
+    warn_before_minutes: float = Field(default=15, gt=0)
+    # The most a single "Extend" adds; the total stays capped by the profile's max_lifetime_hours.
+    extend_step_hours: float = Field(default=4, gt=0)
+    # Idle timeout of accelerator profiles that set no idle_timeout_minutes of their own.
+    accelerator_idle_timeout_minutes: float = Field(default=60, gt=0)
+    # How often expired and idle sessions are looked for.
+    check_every_seconds: int = Field(default=60, ge=1)
+
+
 class Facility(Strict):
     apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # Kubernetes-style key
     kind: Literal["Facility"] = "Facility"
@@ -185,6 +201,8 @@ class Facility(Strict):
     quotas: Quotas = Quotas()
     # Kueue flavors, cohort, per-group quotas, offload targets; checked against the fields above.
     queues: QueuesField = Queues()
+    # Session lifetimes, extensions and idle culling.
+    sessions: Sessions = Sessions()
 
     @model_validator(mode="after")
     def _references(self) -> Facility:
