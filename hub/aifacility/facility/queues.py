@@ -115,27 +115,27 @@ def _check_references(queues: Queues, info: ValidationInfo) -> Queues:
     names = [queues.cpu_flavor, *(t.name for t in queues.offload), *sorted(accels)]
     for name in names:
         if names.count(name) > 1:
-            raise ValueError(f"queues: the flavor name '{name}' is used twice (the CPU flavor, offload targets "
+            raise ValueError(f"the flavor name '{name}' is used twice (the CPU flavor, offload targets "
                              "and accelerators each get a ResourceFlavor of their own name)")
     for t in queues.offload:
         node = nodes.get(t.node)
         if node is None:
-            raise ValueError(f"queues.offload[{t.name}].node: unknown node '{t.node}'")
+            raise ValueError(f"offload[{t.name}].node: unknown node '{t.node}'")
         if node.interlink is None:
-            raise ValueError(f"queues.offload[{t.name}].node: '{t.node}' is not an interLink virtual node "
+            raise ValueError(f"offload[{t.name}].node: '{t.node}' is not an interLink virtual node "
                              "(it has no `interlink:` section)")
     for group, q in queues.groups.items():
         for a in q.accelerators or {}:
             if a not in accels:
-                raise ValueError(f"queues.groups.{group}.accelerators: unknown accelerator '{a}' "
+                raise ValueError(f"groups.{group}.accelerators: unknown accelerator '{a}' "
                                  f"(known: {', '.join(sorted(accels)) or 'none'})")
         for t in q.offload:
             if t not in targets:
-                raise ValueError(f"queues.groups.{group}.offload: unknown offload target '{t}' "
+                raise ValueError(f"groups.{group}.offload: unknown offload target '{t}' "
                                  f"(known: {', '.join(sorted(targets)) or 'none'})")
         for k in q.borrowing_limit:
             if k not in ("cpu", "memory") and k not in accels:
-                raise ValueError(f"queues.groups.{group}.borrowing_limit: '{k}' is neither cpu, memory nor an "
+                raise ValueError(f"groups.{group}.borrowing_limit: '{k}' is neither cpu, memory nor an "
                                  "accelerator name")
     return queues
 
