@@ -162,7 +162,7 @@ class EmbeddedOIDCProvider:
             raise ValueError("redirect_uris is empty: give the hub's callback URL, e.g. http://127.0.0.1:8000/hub/oauth_callback")
         node = shutil.which("node")
         if node is None:
-            raise OIDCProviderError("Node.js is not installed ('node' is not on PATH); the embedded OIDC provider needs it")
+            raise OIDCProviderError("Node.js is not installed ('node' is not on PATH); the OIDC provider needs it")
         if not (HERE / "node_modules" / "oidc-provider").is_dir():
             raise OIDCProviderError(f"the provider's Node dependencies are not installed: run `{INSTALL_HINT}`")
         config = self._write_config()

@@ -1,0 +1,113 @@
+"""`configure(c, facility, ...)`: every traitlet the IAM login and the session tokens need, for the hub config."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from aifacility.auth.authenticator import IAMAuthenticator
+from aifacility.facility.model import Facility
+
+TEMPLATES = str(Path(__file__).resolve().parent / "templates")
+DEFAULT_TOKEN_FILE = "/var/run/aifacility/token"
+NOTEBOOK_EXTENSION = "aifacility.notebook"
+
+
+def load_or_create_crypt_key(path: str | os.PathLike[str]) -> bytes:
+    """The key that encrypts `auth_state` in the hub database: made once (demo), then reused across restarts."""
+    p = Path(path)
+    if p.exists():
+        key = bytes.fromhex(p.read_text().strip())
+        if len(key) != 32:
+            raise ValueError(f"{p}: the auth_state key must be 32 bytes (64 hex digits)")
+        return key
+    p.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(key.hex())
+    tmp.chmod(0o600)
+    tmp.replace(p)
+    return key
+
+
+def configure(
+    c: Any,
+    facility: Facility,
+    *,
+    issuer: str,
+    client_secret: str,
+    callback_url: str,
+    client_id: str | None = None,
+    crypt_key: bytes | None = None,
+    token_file: str = DEFAULT_TOKEN_FILE,
+    auth_refresh_age: int = 300,
+    token_min_lifetime: int = 120,
+    enable_notebook_extension: bool = True,
+    validate_server_cert: bool = True,
+) -> None:
+    """Set the authenticator, its IAM settings from `facility.iam`, templates, and the session-token plumbing.
+
+    - `issuer`: the IAM (or embedded provider) issuer URL; `client_id` defaults to `facility.iam.client_id`.
+    - `callback_url`: the hub's `.../hub/oauth_callback` as registered at IAM.
+    - `crypt_key`: 32 bytes for `auth_state` encryption; None keeps `JUPYTERHUB_CRYPT_KEY` from the environment.
+    - `token_file`: where the notebook keeps the user's access token; `{username}` is replaced (useful for local
+      process spawners, where sessions share a filesystem). Exported as AIFACILITY_TOKEN_FILE and the WLCG
+      bearer-token-discovery variable BEARER_TOKEN_FILE.
+    - `token_min_lifetime`: the hub renews an access token that has fewer seconds than this left.
+    """
+    iam = facility.iam
+    c.JupyterHub.authenticator_class = IAMAuthenticator
+    a = c.IAMAuthenticator
+    a.issuer = issuer
+    a.client_id = client_id or iam.client_id
+    a.client_secret = client_secret
+    a.oauth_callback_url = callback_url
+    a.scope = list(iam.scopes)
+    a.username_claim = iam.username_claim
+    a.groups_claims = list(iam.groups_claims)
+    a.contact = iam.contact
+    a.manage_groups = True
+    a.allowed_groups = set(iam.allowed_groups)
+    a.admin_groups = set(iam.admin_groups)
+    a.enable_auth_state = True
+    a.refresh_pre_spawn = True
+    a.auth_refresh_age = auth_refresh_age
+    a.token_min_lifetime = token_min_lifetime
+    a.validate_server_cert = validate_server_cert
+    if crypt_key is not None:
+        c.CryptKeeper.keys = [crypt_key]
+
+    paths = list(c.JupyterHub.template_paths) if "template_paths" in c.JupyterHub else []
+    if TEMPLATES not in paths:
+        c.JupyterHub.template_paths = [TEMPLATES, *paths]
+
+    env = dict(c.Spawner.environment) if "environment" in c.Spawner else {}
+
+    def token_path(spawner: Any) -> str:
+        return token_file.replace("{username}", spawner.user.name)
+
+    # No token in the environment of the pod spec: the notebook extension fetches it from the hub at start and
+    # sets ACCESS_TOKEN in the server's own environment (inherited by kernels and terminals).
+    env.update({"AIFACILITY_TOKEN_FILE": token_path, "BEARER_TOKEN_FILE": token_path,
+                "AIFACILITY_TOKEN_REFRESH_MARGIN": str(token_min_lifetime)})
+    c.Spawner.environment = env
+    if enable_notebook_extension:
+        args = list(c.Spawner.args) if "args" in c.Spawner else []
+        flag = f"--ServerApp.jpserver_extensions={NOTEBOOK_EXTENSION}=True"
+        if flag not in args:
+            c.Spawner.args = [*args, flag]
+
+
+def session_token_volume(token_file: str = DEFAULT_TOKEN_FILE) -> dict[str, Any]:
+    """KubeSpawner settings for a pod-private, memory-backed directory holding the token file.
+
+    Use as `c.KubeSpawner.volumes += v["volumes"]; c.KubeSpawner.volume_mounts += v["volume_mounts"]`. The
+    emptyDir lives as long as the pod, is not on the shared filesystem, and is readable only inside the pod.
+    """
+    directory = str(Path(token_file).parent)
+    return {
+        "volumes": [{"name": "aifacility-token", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+        "volume_mounts": [{"name": "aifacility-token", "mountPath": directory}],
+    }
