@@ -151,6 +151,6 @@ def test_the_form_shows_each_user_only_their_groups_profiles(hub: Hub) -> None:
     assert 'value="mig-1g-10gb"' in alice and 'value="mig-1g-10gb"' not in bob
     assert 'value="fpga-v70"' in bob
     # the accelerator is named; availability is unknown here (no cluster), and said so
-    assert re.search(r"1 × A100 MIG 1g\.10gb slice \(10Gi\) —\s*<span class=\"aif-free\">availability unknown",
+    assert re.search(r"1 \u00d7 A100 MIG 1g\.10gb slice \(10Gi\) —\s*<span class=\"aif-free\">availability unknown",
                      alice)
     assert 'name="profile-option-gpu-t4--queue"' in bob
