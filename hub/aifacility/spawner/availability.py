@@ -46,6 +46,7 @@ def compute_availability(facility: Facility, nodes: Iterable[Mapping[str, Any]],
                          pods: Iterable[Mapping[str, Any]]) -> Availability:
     """Free and total units of every accelerator from node and pod objects (Kubernetes JSON shapes)."""
     nodes = list(nodes)
+    resources = {a.resource for a in facility.accelerators}
     used: dict[tuple[str, str], int] = {}
     for pod in pods:
         if _get(pod, "status", "phase") in ("Succeeded", "Failed"):
@@ -53,10 +54,10 @@ def compute_availability(facility: Facility, nodes: Iterable[Mapping[str, Any]],
         node = _get(pod, "spec", "nodeName")
         if not node:
             continue  # pending pods hold nothing yet
-        for acc in facility.accelerators:
-            n = _pod_requests(pod, acc.resource)
+        for resource in resources:  # distinct: several models may share nvidia.com/gpu
+            n = _pod_requests(pod, resource)
             if n:
-                used[(node, acc.resource)] = used.get((node, acc.resource), 0) + n
+                used[(node, resource)] = used.get((node, resource), 0) + n
     out: Availability = {}
     for acc in facility.accelerators:
         free = total = 0

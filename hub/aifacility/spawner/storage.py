@@ -19,11 +19,6 @@ from aifacility.facility.model import Facility, Storage
 STORAGE_LABEL = "aifacility.io/storage"
 
 
-def home_claim(username: str) -> str:
-    """`home-<user>`: one claim per user, shared by all their servers (named servers see the same home)."""
-    return f"home-{safe_slug(username)}"
-
-
 def group_claim(group: str) -> str:
     return f"group-{safe_slug(group)}"
 
@@ -38,13 +33,16 @@ def member_groups(facility: Facility, groups: Iterable[str]) -> list[str]:
     return sorted(set(groups) & known)
 
 
-def pod_volumes(facility: Facility, username: str,
+def pod_volumes(facility: Facility, home_claim: str,
                 groups: Iterable[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, volume_mounts) for one user's notebook pod."""
+    """(volumes, volume_mounts) for one user's notebook pod.
+
+    `home_claim` is the user's own claim (KubeSpawner's `pvc_name`, `home-<user>`: one per user, shared by all
+    their servers, created by KubeSpawner's `storage_pvc_ensure`)."""
     storage = facility.storage
     groups = sorted(set(groups))
     volumes: list[dict[str, Any]] = [
-        {"name": "home", "persistentVolumeClaim": {"claimName": home_claim(username)}},
+        {"name": "home", "persistentVolumeClaim": {"claimName": home_claim}},
         # PyTorch DataLoader workers pass batches through shared memory; the container default (64Mi) is
         # too small, so /dev/shm is a RAM-backed emptyDir with the facility's size limit.
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": storage.shm_size}},
