@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -165,6 +166,8 @@ class EmbeddedOIDCProvider:
             raise OIDCProviderError("Node.js is not installed ('node' is not on PATH); the OIDC provider needs it")
         if not (HERE / "node_modules" / "oidc-provider").is_dir():
             raise OIDCProviderError(f"the provider's Node dependencies are not installed: run `{INSTALL_HINT}`")
+        if not _port_is_free(self.host, self.port):
+            raise OIDCProviderError(f"cannot start the OIDC provider: {self.host}:{self.port} is already in use")
         config = self._write_config()
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen([node, str(HERE / "provider.mjs"), str(config)], stdout=log,
@@ -204,8 +207,16 @@ class EmbeddedOIDCProvider:
 
 
 def _free_port(host: str) -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
