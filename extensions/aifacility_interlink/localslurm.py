@@ -115,6 +115,8 @@ class LocalSlurm:
             "MailProg=/bin/true",
             "ReturnToService=2",
             "SlurmdParameters=config_overrides",
+            # Jobs that ask for no memory must not take the whole node (they would run one at a time).
+            "DefMemPerCPU=100",
             f"MinJobAge={self.min_job_age}",
             "KillWait=2",
             "InactiveLimit=0",
@@ -139,7 +141,7 @@ class LocalSlurm:
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.workdir / "log" / f"{name}.stdout", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.workdir / "log" / f"{name}.stdout", "ab")  # owned by the child from here on
         self._procs[name] = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True
         )

@@ -1,0 +1,1 @@
+"""Batch-system backends of the plugin."""

@@ -1,0 +1,66 @@
+"""What a batch system must offer the plugin: submit, find, query many jobs at once, cancel, capacity."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..contract import PingResources, RetrievedPodData
+
+JobState = Literal["pending", "running", "finished"]
+
+
+class BackendError(RuntimeError):
+    """The batch system refused or could not be reached; the message carries its own words."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    state: JobState
+    native: str  # the batch system's own state name, for messages
+    reason: str = ""  # why it is pending, or how it ended (k8s-style reason)
+    message: str = ""
+    exit_code: int | None = None
+
+
+class Backend(abc.ABC):
+    name: str
+    calls: int  # batch-system commands/requests issued; benchmarks and tests read it
+
+    @abc.abstractmethod
+    def script_name(self) -> str:
+        """File name of the submission file in the job dir."""
+
+    @abc.abstractmethod
+    def render(self, data: RetrievedPodData, job_dir: Path, body: str, script: Path) -> str:
+        """The submission file (script or submit description) for a pod whose runner body is given."""
+
+    @abc.abstractmethod
+    async def submit(self, script: Path, job_dir: Path) -> str:
+        """Submit; return the job id."""
+
+    @abc.abstractmethod
+    async def find(self, pod_uid: str) -> str | None:
+        """The job id of an earlier submission for this pod (after a crash between submit and record)."""
+
+    @abc.abstractmethod
+    async def query(self, jids: list[str]) -> dict[str, JobInfo]:
+        """States of many jobs with a constant number of calls; jobs the system forgot are absent."""
+
+    @abc.abstractmethod
+    async def cancel(self, jids: list[str]) -> None:
+        """Ask the batch system to stop these jobs (confirmation comes from a later query)."""
+
+    @abc.abstractmethod
+    async def capacity(self) -> PingResources:
+        """Totals for the virtual node, never a bare 0."""
+
+    def gpu_count(self, data: RetrievedPodData) -> int:
+        from ..quantity import count, pod_resources
+        from ..runner import GPU_RESOURCES
+
+        assert data.pod.spec is not None
+        res = pod_resources(data.pod.spec)
+        return sum(count(res[r], r) for r in GPU_RESOURCES if r in res)

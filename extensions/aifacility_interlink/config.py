@@ -1,0 +1,97 @@
+"""Plugin configuration: command-line options plus an optional YAML file (site flavors, resource mappings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Runtime = Literal["apptainer", "singularity", "bwrap", "none"]
+BackendName = Literal["slurm", "htcondor"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Flavor(Strict):
+    """A site flavor: `#SBATCH` flags applied first (the pod's annotation and limits override them)."""
+
+    name: str
+    flags: list[str] = Field(default_factory=list)
+    default: bool = False
+
+
+class SlurmSettings(Strict):
+    partition: str | None = None
+    # Prepended to every SLURM command (e.g. ["ssh", "login-node"], or a counting shim in the benchmark).
+    command_prefix: list[str] = Field(default_factory=list)
+    flavors: list[Flavor] = Field(default_factory=list)
+    # Kubernetes extended resource → gres name; the count becomes `--gres=<name>:<count>`.
+    gres: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu": "gpu"})
+    command_timeout: float = Field(default=30.0, gt=0)
+
+
+class HTCondorSettings(Strict):
+    schedd_name: str | None = None
+    collector: str | None = None
+    # Kubernetes extended resource → HTCondor custom machine resource (`request_<name>`).
+    custom_resources: dict[str, str] = Field(default_factory=dict)
+    default_wall_seconds: int = Field(default=86400, ge=60)
+    extra_submit: dict[str, str] = Field(default_factory=dict)
+
+
+class PingSettings(Strict):
+    """What the virtual node is told. Totals, never a bare 0 (interLink issue 558 drains a node at 0)."""
+
+    pods: str = "1000"
+    cpu_floor: int = Field(default=1, ge=1)
+    memory_floor_mib: int = Field(default=1024, ge=1)
+    taints: list[dict[str, str]] = Field(default_factory=list)
+    refresh_seconds: float = Field(default=30.0, gt=0)
+
+
+class PluginConfig(Strict):
+    backend: BackendName = "slurm"
+    data_root: Path = Path("/var/lib/aifacility-interlink")
+    runtime: Runtime = "apptainer"
+    runtime_binary: str | None = None
+    runtime_options: list[str] = Field(default_factory=list)
+    image_prefix: str = "docker://"
+    token: str | None = None
+    token_file: Path | None = None
+    delete_retry_seconds: float = Field(default=5.0, gt=0)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    htcondor: HTCondorSettings = Field(default_factory=HTCondorSettings)
+    ping: PingSettings = Field(default_factory=PingSettings)
+
+    def bearer_token(self) -> str | None:
+        if self.token:
+            return self.token
+        if self.token_file:
+            return self.token_file.read_text().strip() or None
+        return None
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or invalid; the message says where."""
+
+
+def load_config(path: Path | None, **overrides: object) -> PluginConfig:
+    """Read the YAML file (if any) and apply command-line overrides that are not None."""
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return PluginConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}:\n{exc}") from exc

@@ -1,0 +1,299 @@
+"""The plugin's behaviour, independent of HTTP: create, status, delete, logs, ping, and the retry loops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from .backends.base import Backend, BackendError, JobInfo
+from .config import PluginConfig
+from .contract import (
+    ContainerState,
+    ContainerStateRunning,
+    ContainerStateTerminated,
+    ContainerStateWaiting,
+    ContainerStatus,
+    CreateStruct,
+    LogStruct,
+    PingResources,
+    PingResponse,
+    Pod,
+    PodStatus,
+    RetrievedPodData,
+    Taint,
+)
+from .runner import ScriptBuilder
+from .store import PodRow, Store
+from .volumes import PodError
+
+log = logging.getLogger("aifacility_interlink")
+
+# A job the batch system does not list yet/anymore and that left no exit status is only declared lost after
+# this long (sbatch returns before squeue is guaranteed to list the job on a busy controller).
+LOST_AFTER_SECONDS = 60.0
+
+
+class UnknownPod(LookupError):
+    """The plugin has no record of this pod (or container)."""
+
+
+class Conflict(ValueError):
+    """The request contradicts what the plugin already did (e.g. re-creating a deleted pod)."""
+
+
+class PluginService:
+    def __init__(self, cfg: PluginConfig, backend: Backend) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        cfg.data_root.mkdir(parents=True, exist_ok=True)
+        self.store = Store(cfg.data_root / "plugin.sqlite")
+        self.scripts = ScriptBuilder(cfg)
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._capacity: PingResources | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(self.cfg.delete_retry_seconds, self.retry_deletes)),
+            asyncio.create_task(self._loop(self.cfg.ping.refresh_seconds, self.refresh_capacity)),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.store.close()
+
+    async def _loop(self, every: float, fn: object) -> None:
+        while True:
+            try:
+                await fn()  # type: ignore[operator]
+            except Exception:  # a background loop must survive a flaky batch system
+                log.exception("background task %s failed; retrying in %.0f s", fn, every)
+            await asyncio.sleep(every)
+
+    # ---- create ------------------------------------------------------------------------------------------
+    def job_dir(self, namespace: str, uid: str) -> Path:
+        return self.cfg.data_root / f"{namespace}-{uid}"
+
+    async def create(self, data: RetrievedPodData) -> CreateStruct:
+        meta = data.pod.metadata
+        if not meta.uid:
+            raise PodError("pod.metadata.uid is empty")
+        if data.pod.spec is None:
+            raise PodError("pod.spec is missing")
+        async with self._locks[meta.uid]:
+            row = self.store.get(meta.uid)
+            if row is not None and row.phase == "submitted" and row.jid:
+                return CreateStruct(PodUID=meta.uid, PodJID=row.jid)  # a retried /create: same job
+            if row is not None and row.phase in ("deleting", "deleted"):
+                raise Conflict(f"pod {meta.namespace}/{meta.name} ({meta.uid}) was deleted; it cannot be re-created")
+            if row is not None and row.phase == "submitting":
+                # The plugin died between submitting and recording: find the job instead of submitting twice.
+                jid = await self.backend.find(meta.uid)
+                if jid:
+                    self.store.submitted(meta.uid, jid)
+                    return CreateStruct(PodUID=meta.uid, PodJID=jid)
+            return await self._submit(data)
+
+    async def _submit(self, data: RetrievedPodData) -> CreateStruct:
+        meta, spec = data.pod.metadata, data.pod.spec
+        assert spec is not None
+        job_dir = self.job_dir(meta.namespace, meta.uid)
+        if job_dir.exists():
+            shutil.rmtree(job_dir)
+        job_dir.mkdir(parents=True)
+        try:
+            gpus = self.backend.gpu_count(data) > 0
+            body = self.scripts.body(data, job_dir, gpus)
+            script = job_dir / self.backend.script_name()
+            script.write_text(self.backend.render(data, job_dir, body, script))
+            script.chmod(0o755)
+        except PodError:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        containers = {
+            "init": [[c.name, c.image] for c in spec.initContainers or []],
+            "run": [[c.name, c.image] for c in spec.containers],
+        }
+        self.store.begin_submit(meta.uid, meta.namespace, meta.name, job_dir, json.dumps(containers))
+        try:
+            jid = await self.backend.submit(script, job_dir)
+        except BackendError:
+            self.store.forget(meta.uid)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        self.store.submitted(meta.uid, jid)
+        (job_dir / "JobID.jid").write_text(jid + "\n")
+        return CreateStruct(PodUID=meta.uid, PodJID=jid)
+
+    # ---- status ------------------------------------------------------------------------------------------
+    async def status(self, pods: list[Pod]) -> list[PodStatus]:
+        rows = self.store.get_many([p.metadata.uid for p in pods])
+        live = [r for r in rows.values() if r.final_status is None and r.jid and r.phase == "submitted"]
+        infos = await self.backend.query([r.jid for r in live if r.jid]) if live else {}
+        out: list[PodStatus] = []
+        for pod in pods:
+            row = rows.get(pod.metadata.uid)
+            if row is None or row.phase == "deleted":
+                out.append(self._unknown(pod))
+            elif row.final_status is not None:
+                out.append(PodStatus.model_validate_json(row.final_status))
+            else:
+                st, final = self._build(row, infos.get(row.jid or ""))
+                if final:
+                    self.store.set_final(row.uid, st.model_dump_json())
+                out.append(st)
+        return out
+
+    def _unknown(self, pod: Pod) -> PodStatus:
+        spec = pod.spec
+        waiting = ContainerState(waiting=ContainerStateWaiting(
+            reason="NotKnownToPlugin", message="the plugin has no job for this pod"))
+        return PodStatus(
+            name=pod.metadata.name, UID=pod.metadata.uid, namespace=pod.metadata.namespace,
+            containers=[ContainerStatus(name=c.name, image=c.image, state=waiting) for c in (spec.containers
+                        if spec else [])],
+        )
+
+    def _build(self, row: PodRow, info: JobInfo | None) -> tuple[PodStatus, bool]:
+        ctn_dir = row.job_dir / "ctn"
+        try:
+            present = set(os.listdir(ctn_dir))
+        except OSError:
+            present = set()
+        if info is None and time.time() - row.created < LOST_AFTER_SECONDS:
+            info = JobInfo("pending", "UNLISTED", "Submitted", "waiting for the batch system to list the job")
+        if info is None:
+            info = JobInfo("finished", "GONE", "JobLost",
+                           f"the batch system no longer knows job {row.jid} and it left no exit status", 1)
+        spec = json.loads(row.containers)
+        init_failed = False
+        statuses: dict[str, list[ContainerStatus]] = {"init": [], "run": []}
+        all_done = True
+        for kind in ("init", "run"):
+            init_running = kind == "run" and any(
+                s.state.terminated is None for s in statuses["init"])
+            for name, image in spec[kind]:
+                state = self._ctn_state(ctn_dir, f"{kind}-{name}", present, info, init_failed, init_running)
+                if state.terminated is None:
+                    all_done = False
+                elif kind == "init" and state.terminated.exitCode != 0:
+                    init_failed = True
+                statuses[kind].append(ContainerStatus(
+                    name=name, image=image, state=state, ready=state.running is not None))
+        st = PodStatus(name=row.name, UID=row.uid, namespace=row.namespace, JID=row.jid or "",
+                       containers=statuses["run"], initContainers=statuses["init"])
+        return st, all_done
+
+    @staticmethod
+    def _ctn_state(ctn_dir: Path, base: str, present: set[str], info: JobInfo, init_failed: bool,
+                   init_running: bool) -> ContainerState:
+        started = None
+        if f"{base}.started" in present:
+            started = (ctn_dir / f"{base}.started").read_text().strip() or None
+        if f"{base}.status" in present:
+            code, _, finished = (ctn_dir / f"{base}.status").read_text().strip().partition(" ")
+            ec = int(code) if code.lstrip("-").isdigit() else 1
+            return ContainerState(terminated=ContainerStateTerminated(
+                exitCode=ec, reason="Completed" if ec == 0 else "Error",
+                startedAt=started, finishedAt=finished or None))
+        if info.state == "finished":
+            if started is None and init_failed:
+                reason, msg = "InitContainerFailed", "not started: an init container failed"
+            else:
+                reason, msg = info.reason or "Error", info.message
+            code = info.exit_code if info.exit_code else 1
+            return ContainerState(terminated=ContainerStateTerminated(
+                exitCode=code, reason=reason, message=msg, startedAt=started))
+        if info.state == "running" and started is not None:
+            return ContainerState(running=ContainerStateRunning(startedAt=started))
+        if info.state == "running":
+            reason = "PodInitializing" if init_running else "ContainerCreating"
+            return ContainerState(waiting=ContainerStateWaiting(reason=reason))
+        return ContainerState(waiting=ContainerStateWaiting(reason=info.reason, message=info.message))
+
+    # ---- delete ------------------------------------------------------------------------------------------
+    async def delete(self, pod: Pod) -> str:
+        uid = pod.metadata.uid
+        async with self._locks[uid]:
+            row = self.store.get(uid)
+            if row is None:
+                raise UnknownPod(f"pod {pod.metadata.namespace}/{pod.metadata.name} ({uid}) is not known")
+            if row.phase == "deleted":
+                return "already deleted"
+            self.store.mark_deleting(uid)
+        done = await self._reap([row])
+        if uid in done:
+            return f"job {row.jid} cancelled"
+        return f"cancel of job {row.jid} requested; the plugin retries until the batch system confirms"
+
+    async def retry_deletes(self) -> None:
+        rows = self.store.in_phase("deleting")
+        if rows:
+            await self._reap(rows)
+
+    async def _reap(self, rows: list[PodRow]) -> set[str]:
+        """Cancel these pods' jobs and mark as deleted those the batch system reports as ended."""
+        done: set[str] = set()
+        try:
+            jid_of: dict[str, str | None] = {}
+            for r in rows:
+                jid_of[r.uid] = r.jid
+                if r.jid is None:  # crashed while submitting: the job may still exist under the pod's name
+                    jid_of[r.uid] = await self.backend.find(r.uid)
+            jids = [j for j in jid_of.values() if j]
+            before = await self.backend.query(jids)
+            active = [j for j in jids if j in before and before[j].state != "finished"]
+            if active:
+                await self.backend.cancel(active)
+                after = await self.backend.query(active)
+            else:
+                after = {}
+            for r in rows:
+                jid = jid_of[r.uid]
+                info = after.get(jid or "") or before.get(jid or "")
+                if jid is None or info is None or info.state == "finished":
+                    self.store.mark_deleted(r.uid)
+                    shutil.rmtree(r.job_dir, ignore_errors=True)
+                    done.add(r.uid)
+        except BackendError as exc:
+            for r in rows:
+                if r.uid not in done:
+                    self.store.delete_failed(r.uid, str(exc))
+            log.warning("delete not confirmed yet (%s); will retry", exc)
+        return done
+
+    # ---- logs --------------------------------------------------------------------------------------------
+    def log_file(self, req: LogStruct) -> tuple[Path, Path]:
+        row = self.store.get(req.PodUID)
+        if row is None or row.phase == "deleted":
+            raise UnknownPod(f"pod {req.Namespace}/{req.PodName} ({req.PodUID}) is not known")
+        spec = json.loads(row.containers)
+        for kind in ("init", "run"):
+            if any(name == req.ContainerName for name, _ in spec[kind]):
+                base = row.job_dir / "ctn" / f"{kind}-{req.ContainerName}"
+                return Path(f"{base}.out"), Path(f"{base}.status")
+        names = [n for k in ("init", "run") for n, _ in spec[k]]
+        raise UnknownPod(f"pod {req.PodName} has no container {req.ContainerName!r} (it has {names})")
+
+    # ---- ping --------------------------------------------------------------------------------------------
+    async def refresh_capacity(self) -> None:
+        try:
+            self._capacity = await self.backend.capacity()
+        except BackendError as exc:
+            log.warning("capacity not refreshed: %s", exc)
+
+    def ping(self) -> PingResponse:
+        return PingResponse(
+            status="ok",
+            resources=self._capacity,
+            taints=[Taint.model_validate(t) for t in self.cfg.ping.taints],
+        )
