@@ -1,0 +1,135 @@
+"""The IAM login on a real JupyterHub: groups, admin, refusals, OAuth state checks, and the session token API."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import pytest
+import requests
+from auth_harness import LocalHub, login, provider_login_page, submit_login
+
+from aifacility.oidc import EmbeddedOIDCProvider
+
+pytestmark = pytest.mark.slow
+
+
+def _groups(hub: LocalHub, name: str) -> list[str]:
+    return sorted(hub.api("GET", f"/users/{name}").json()["groups"])
+
+
+def test_alice_logs_in_with_her_iam_groups(hub: LocalHub) -> None:
+    _, resp = login(hub, "alice")
+    assert resp.status_code == 200 and urlparse(resp.url).path == "/hub/spawn"
+    user = hub.api("GET", "/users/alice").json()
+    assert sorted(user["groups"]) == ["ml", "physics"]
+    assert user["admin"] is False
+    assert user["auth_state"]["refresh_token"]
+
+
+def test_dana_of_the_admins_group_is_hub_admin(hub: LocalHub) -> None:
+    login(hub, "dana")
+    user = hub.api("GET", "/users/dana").json()
+    assert user["admin"] is True and user["groups"] == ["admins"]
+
+
+def test_eve_outside_the_facility_groups_is_refused_with_a_reason(hub: LocalHub) -> None:
+    _, resp = login(hub, "eve")
+    assert resp.status_code == 403
+    assert "not a member of any group" in resp.text
+    assert "Groups with access: <b>admins, ml, physics</b>" in resp.text
+    assert "aifacility-support@example.org" in resp.text
+    assert hub.api("GET", "/users/eve").status_code == 404
+
+
+def test_a_second_iam_account_with_the_same_username_is_refused(hub: LocalHub) -> None:
+    login(hub, "alice")
+    sub = hub.api("GET", "/users/alice").json()["auth_state"]["oauth_user"]["sub"]
+    _, resp = login(hub, "Alice")
+    assert resp.status_code == 403
+    assert "already belongs to another IAM account" in resp.text
+    assert hub.api("GET", "/users/alice").json()["auth_state"]["oauth_user"]["sub"] == sub
+
+
+def test_forged_state_is_refused(hub: LocalHub) -> None:
+    session = requests.Session()
+    callback = submit_login(session, provider_login_page(session, hub), "bob")
+    query = parse_qs(urlparse(callback).query)
+    query["state"] = ["eyJzdGF0ZV9pZCI6ICJmb3JnZWQifQ"]  # {"state_id": "forged"}
+    resp = session.get(f"{hub.callback_url}?{urlencode(query, doseq=True)}", timeout=30)
+    assert resp.status_code == 400
+    assert "does not match the login started in this browser" in resp.text
+    assert session.get(f"{hub.url}/hub/api/user", timeout=10).status_code == 403
+
+
+def test_replayed_callback_is_refused(hub: LocalHub) -> None:
+    session = requests.Session()
+    callback = submit_login(session, provider_login_page(session, hub), "bob")
+    assert session.get(callback, timeout=30).status_code == 200
+    again = session.get(callback, timeout=30)
+    assert again.status_code == 400 and "it was already used" in again.text
+    # The same response carried to another browser fails too.
+    elsewhere = requests.get(callback, timeout=30)
+    assert elsewhere.status_code == 400 and "not belong to a login started in this browser" in elsewhere.text
+
+
+@pytest.fixture
+def bob_server(hub: LocalHub) -> Iterator[dict[str, str]]:
+    login(hub, "bob")
+    assert hub.api("POST", "/users/bob/server").status_code in (201, 202)
+    hub.wait_server("bob")
+    yield hub.server_env("bob")
+    hub.api("DELETE", "/users/bob/server")
+
+
+def _token_api(hub: LocalHub, token: str | None, **params: str) -> requests.Response:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    return requests.get(f"{hub.url}/hub/api/aifacility/token", headers=headers, params=params, timeout=30)
+
+
+def test_server_gets_its_owners_fresh_token(hub: LocalHub, provider: EmbeddedOIDCProvider,
+                                            bob_server: dict[str, str]) -> None:
+    resp = _token_api(hub, bob_server["JUPYTERHUB_API_TOKEN"])
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    body = resp.json()
+    assert body["user"] == "bob" and body["expires_at"] > time.time()
+    me = requests.get(f"{provider.issuer}/me", headers={"Authorization": f"Bearer {body['access_token']}"},
+                      timeout=10)
+    assert me.status_code == 200 and me.json()["preferred_username"] == "bob"
+
+
+def test_session_has_a_private_token_file_and_no_token_in_its_spec(hub: LocalHub,
+                                                                   bob_server: dict[str, str]) -> None:
+    path = hub.token_file("bob")
+    assert bob_server["AIFACILITY_TOKEN_FILE"] == bob_server["BEARER_TOKEN_FILE"] == str(path)
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    token = path.read_text().strip()
+    state = hub.api("GET", "/users/bob").json()["auth_state"]
+    assert token == state["access_token"]
+    # What the spawner put in the process environment (a pod spec's env) holds no IAM token.
+    assert not any(token in v or state["refresh_token"] in v for v in bob_server.values())
+
+
+def test_a_server_cannot_read_another_users_token(hub: LocalHub, bob_server: dict[str, str]) -> None:
+    resp = _token_api(hub, bob_server["JUPYTERHUB_API_TOKEN"], user="alice")
+    assert resp.status_code == 403
+    assert resp.json()["message"] == ("A server may read only its own user's token: this is bob's server, "
+                                      "and it asked for alice's.")
+    assert "access_token" not in resp.text
+
+
+def test_personal_tokens_cookies_and_services_cannot_read_tokens(hub: LocalHub, bob_server: dict[str, str]) -> None:
+    personal = hub.api("POST", "/users/bob/tokens", json={"note": "mine"}).json()["token"]
+    resp = _token_api(hub, personal)
+    assert resp.status_code == 403 and "personal API tokens" in resp.json()["message"]
+    assert _token_api(hub, None).status_code == 403
+    service = _token_api(hub, hub.service_token)
+    assert service.status_code == 403 and "access_token" not in service.text
+    browser, _ = login(hub, "bob")
+    assert browser.get(f"{hub.url}/hub/api/aifacility/token", timeout=30).status_code == 403
