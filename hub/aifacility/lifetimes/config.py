@@ -1,0 +1,96 @@
+"""`configure(c, facility)`: everything the hub needs for session lifetimes, in one call from the hub config.
+
+- service `lifetimes` (REST API + extend page, under /services/lifetimes/),
+- service `lifetimes-culler` (jupyterhub-idle-culler with our arbiter: stops expired and idle sessions),
+- custom scopes `custom:lifetimes:read` / `custom:lifetimes:extend`: every user holds them for their own servers,
+  admins (IAM admin groups, `Authenticator.admin_users`) for all,
+- roles with the least scopes each service needs,
+- the home page template with the countdown and the Extend button.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from aifacility.facility.model import Facility
+from aifacility.lifetimes.hubpages import HubSessions
+from aifacility.lifetimes.service.handlers import EXTEND, READ
+from aifacility.lifetimes.store import DB_ENV, DB_NAME, ExtensionStore
+
+SERVICE = "lifetimes"
+CULLER = "lifetimes-culler"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def _current(section: Any, key: str, default: Any) -> Any:
+    """A config value already set (by the lead config or another configure), else `default`."""
+    return section[key] if key in section else default
+
+
+def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | None = None,
+              port: int | None = None, base_url: str = "/") -> None:
+    """Add the lifetimes services, scopes, roles and templates to the JupyterHub config `c`.
+
+    `data_dir` is the hub's data directory (default `$AIFACILITY_HUB_DATA`): the extension store and the
+    facility the services enforce live there. `port` is the service's loopback port (default
+    `$AIFACILITY_LIFETIMES_PORT`, else 10101). Call it after `Authenticator.admin_users` is set.
+    """
+    data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
+    data.mkdir(parents=True, exist_ok=True)
+    store = ExtensionStore(data / DB_NAME)
+    # The services enforce exactly the facility the hub was configured with (not a file that may have changed).
+    facility_file = data / "lifetimes-facility.json"
+    facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
+    port = port or int(os.environ.get("AIFACILITY_LIFETIMES_PORT", "10101"))
+    env = {"AIFACILITY_FACILITY": str(facility_file), DB_ENV: str(store.path), "PYTHONUNBUFFERED": "1"}
+
+    c.JupyterHub.custom_scopes = {
+        **_current(c.JupyterHub, "custom_scopes", {}),
+        READ: {"description": "See when your sessions end and why."},
+        EXTEND: {"description": "Extend the lifetime of your sessions, up to the limit of their profile.",
+                 "subscopes": [READ]},
+    }
+    s = facility.sessions
+    c.JupyterHub.services = [*_current(c.JupyterHub, "services", []), {
+        "name": SERVICE,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [sys.executable, "-m", "aifacility.lifetimes.service"],
+        "environment": env,
+        "display": False,  # reached through the Extend button, not the services menu
+        # The service's OAuth tokens may carry the extend scope, intersected with what the user holds.
+        "oauth_client_allowed_scopes": [EXTEND],
+        "oauth_no_confirm": True,  # our own service: no consent page between "Extend" and the form
+    }, {
+        "name": CULLER,
+        "command": [sys.executable, "-m", "aifacility.lifetimes.culler", f"--cull-every={s.check_every_seconds}",
+                    # Only feeds the arbiter's ignored `inactive_limit`; the policy decides (see culler.py).
+                    f"--timeout={int(s.accelerator_idle_timeout_minutes * 60)}", "--cull-users=False"],
+        "environment": env,
+    }]
+
+    admins = sorted(_current(c.Authenticator, "admin_users", set()))
+    roles = list(_current(c.JupyterHub, "load_roles", []))
+    user_role = next((r for r in roles if r.get("name") == "user"), None)
+    if user_role is None:
+        roles.append({"name": "user", "scopes": ["self", f"{EXTEND}!user"]})
+    else:
+        user_role["scopes"] = [*user_role.get("scopes", ["self"]), f"{EXTEND}!user"]
+    roles += [
+        {"name": "lifetimes-admin", "description": "Read and extend everyone's session lifetimes",
+         "scopes": [EXTEND], "users": admins, "groups": list(facility.iam.admin_groups)},
+        # GET /users/{name} for one user's servers: started, last_activity, user_options.
+        {"name": "lifetimes-service", "scopes": ["read:users:name", "read:servers"], "services": [SERVICE]},
+        # What jupyterhub-idle-culler needs to list ready servers and stop them (its README), nothing more.
+        {"name": "lifetimes-culler", "scopes": ["list:users", "read:users:activity", "read:servers",
+                                                "delete:servers"], "services": [CULLER]},
+    ]
+    c.JupyterHub.load_roles = roles
+
+    c.JupyterHub.template_paths = [str(TEMPLATES), *_current(c.JupyterHub, "template_paths", [])]
+    page = f"{base_url.rstrip('/')}/services/{SERVICE}/"
+    c.JupyterHub.template_vars = {**_current(c.JupyterHub, "template_vars", {}),
+                                  "aifacility_lifetimes": HubSessions(facility, store, page)}

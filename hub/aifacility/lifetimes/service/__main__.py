@@ -1,0 +1,67 @@
+"""Entry point of the hub-managed service: `python -m aifacility.lifetimes.service`.
+
+Reads what JupyterHub gives every managed service (JUPYTERHUB_SERVICE_URL, _PREFIX, _API_URL, _API_TOKEN) plus
+the facility file (AIFACILITY_FACILITY) and the extension store (AIFACILITY_LIFETIMES_DB or AIFACILITY_HUB_DATA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+from aifacility.facility import load_facility
+from aifacility.lifetimes.service.handlers import ExtendAPI, PageHandler, ServerSessionAPI, UserSessionsAPI
+from aifacility.lifetimes.service.hubclient import HubClient
+from aifacility.lifetimes.store import ExtensionStore
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def make_app() -> web.Application:
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/lifetimes/")
+    user = r"(?P<user>[^/]+)"
+    server = r"(?:server|servers/(?P<server>[^/]+))"
+    api = url_path_join(prefix, "api/users/")
+    routes = [
+        (prefix, PageHandler),
+        (url_path_join(prefix, "extend"), PageHandler),
+        (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+        (f"{api}{user}", UserSessionsAPI),
+        (f"{api}{user}/{server}", ServerSessionAPI),
+        (f"{api}{user}/{server}/extend", ExtendAPI),
+    ]
+    return web.Application(
+        routes,
+        facility=load_facility(),
+        store=ExtensionStore(),
+        hub=HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]),
+        prefix=prefix,
+        hub_home=url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/home"),
+        # OAuth cookies are per process: after a restart the browser silently signs in again.
+        cookie_secret=secrets.token_bytes(32),
+        template_path=str(TEMPLATES),
+    )
+
+
+async def serve() -> None:
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+    make_app().listen(url.port or 80, url.hostname or "127.0.0.1")
+    logging.getLogger("aifacility.lifetimes").info("lifetimes service on %s", url.geturl())
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s")
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

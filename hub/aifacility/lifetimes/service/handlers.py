@@ -1,0 +1,189 @@
+"""REST API and web page of the lifetimes service.
+
+Authentication is JupyterHub's (`HubOAuthenticated`: a token in `Authorization`, or the service's OAuth cookie
+in a browser); authorisation is by custom scope with the usual user filter, checked here on every request:
+
+- `custom:lifetimes:read!user=<owner>` to see a server's remaining time,
+- `custom:lifetimes:extend!user=<owner>` to extend it.
+
+Every user holds both for themselves (role `user`), admins for everyone. A user asking about someone else's
+server gets 404, as from the hub's own API, so that the existence of other users' servers is not revealed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+
+from jupyterhub.services.auth import HubOAuthenticated
+from tornado import web
+from tornado.httpclient import HTTPClientError
+
+from aifacility.facility.model import Facility
+from aifacility.lifetimes.policy import ExtensionRefused, SessionTimes, check_extension, when
+from aifacility.lifetimes.service.hubclient import HubClient
+from aifacility.lifetimes.sessions import describe, times_from_model
+from aifacility.lifetimes.store import ExtensionStore
+
+READ = "custom:lifetimes:read"
+EXTEND = "custom:lifetimes:extend"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(HubOAuthenticated, web.RequestHandler):
+    @property
+    def facility(self) -> Facility:
+        return self.settings["facility"]
+
+    @property
+    def store(self) -> ExtensionStore:
+        return self.settings["store"]
+
+    @property
+    def hub(self) -> HubClient:
+        return self.settings["hub"]
+
+    def who(self) -> dict[str, Any]:
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(403, "Missing or invalid credentials.")
+        return user
+
+    def may(self, scope: str, owner: str) -> bool:
+        return bool(self.hub_auth.check_scopes(f"{scope}!user={owner}", self.who()))
+
+    async def server_times(self, owner: str, server: str) -> SessionTimes:
+        """The running server's schedule; 404 unless it exists, runs and the caller may read it."""
+        label = f"{owner}/{server}" if server else f"{owner}'s default server"
+        not_found = web.HTTPError(404, f"No running server {label} that you can see.")
+        if not self.may(READ, owner):
+            raise not_found
+        servers = await self.user_servers(owner)
+        model = (servers or {}).get(server)
+        times = times_from_model(self.facility, self.store, owner, model) if model else None
+        if times is None:
+            raise not_found
+        return times
+
+    async def user_servers(self, owner: str) -> dict[str, dict[str, Any]] | None:
+        try:
+            return await self.hub.servers(owner)
+        except (HTTPClientError, OSError) as e:
+            raise web.HTTPError(502, f"The hub did not answer about {owner}'s servers ({e}); try again.") from None
+
+    def extend(self, owner: str, server: str, times: SessionTimes, add_hours: object) -> SessionTimes:
+        """Apply an extension (policy-checked, stored before we answer); 403 for readers without extend."""
+        if not self.may(EXTEND, owner):
+            raise web.HTTPError(403, f"You may see but not extend {owner}'s servers.")
+        t = now()
+        try:
+            total = check_extension(times, add_hours, t)
+        except ExtensionRefused as e:
+            raise web.HTTPError(400, f"Cannot extend: {e}.") from None
+        self.store.set_extended(owner, server, times.started, total, by=self.who()["name"])
+        return SessionTimes(limits=times.limits, started=times.started, extended=total,
+                            last_activity=times.last_activity)
+
+
+class APIHandler(Base):
+    """JSON in, JSON out; errors as {"status", "message"} like the hub's own API."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or HTTPStatus(status_code).phrase
+        if status_code >= 500 and status_code != 502:
+            message = "The lifetimes service failed on this request; the administrators can find why in its log."
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def write_json(self, data: object) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+
+class UserSessionsAPI(APIHandler):
+    """GET api/users/<user>: every running server of the user, with its schedule."""
+
+    async def get(self, user: str) -> None:
+        if not self.may(READ, user):
+            raise web.HTTPError(404, f"No user {user} that you can see.")
+        servers = await self.user_servers(user)
+        if servers is None:
+            raise web.HTTPError(404, f"No user {user} that you can see.")
+        t = now()
+        out = []
+        for name, model in sorted(servers.items()):
+            times = times_from_model(self.facility, self.store, user, model)
+            if times is not None:
+                out.append(describe(user, name, times, t))
+        self.write_json({"user": user, "servers": out})
+
+
+class ServerSessionAPI(APIHandler):
+    """GET api/users/<user>/server (default server) or .../servers/<name>: the server's schedule."""
+
+    async def get(self, user: str, server: str = "") -> None:
+        times = await self.server_times(user, server)
+        self.write_json(describe(user, server, times, now()))
+
+
+class ExtendAPI(APIHandler):
+    """POST api/users/<user>/server/extend, body {"hours": 2}: add to the lifetime, up to the profile's cap."""
+
+    async def post(self, user: str, server: str = "") -> None:
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise web.HTTPError(400, 'The body must be JSON, e.g. {"hours": 2}.') from None
+        if not isinstance(body, dict) or "hours" not in body:
+            raise web.HTTPError(400, 'The body must be a JSON object with "hours", e.g. {"hours": 2}.')
+        unknown = sorted(set(body) - {"hours"})
+        if unknown:
+            raise web.HTTPError(400, f"Unknown field(s) {', '.join(unknown)}; only \"hours\" is accepted.")
+        times = await self.server_times(user, server)
+        times = self.extend(user, server, times, body["hours"])
+        self.write_json(describe(user, server, times, now()))
+
+
+class PageHandler(Base):
+    """The page the hub's "Extend" button leads to: the signed-in user's sessions, with extend forms."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        await self.show(error=None, notice=self.get_argument("notice", None))
+
+    @web.authenticated
+    async def post(self) -> None:
+        owner = self.who()["name"]
+        server = self.get_body_argument("server", "")
+        raw = self.get_body_argument("hours", "")
+        try:
+            add_hours: object = float(raw)
+        except ValueError:
+            add_hours = raw
+        try:
+            times = await self.server_times(owner, server)
+            times = self.extend(owner, server, times, add_hours)
+        except web.HTTPError as e:
+            self.set_status(e.status_code)
+            await self.show(error=e.log_message, notice=None)
+            return
+        self.redirect(f"{self.settings['prefix']}?notice=" + web.url_escape(
+            f"Extended: the session now ends at {when(times.deadline)}."))
+
+    async def show(self, error: str | None, notice: str | None) -> None:
+        owner = self.who()["name"]
+        servers = await self.user_servers(owner) or {}
+        t = now()
+        sessions = []
+        for name, model in sorted(servers.items()):
+            times = times_from_model(self.facility, self.store, owner, model)
+            if times is not None:
+                sessions.append(describe(owner, name, times, t))
+        self.render("lifetimes.html", sessions=sessions, error=error, notice=notice, user=owner,
+                    prefix=self.settings["prefix"], hub_home=self.settings["hub_home"])

@@ -1,0 +1,82 @@
+"""Accepted extensions, on disk before they are acknowledged, so that they survive a restart of the hub,
+the lifetimes service or the culler.
+
+One sqlite file in the hub's data directory. A row is keyed by the server *and its start time*: a server that is
+stopped and started again gets a fresh lifetime without anyone having to delete the old row. The service writes,
+the culler's arbiter and the hub pages read (WAL mode lets them read while the service writes).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+DB_ENV = "AIFACILITY_LIFETIMES_DB"
+DB_NAME = "lifetimes.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS extensions (
+    user TEXT NOT NULL,
+    server TEXT NOT NULL,
+    started TEXT NOT NULL,
+    extended_seconds REAL NOT NULL,
+    updated TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (user, server, started)
+)
+"""
+
+
+def default_path() -> Path:
+    """`$AIFACILITY_LIFETIMES_DB`, else `lifetimes.sqlite` in `$AIFACILITY_HUB_DATA` (the hub's data directory)."""
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV])
+    return Path(os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub")) / DB_NAME
+
+
+def _key_time(started: datetime) -> str:
+    return started.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class ExtensionStore:
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # A short-lived connection per call: readers live in other processes, and nothing here is hot.
+        db = sqlite3.connect(self.path, timeout=10)
+        try:
+            with db:  # commits on success, rolls back on error
+                yield db
+        finally:
+            db.close()
+
+    def extended(self, user: str, server: str, started: datetime) -> timedelta:
+        with self._connect() as db:
+            row = db.execute("SELECT extended_seconds FROM extensions WHERE user=? AND server=? AND started=?",
+                             (user, server, _key_time(started))).fetchone()
+        return timedelta(seconds=row[0]) if row else timedelta(0)
+
+    def set_extended(self, user: str, server: str, started: datetime, extended: timedelta, by: str) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._connect() as db:  # the context manager commits before we return, i.e. before the 200
+            db.execute(
+                "INSERT INTO extensions (user, server, started, extended_seconds, updated, updated_by) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, server, started) DO UPDATE SET "
+                "extended_seconds=excluded.extended_seconds, updated=excluded.updated, updated_by=excluded.updated_by",
+                (user, server, _key_time(started), extended.total_seconds(), now, by))
+
+    def forget_before(self, cutoff: datetime) -> int:
+        """Drop rows of servers started before `cutoff` (long stopped); returns how many."""
+        with self._connect() as db:
+            cur = db.execute("DELETE FROM extensions WHERE started < ?", (_key_time(cutoff),))
+            return cur.rowcount
