@@ -38,6 +38,7 @@ from aifacility.devcluster.kinds import (
 from aifacility.devcluster.kueue import workloads as wls
 from aifacility.devcluster.kueue.assign import Assignment, assign
 from aifacility.devcluster.kueue.quota import Cluster, QueueSpec, Usage, format_quantity
+from aifacility.devcluster.kueue.schema import apply_defaults, crd_schema, prune
 from aifacility.devcluster.kueue.webhook import (
     ADMISSION_GATE,
     MANAGED_LABEL,
@@ -47,11 +48,35 @@ from aifacility.devcluster.kueue.webhook import (
 )
 from aifacility.devcluster.kueue.workloads import SEQUENCE_ANNOTATION
 from aifacility.devcluster.store import AlreadyExists, NotFound, Store, StoreError
+from aifacility.facility.model import Facility
 from aifacility.facility.quantity import parse_quantity
+from aifacility.kueue.render import render
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+
+
+def apply_rendered(store: Store, facility: Facility) -> None:
+    """Create the facility's flavors and queues, or bring their spec back to what the facility file says.
+
+    Like `helm upgrade` in production: the facility file is the single source of truth for these objects.
+    """
+    for obj in render(facility):
+        kind = by_kind(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        try:
+            store.create(kind, obj)
+        except AlreadyExists:
+            current = store.get(kind, meta.get("namespace"), meta["name"])
+            wanted = copy.deepcopy(obj)
+            wanted["metadata"] = {**current["metadata"], "labels": {**(current["metadata"].get("labels") or {}),
+                                                                    **meta.get("labels", {})}}
+            # Defaulted as the stored object was, so that an unchanged facility file writes nothing.
+            schema = crd_schema(kind.plural)
+            prune(schema, wanted)
+            apply_defaults(schema, wanted)
+            store.update(kind, wanted)
 
 
 def workload_name(kind: str, name: str, uid: str) -> str:
@@ -106,9 +131,13 @@ class KueueController:
         store.add_hook(kueue_hook)
 
     async def start(self, cluster: Any = None) -> None:
+        """Start the loop; with a DevCluster, first apply the Kueue objects rendered from its facility file."""
         if self.store is None:
             self.install(cluster.store)
         assert self.store is not None
+        facility = getattr(cluster, "facility", None)
+        if facility is not None:
+            apply_rendered(self.store, facility)
         watched: list[tuple[Kind, str | None]] = [
             (POD, f"{MANAGED_LABEL}=true"), (JOB, QUEUE_LABEL), (WORKLOAD, None), (CLUSTERQUEUE, None),
             (LOCALQUEUE, None), (RESOURCEFLAVOR, None), (WORKLOADPRIORITYCLASS, None), (NAMESPACE, None),
