@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from aifacility.devcluster.api import register_api_group
 from aifacility.devcluster.kinds import CLUSTERQUEUE, LOCALQUEUE, WORKLOAD
 from aifacility.devcluster.kueue import workloads as wls
 from aifacility.devcluster.store import NotFound, Store, not_found
@@ -113,8 +114,6 @@ def make_visibility_extension(store: Store) -> Callable[[web.Application], None]
         return web.json_response(_summary(items[offset:offset + limit]))
 
     def extend(app: web.Application) -> None:
-        from aifacility.devcluster.api import register_api_group
-
         app.router.add_get(PREFIX + "/clusterqueues/{name}/pendingworkloads", cluster_queue)
         app.router.add_get(PREFIX + "/namespaces/{namespace}/localqueues/{name}/pendingworkloads", local_queue)
         register_api_group(app, GROUP, VERSION, RESOURCES)
