@@ -1,0 +1,67 @@
+"""`python -m aifacility.devcluster --facility FILE --state-dir DIR --listen HOST:PORT`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aifacility.devcluster.cluster import DevCluster
+from aifacility.facility import FacilityError, load_facility
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{value}' is not HOST:PORT (e.g. 127.0.0.1:6443)")
+    return host, int(port)
+
+
+async def _serve(cluster: DevCluster) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await cluster.start()
+    try:
+        print(f"devcluster: API server at {cluster.url}", flush=True)
+        print(f"devcluster: kubeconfig at {cluster.kubeconfig_path} (export KUBECONFIG={cluster.kubeconfig_path})",
+              flush=True)
+        await stop.wait()
+    finally:
+        await cluster.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aifacility.devcluster",
+                                     description="Run the development cluster until SIGTERM or Ctrl-C.")
+    parser.add_argument("--facility", help="facility file (default: $AIFACILITY_FACILITY or the demo facility)")
+    parser.add_argument("--state-dir", required=True, type=Path, help="where the cluster keeps its state")
+    parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 0), help="HOST:PORT of the API server")
+    parser.add_argument("--verbose", "-v", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        facility = load_facility(args.facility)
+    except FacilityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    host, port = args.listen
+    try:
+        asyncio.run(_serve(DevCluster(facility, args.state_dir, host, port)))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            print(f"error: cannot listen on {host}:{port}: the address is already in use", file=sys.stderr)
+        else:
+            print(f"error: cannot start the development cluster: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,447 @@
+"""One pod on a local node: volumes, init containers in order, containers in parallel, restarts, probes, stop.
+
+Each container is a bubblewrap sandbox running the container's command as a local process in its own process
+group; its output (stdout and stderr interleaved) goes to `<pod dir>/<container>.log`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from aifacility.devcluster.agent.env import ConfigError, Lookup, container_env, expand_command
+from aifacility.devcluster.agent.events import EventRecorder, now, now_nano
+from aifacility.devcluster.agent.probes import readiness_loop
+from aifacility.devcluster.agent.provider import Notify
+from aifacility.devcluster.agent.sandbox import Mount, bwrap_command
+from aifacility.devcluster.agent.status import ContainerState, conditions, pod_phase
+from aifacility.devcluster.agent.volumes import (
+    PreparedVolume,
+    VolumeError,
+    container_mounts,
+    prepare_volumes,
+)
+
+log = logging.getLogger(__name__)
+
+# Directories a program expects to write under $HOME=/root (the host's /root is bound read-only): each pod
+# gets its own writable copies, the way a container image's root home is writable in its own layer.
+HOME_WRITABLE = (".local", ".cache", ".config", ".jupyter", ".ipython")
+RETRY_SECONDS = 2.0
+
+
+@dataclass
+class NodeContext:
+    """What a pod runner needs from its node and the cluster."""
+
+    name: str
+    ip: str
+    allocatable: dict[str, str]
+    state_dir: Path
+    lookup: Callable[[str], Lookup]  # namespace -> (kind, name) -> object | None
+    notify: Notify
+    events: EventRecorder
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+    token: Callable[[], str] = lambda: "aifacility-devcluster"
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    # Containers that ran at least this long restart without the accumulated back-off.
+    backoff_reset_seconds: float = 60.0
+
+
+def pod_dir(state_dir: Path, pod: dict[str, Any]) -> Path:
+    meta = pod["metadata"]
+    return state_dir / "pods" / str(meta.get("namespace") or "default") / f"{meta['name']}_{meta['uid']}"
+
+
+def qos_class(pod: dict[str, Any]) -> str:
+    containers = [*(pod["spec"].get("containers") or []), *(pod["spec"].get("initContainers") or [])]
+    any_set = False
+    guaranteed = True
+    for c in containers:
+        res = c.get("resources") or {}
+        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        if limits or requests:
+            any_set = True
+        for r in ("cpu", "memory"):
+            if r not in limits or requests.get(r, limits[r]) != limits[r]:
+                guaranteed = False
+    if not any_set:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+@dataclass
+class _Running:
+    proc: asyncio.subprocess.Process
+    started: float
+    probe: asyncio.Task[None] | None = None
+
+
+@dataclass
+class PodRunner:
+    pod: dict[str, Any]
+    ctx: NodeContext
+    pod_ip: str
+    init: list[ContainerState] = field(default_factory=list)
+    containers: list[ContainerState] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        spec = self.pod["spec"]
+        self.restart_policy = str(spec.get("restartPolicy") or "Always")
+        self.dir = pod_dir(self.ctx.state_dir, self.pod)
+        old = self.pod.get("status") or {}
+        counts = {s["name"]: int(s.get("restartCount") or 0)
+                  for s in [*(old.get("containerStatuses") or []), *(old.get("initContainerStatuses") or [])]}
+        self.init = [ContainerState(c["name"], c.get("image", ""), {"waiting": {"reason": "PodInitializing"}},
+                                    restart_count=counts.get(c["name"], 0))
+                     for c in spec.get("initContainers") or []]
+        self.containers = [ContainerState(c["name"], c.get("image", ""), restart_count=counts.get(c["name"], 0))
+                           for c in spec.get("containers") or []]
+        self.start_time = old.get("startTime") or now()
+        self.init_failed = False
+        self.sandbox_ready = False
+        self.stopping = False
+        self.volumes: dict[str, PreparedVolume] = {}
+        self._running: dict[str, _Running] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._last_published: dict[str, Any] | None = None
+
+    # ---- status ----------------------------------------------------------------------------------------------
+
+    @property
+    def namespace(self) -> str:
+        return str(self.pod["metadata"].get("namespace") or "default")
+
+    @property
+    def name(self) -> str:
+        return str(self.pod["metadata"]["name"])
+
+    def phase(self) -> str:
+        return pod_phase(self.init, self.containers, self.restart_policy, self.init_failed)
+
+    def status(self) -> dict[str, Any]:
+        phase = self.phase()
+        status: dict[str, Any] = {
+            "phase": phase,
+            "conditions": conditions(self.init, self.containers, phase, self.sandbox_ready),
+            "hostIP": self.ctx.ip,
+            "hostIPs": [{"ip": self.ctx.ip}],
+            "podIP": self.pod_ip,
+            "podIPs": [{"ip": self.pod_ip}],
+            "startTime": self.start_time,
+            "qosClass": qos_class(self.pod),
+            "containerStatuses": [c.to_status() for c in self.containers],
+        }
+        if self.init:
+            status["initContainerStatuses"] = [c.to_status() for c in self.init]
+        return status
+
+    def publish(self) -> None:
+        status = self.status()
+        comparable = {**status, "conditions": [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                                               for c in status["conditions"]]}
+        if comparable == self._last_published:
+            return
+        self._last_published = comparable
+        self.ctx.notify(self.pod, status)
+
+    def _event(self, reason: str, message: str, *, warning: bool = False, container: str | None = None) -> None:
+        path = None
+        if container is not None:
+            kind = "initContainers" if any(c.name == container for c in self.init) else "containers"
+            path = f"spec.{kind}{{{container}}}"
+        self.ctx.events.record(self.pod, reason, message, type="Warning" if warning else "Normal",
+                               host=self.ctx.name, field_path=path)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+    async def _run(self) -> None:
+        try:
+            await self._run_pod()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("pod %s/%s failed in the agent", self.namespace, self.name)
+            for c in self.containers:
+                if not c.terminated:
+                    c.state = {"waiting": {"reason": "RunContainerError", "message": str(e)}}
+            self.publish()
+        finally:
+            self._done.set()
+
+    async def _run_pod(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "tmp").mkdir(exist_ok=True)
+        (self.dir / "tmp").chmod(0o1777)
+        for d in HOME_WRITABLE:
+            (self.dir / "home" / d).mkdir(parents=True, exist_ok=True)
+        self.publish()
+        await self._prepare_volumes()
+        self.sandbox_ready = True
+        self.publish()
+        spec = self.pod["spec"]
+        for c_spec, cs in zip(spec.get("initContainers") or [], self.init, strict=True):
+            ok = await self._container_loop(c_spec, cs, init=True)
+            if not ok:
+                return
+        for cs in self.containers:
+            cs.state = {"waiting": {"reason": "ContainerCreating"}}
+        self.publish()
+        await asyncio.gather(*(self._container_loop(c_spec, cs, init=False)
+                               for c_spec, cs in zip(spec.get("containers") or [], self.containers, strict=True)))
+        self.publish()
+
+    async def _prepare_volumes(self) -> None:
+        last_error = ""
+        while True:
+            try:
+                self.volumes = prepare_volumes(self.pod, self.dir, self.ctx.state_dir,
+                                               self.ctx.lookup(self.namespace), self.ctx.allocatable,
+                                               self.ctx.token)
+                return
+            except VolumeError as e:
+                if str(e) != last_error:
+                    last_error = str(e)
+                    self._event("FailedMount", last_error, warning=True)
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _container_loop(self, spec: dict[str, Any], cs: ContainerState, *, init: bool) -> bool:
+        """Run a container until it is done for good; True when it (finally) succeeded."""
+        failures = 0
+        while not self.stopping:
+            started = time.monotonic()
+            code = await self._run_container(spec, cs)
+            if code is None or self.stopping:
+                return False
+            if code == 0 and (init or self.restart_policy != "Always"):
+                return True
+            if self.restart_policy == "Never":
+                if init:
+                    self.init_failed = True
+                    self.publish()
+                return False
+            # Always, or OnFailure with a failure: restart after the kubelet's exponential back-off.
+            failures = 1 if time.monotonic() - started > self.ctx.backoff_reset_seconds else failures + 1
+            delay = min(self.ctx.backoff_base * 2 ** (failures - 1), self.ctx.backoff_max)
+            cs.last_state = {"terminated": cs.state.get("terminated", {})}
+            uid = self.pod["metadata"]["uid"]
+            cs.state = {"waiting": {"reason": "CrashLoopBackOff", "message": (
+                f"back-off {delay:g}s restarting failed container={cs.name} "
+                f"pod={self.name}_{self.namespace}({uid})")}}
+            self._event("BackOff", f"Back-off restarting failed container {cs.name} in pod "
+                        f"{self.name}_{self.namespace}({uid})", warning=True, container=cs.name)
+            self.publish()
+            await asyncio.sleep(delay)
+            cs.restart_count += 1
+        return False
+
+    def _mounts(self, spec: dict[str, Any], env: dict[str, str]) -> list[Mount]:
+        mounts = container_mounts(spec, self.volumes, env)
+        targets = {os.path.normpath(m.target) for m in mounts}
+        home = env.get("HOME", "/root")
+        if home == "/root":
+            for d in HOME_WRITABLE:
+                if f"/root/{d}" not in targets:
+                    mounts.append(Mount(self.dir / "home" / d, f"/root/{d}"))
+        return mounts
+
+    async def _wait_forever_unless_stopped(self) -> None:
+        await self._stop_event.wait()
+
+    async def _run_container(self, spec: dict[str, Any], cs: ContainerState) -> int | None:
+        """One run of a container; its exit code, or None when it can never start (or the pod stops)."""
+        env = await self._container_env(spec, cs)
+        if env is None:
+            return None
+        command = expand_command(spec, env)
+        if not spec.get("command"):
+            cs.state = {"waiting": {"reason": "CreateContainerError", "message": (
+                f"container {cs.name!r} has no command: the development cluster does not run images, only the "
+                "container's command and args; set command (e.g. [\"jupyterhub-singleuser\"])")}}
+            self._event("Failed", f"Error: {cs.state['waiting']['message']}", warning=True, container=cs.name)
+            self.publish()
+            await self._wait_forever_unless_stopped()
+            return None
+        try:
+            mounts = self._mounts(spec, env)
+        except VolumeError as e:
+            cs.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
+            self._event("Failed", f"Error: {e}", warning=True, container=cs.name)
+            self.publish()
+            await self._wait_forever_unless_stopped()
+            return None
+        exe = command[0]
+        if "/" not in exe and shutil.which(exe, path=env.get("PATH")) is None:
+            stamp = now()
+            message = (f'failed to create containerd task: failed to create shim task: OCI runtime create failed: '
+                       f'exec: "{exe}": executable file not found in $PATH')
+            cs.state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": message,
+                                       "startedAt": stamp, "finishedAt": stamp}}
+            self._event("Failed", f"Error: {message}", warning=True, container=cs.name)
+            self.publish()
+            return 128
+        argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts,
+                             working_dir=spec.get("workingDir") or None, hostname=self.name[:63])
+        log_path = self.dir / f"{cs.name}.log"
+        if log_path.exists():
+            log_path.replace(self.dir / f"{cs.name}.log.1")
+        if cs.restart_count == 0 and not cs.last_state:
+            self._event("Pulled", f'Container image "{spec.get("image", "")}" already present on machine',
+                        container=cs.name)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, cwd=str(self.dir), start_new_session=True)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = [asyncio.create_task(_pump(proc.stdout, "stdout", log_fd)),
+                 asyncio.create_task(_pump(proc.stderr, "stderr", log_fd))]
+        started_at = now()
+        cs.container_id = f"bwrap://{proc.pid}"
+        cs.state = {"running": {"startedAt": started_at}}
+        probe = spec.get("readinessProbe")
+        cs.ready = probe is None
+        running = _Running(proc, time.monotonic())
+        self._running[cs.name] = running
+        self._event("Created", f"Created container {cs.name}", container=cs.name)
+        self._event("Started", f"Started container {cs.name}", container=cs.name)
+        self.publish()
+        if probe is not None:
+            running.probe = asyncio.create_task(readiness_loop(
+                probe, spec, self.pod_ip, lambda cmd, t: self._exec(cmd, mounts, env, t),
+                lambda ok: self._set_ready(cs, ok)))
+        try:
+            code = await proc.wait()
+            # Everything in the sandbox died with its command (pid namespace), so the pipes close promptly.
+            await asyncio.wait(pumps, timeout=5)
+        finally:
+            for t in pumps:
+                t.cancel()
+            os.close(log_fd)
+            if running.probe is not None:
+                running.probe.cancel()
+            self._running.pop(cs.name, None)
+        # A signal death is reported the way container runtimes do: 128 + signal number.
+        code = 128 - code if code < 0 else code
+        cs.ready = False
+        cs.state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                   "startedAt": started_at, "finishedAt": now(),
+                                   "containerID": cs.container_id}}
+        self.publish()
+        return code
+
+    async def _container_env(self, spec: dict[str, Any], cs: ContainerState) -> dict[str, str] | None:
+        last_error = ""
+        while not self.stopping:
+            try:
+                pod = {**self.pod, "status": {**(self.pod.get("status") or {}), "podIP": self.pod_ip,
+                                              "podIPs": [{"ip": self.pod_ip}], "hostIP": self.ctx.ip}}
+                env = container_env(pod, spec, self.ctx.lookup(self.namespace), self.ctx.allocatable)
+                if self.ctx.api_port:
+                    env.setdefault("KUBERNETES_SERVICE_HOST", self.ctx.api_host)
+                    env.setdefault("KUBERNETES_SERVICE_PORT", str(self.ctx.api_port))
+                return env
+            except ConfigError as e:
+                if str(e) != last_error:
+                    last_error = str(e)
+                    cs.state = {"waiting": {"reason": "CreateContainerConfigError", "message": last_error}}
+                    self._event("Failed", f"Error: {last_error}", warning=True, container=cs.name)
+                    self.publish()
+            await asyncio.sleep(RETRY_SECONDS)
+        return None
+
+    def _set_ready(self, cs: ContainerState, ok: bool) -> None:
+        cs.ready = ok and cs.running
+        self.publish()
+
+    async def _exec(self, command: list[str], mounts: list[Mount], env: dict[str, str], seconds: float) -> int:
+        argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts, hostname=self.name[:63])
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL, env=env,
+                                                    start_new_session=True)
+        try:
+            return await asyncio.wait_for(proc.wait(), seconds)
+        except TimeoutError:
+            _signal_tree(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return 1
+
+    # ---- stop ------------------------------------------------------------------------------------------------
+
+    async def stop(self, grace: float, *, events: bool = True) -> None:
+        """SIGTERM every container's processes, SIGKILL what is left after `grace` seconds."""
+        self.stopping = True
+        self._stop_event.set()
+        running = dict(self._running)
+        for name, r in running.items():
+            if events:
+                self._event("Killing", f"Stopping container {name}", container=name)
+            _signal_tree(r.proc.pid, signal.SIGTERM)
+        if running:
+            waits = [asyncio.create_task(r.proc.wait()) for r in running.values()]
+            _done, pending = await asyncio.wait(waits, timeout=max(grace, 0))
+            for r in running.values():
+                if r.proc.returncode is None:
+                    _signal_tree(r.proc.pid, signal.SIGKILL)
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._done.set()
+
+    def pids(self) -> list[int]:
+        return [r.proc.pid for r in self._running.values()]
+
+
+async def _pump(reader: asyncio.StreamReader, stream: str, fd: int) -> None:
+    """Copy a container's output into its log in the kubelet's CRI format: `<time> <stream> <F|P> <text>`."""
+    while True:
+        tag = "F"
+        try:
+            chunk = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                return
+            chunk = e.partial + b"\n"
+        except asyncio.LimitOverrunError as e:
+            # A line longer than the buffer: written as partial pieces, as the kubelet splits long lines.
+            chunk = await reader.readexactly(e.consumed) + b"\n"
+            tag = "P"
+        os.write(fd, f"{now_nano()} {stream} {tag} ".encode() + chunk)
+
+
+def _signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal a sandbox and everything in it (bwrap does not forward signals to the command)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    for child in reversed(children):
+        with contextlib.suppress(psutil.Error):
+            child.send_signal(sig)
+    if sig == signal.SIGKILL or not children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)

@@ -1,0 +1,75 @@
+"""The bubblewrap sandbox a container runs in: the host's system read-only, the pod's volumes at their paths.
+
+Images are not pulled (there is no container engine here); the host's /usr, /etc and the project venv under
+/work stand in for the image, and bwrap gives every container its own mount namespace so that two pods can
+mount different volumes at the same path (every notebook has its home at /home/jovyan).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+BWRAP = "/usr/bin/bwrap"
+# The host's top-level directories that stand in for the container image (bound read-only when present).
+HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt", "/root", "/work", "/var")
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+def _under(path: str, parent: str) -> bool:
+    return path.startswith(parent.rstrip("/") + "/")
+
+
+def _bind_host_path(path: str, targets: list[str]) -> list[str]:
+    """Bind a host path read-only; when a volume must appear at a new path inside it, rebuild the directory
+    in the sandbox's tmpfs from its entries instead (a read-only bind has no room for the mount point)."""
+    if os.path.islink(path):
+        return ["--symlink", os.readlink(path), path]
+    if not os.path.exists(path):
+        return []
+    inside = [t for t in targets if _under(t, path)]
+    if not inside or not os.path.isdir(path) or all(os.path.lexists(t) for t in inside):
+        return ["--ro-bind", path, path]
+    args = ["--dir", path]
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError:
+        return ["--ro-bind", path, path]
+    for entry in entries:
+        args += _bind_host_path(os.path.join(path, entry), inside)
+    return args
+
+
+def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], working_dir: str | None = None,
+                  hostname: str | None = None, host_dirs: tuple[str, ...] = HOST_DIRS) -> list[str]:
+    """The full argv: bwrap options, then `--` and the container's command."""
+    targets = [os.path.normpath(m.target) for m in mounts]
+    if working_dir:
+        targets.append(os.path.normpath(working_dir))
+    args = [BWRAP, "--tmpfs", "/"]
+    for d in host_dirs:
+        args += _bind_host_path(d, targets)
+    args += ["--bind", str(pod_tmp), "/tmp",
+             "--dev", "/dev", "--proc", "/proc",
+             # The pod shares the host network (it listens on its own loopback IP) but nothing else.
+             "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try", "--new-session"]
+    if hostname:
+        args += ["--unshare-uts", "--hostname", hostname]
+    # Shorter targets first so that a mount inside another volume lands on top of it, as the kubelet orders them.
+    for m in sorted(mounts, key=lambda m: (os.path.normpath(m.target).count("/"), m.target)):
+        target = os.path.normpath(m.target)
+        if not m.source.is_dir() and not os.path.lexists(target):
+            parent = os.path.dirname(target)
+            if parent != "/":
+                args += ["--dir", parent]
+        args += ["--ro-bind" if m.read_only else "--bind", str(m.source), target]
+    if working_dir:
+        args += ["--chdir", working_dir]
+    return [*args, "--", *command]
