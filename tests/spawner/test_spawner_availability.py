@@ -55,10 +55,10 @@ async def test_cache_reads_the_cluster_once_per_ttl(facility: Facility) -> None:
         calls += 1
         return NODES, []
 
-    cache = AvailabilityCache(facility, fetch, ttl=3600)
-    assert (await cache.get())["t4"] == (4, 4)
-    await cache.get()
+    cache = AvailabilityCache(facility, ttl=3600)
+    assert (await cache.get(fetch))["t4"] == (4, 4)
+    await cache.get(fetch)
     assert calls == 1
     cache.ttl = 0
-    await cache.get()
+    await cache.get(fetch)
     assert calls == 2

@@ -19,7 +19,8 @@ def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
     """Point JupyterHub at FacilitySpawner and set its traits from the facility description.
 
     `facility_path` is the facility file the spawner re-reads (default: `$AIFACILITY_FACILITY` or the demo);
-    `data_dir` is the hub's data directory, where the quota reservations live (default: the hub's cwd).
+    `data_dir` is the hub's data directory, where the quota reservations live (default: `$AIFACILITY_HUB_DATA`,
+    else the hub's working directory).
     """
     fs = facility.storage
     c.JupyterHub.spawner_class = FacilitySpawner
@@ -54,4 +55,5 @@ def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
     # A refused spawn (forbidden profile, quota) is the user's answer, not a hub fault: it must never count
     # towards the consecutive-failure limit that makes the hub exit.
     s.consecutive_failure_limit = 0
-    s.quota_db = os.path.join(data_dir or os.getcwd(), "aifacility-quotas.sqlite")
+    s.quota_db = os.path.join(data_dir or os.environ.get("AIFACILITY_HUB_DATA") or os.getcwd(),
+                              "aifacility-quotas.sqlite")

@@ -77,26 +77,27 @@ def compute_availability(facility: Facility, nodes: Iterable[Mapping[str, Any]],
     return out
 
 
+Fetch = Callable[[], Awaitable[tuple[list[dict[str, Any]], list[dict[str, Any]]]]]
+
+
 class AvailabilityCache:
     """Caches `compute_availability` over a fetch of (nodes, pods) for `ttl` seconds; one fetch at a time."""
 
-    def __init__(self, facility: Facility,
-                 fetch: Callable[[], Awaitable[tuple[list[dict[str, Any]], list[dict[str, Any]]]]],
-                 ttl: float = 5.0) -> None:
+    def __init__(self, facility: Facility, ttl: float = 5.0) -> None:
         self.facility = facility
-        self.fetch = fetch
         self.ttl = ttl
         self._value: Availability | None = None
         self._at = 0.0
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Availability:
+    async def get(self, fetch: Fetch) -> Availability:
+        """The cached figures, or new ones from `fetch` (the caller's client) when they are older than ttl."""
         if self._value is not None and time.monotonic() - self._at < self.ttl:
             return self._value
         async with self._lock:  # many forms opening at once cause one API round trip, not many
             if self._value is not None and time.monotonic() - self._at < self.ttl:
                 return self._value
-            nodes, pods = await self.fetch()
+            nodes, pods = await fetch()
             self._value = compute_availability(self.facility, nodes, pods)
             self._at = time.monotonic()
             return self._value

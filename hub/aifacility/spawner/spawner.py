@@ -14,14 +14,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import Float, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 
 from aifacility.facility import Facility, load_facility
-from aifacility.spawner import profiles, storage
+from aifacility.kueue.render import local_queue
+from aifacility.spawner import profiles, queueing, storage
 from aifacility.spawner.availability import Availability, AvailabilityCache, fetch_from_api
 from aifacility.spawner.quotas import Claim, FacilityLimits, LimitsSource, QuotaExceeded, QuotaStore, quota_store
 
@@ -47,6 +49,8 @@ async def facility_profile_list(spawner: FacilitySpawner) -> list[dict[str, Any]
 class FacilitySpawner(KubeSpawner):
     reservation = None  # the quotas.Reservation of the current spawn
     _refused = False  # the current spawn was refused (profile or quota) before anything was created
+    _queue: str | None = None  # the LocalQueue of the current spawn, when it waits in Kueue
+    _base_start_timeout: int | None = None
     facility_path = Unicode(
         "", config=True,
         help="The facility file (default: $AIFACILITY_FACILITY, else the shipped demo facility).")
@@ -57,6 +61,11 @@ class FacilitySpawner(KubeSpawner):
         None, allow_none=True, config=True,
         help="""A callable(spawner) -> LimitsSource giving the quota limits (default: the facility file's
         `quotas:`). The admin service plugs its editable limits in here.""")
+    queued_start_timeout = Integer(
+        30 * 24 * 3600, config=True,
+        help="""How long a queued session may wait for Kueue's admission (seconds). Queued sessions have no
+        start timeout in practice; once admitted, the normal `start_timeout` applies to the pod's start.""")
+    queue_poll_interval = Float(2.0, config=True, help="Seconds between queue-position updates on the progress page.")
     availability_ttl = Float(
         5.0, config=True, help="Seconds the free-units-per-accelerator figures shown on the form are cached.")
 
@@ -81,11 +90,10 @@ class FacilitySpawner(KubeSpawner):
         key = self.facility_path or os.environ.get("AIFACILITY_FACILITY", "")
         cache = _AVAILABILITY.get(key)
         if cache is None or cache.ttl != self.availability_ttl:
-            cache = _AVAILABILITY[key] = AvailabilityCache(
-                self.facility, lambda: fetch_from_api(self.api), self.availability_ttl)
+            cache = _AVAILABILITY[key] = AvailabilityCache(self.facility, self.availability_ttl)
         try:
-            return await cache.get()
-        except (ApiException, OSError, TimeoutError) as e:
+            return await cache.get(lambda: fetch_from_api(self.api))
+        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as e:
             self.log.warning("Cannot read accelerator availability from the Kubernetes API: %s", e)
             return {}
 
@@ -110,11 +118,18 @@ class FacilitySpawner(KubeSpawner):
         """What this spawn asks of the quotas, and which of the user's groups may pay (see quotas.py)."""
         mine = set(self.user_groups())
         payers = [g for g in profile.groups if g in mine] if profile.groups else sorted(mine)
+        queued = profiles.wants_queue(self.user_options or {}) and profile.queueable
+        if queued:
+            # A queued session is charged to a group that has a Kueue queue (its LocalQueue admits it).
+            queues = self.facility.queues
+            payers = [g for g in payers if queues.enabled and g in queues.groups]
+            if not payers:
+                raise web.HTTPError(400, f"None of your groups ({', '.join(sorted(mine)) or 'none'}) has a queue "
+                                         f"for the profile '{profile.name}'; untick 'queue' to start it directly.")
         acc = profile.accelerator
         return Claim(user=self.user.name, server=self.name or "", groups=tuple(payers),
                      accelerator=acc.name if acc else None, units=acc.count if acc else 0,
-                     queued=profiles.wants_queue(self.user_options or {}) and profile.queueable,
-                     queueable=profile.queueable)
+                     queued=queued, queueable=profile.queueable)
 
     async def reserve(self, profile: profiles.Profile) -> None:
         """Check the quotas and hold what this spawn needs; a 403 that names the limit otherwise."""
@@ -123,10 +138,13 @@ class FacilitySpawner(KubeSpawner):
         def label(name: str) -> str:
             return facility.accelerator(name).display_name
 
+        claim = self.claim(profile)
         try:
-            self.reservation = await self.quotas.reserve(self.claim(profile), self.limits(), label)
+            self.reservation = await self.quotas.reserve(claim, self.limits(), label)
         except QuotaExceeded as e:
             raise web.HTTPError(403, str(e)) from None
+        group = self.reservation.group
+        self._queue = local_queue(facility, group)["metadata"]["name"] if claim.queued and group else None
 
     async def release(self) -> None:
         await self.quotas.release(self.user.name, self.name or "")
@@ -156,8 +174,18 @@ class FacilitySpawner(KubeSpawner):
         self.volumes = volumes
         self.volume_mounts = mounts
 
+    def start(self) -> Any:
+        # JupyterHub bounds the whole start() by `start_timeout`, read right after this returns: a queued
+        # session gets the queue's bound instead, and _start_queued applies the normal one after admission.
+        if self._base_start_timeout is None:
+            self._base_start_timeout = self.start_timeout
+        queued = profiles.wants_queue(self.user_options or {})
+        self.start_timeout = self.queued_start_timeout if queued else self._base_start_timeout
+        return super().start()
+
     async def _start(self) -> Any:
         self._refused = False
+        self._queue = None
         try:
             profile = self.chosen_profile()
             await self.reserve(profile)
@@ -167,12 +195,81 @@ class FacilitySpawner(KubeSpawner):
             raise
         try:
             await self._prepare_storage()
+            if self._queue:
+                return await self._start_queued()
             return await super()._start()
         except BaseException:
             # Failed or cancelled (start timeout): the units go back at once. JupyterHub also stops the
             # server afterwards, which releases again, harmlessly.
             await asyncio.shield(self.release())
             raise
+
+    def _pod(self) -> dict[str, Any] | None:
+        reflector = self.pod_reflector
+        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+
+    async def _start_queued(self) -> Any:
+        """KubeSpawner's start, unbounded while Kueue holds the pod, bounded by start_timeout after that."""
+        inner = asyncio.ensure_future(super()._start())
+        try:
+            while not inner.done():
+                pod = self._pod()
+                if pod is not None and not queueing.is_gated(pod):
+                    break
+                await asyncio.wait([inner], timeout=1)
+            if not inner.done():
+                self.log.info("Kueue admitted %s from queue %s", self._log_name, self._queue)
+                await self.quotas.admitted(self.user.name, self.name or "")
+                timeout = self._base_start_timeout or 300
+                done, _ = await asyncio.wait([inner], timeout=timeout)
+                if not done:
+                    raise TimeoutError(f"pod {self.pod_name} was admitted from the queue but did not start "
+                                       f"in {timeout} seconds")
+            return inner.result()
+        finally:
+            if not inner.done():
+                inner.cancel()
+
+    async def get_pod_manifest(self) -> Any:
+        pod = await super().get_pod_manifest()
+        if self._queue:
+            pod.metadata.labels[queueing.QUEUE_LABEL] = self._queue
+        return pod
+
+    async def progress(self) -> Any:
+        """KubeSpawner's progress (pod events), preceded while queued by the position and what it waits for."""
+        if profiles.wants_queue(self.user_options or {}):
+            async for event in self._queue_progress():
+                yield event
+        async for event in super().progress():
+            yield event
+
+    async def _queue_progress(self) -> Any:
+        last = None
+        while True:
+            future = self._start_future
+            if future is not None and future.done():
+                return
+            pod = self._pod() if self._queue else None
+            if pod is not None and not queueing.is_gated(pod):
+                yield {"progress": 20, "message": f"Admitted from the '{self._queue}' queue; starting."}
+                return
+            if pod is not None and self._queue:
+                try:
+                    message = await queueing.queue_status(self.api.api_client, self.namespace, self._queue,
+                                                          pod, self._queued_what())
+                except (ApiException, OSError, TimeoutError, ValueError) as e:
+                    message = f"Queued in the '{self._queue}' queue (position unavailable: {e})."
+                if message != last:
+                    last = message
+                    yield {"progress": 10, "message": message}
+            await asyncio.sleep(self.queue_poll_interval)
+
+    def _queued_what(self) -> str:
+        res = self.reservation
+        if res is None or not res.accelerator:
+            return "its resources"
+        return f"{res.units} x {self.facility.accelerator(res.accelerator).display_name}"
 
     async def poll(self) -> int | None:
         if self._refused:
