@@ -1,0 +1,192 @@
+"""The plugin against a real SLURM (slurmctld + slurmd started by the fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+
+import pytest
+from interlink_helpers import container, finished, pod, retrieved, running, scontrol_job, squeue, wait_for
+
+from aifacility_interlink.client import PluginError
+
+pytestmark = pytest.mark.slurm
+
+CM = {"physics-cfg": {"greeting": "hello from the config map", "run.ini": "[run]\nevents=1000\n"}}
+SECRET = {"grid-token": {"token": "s3cr3t-t0ken"}}
+VOLUMES = [
+    {"name": "cfg", "configMap": {"name": "physics-cfg"}},
+    {"name": "tok", "secret": {"secretName": "grid-token"}},
+    {"name": "scratch", "emptyDir": {}},
+]
+
+
+async def left_squeue(slurm, jid: str, within: float = 30.0) -> None:
+    """Wait until SLURM no longer lists the job as pending or running."""
+    for _ in range(int(within / 0.3)):
+        if not squeue(slurm, "-j", jid, "-o", "%T").strip():
+            return
+        await asyncio.sleep(0.3)
+
+
+def log_req(p: dict, name: str, **opts: object) -> dict:
+    md = p["metadata"]
+    return {"Namespace": md["namespace"], "PodUID": md["uid"], "PodName": md["name"], "ContainerName": name,
+            "Opts": opts}
+
+
+async def test_pod_with_init_two_containers_volumes_under_bwrap(slurm, plugin_factory) -> None:
+    plugin = plugin_factory(slurm, runtime="bwrap")
+    init = container("fetch", "cat /etc/physics/greeting > /scratch/from-init && echo init-done",
+                     [("cfg", "/etc/physics"), ("scratch", "/scratch")])
+    reco = container(
+        "reco",
+        "cat /etc/physics/greeting; echo; cat /etc/grid/token; echo; cat /scratch/from-init; echo;"
+        " grep events /etc/physics/run.ini; echo reco-output > /scratch/shared.txt;"
+        " touch /etc/physics/x 2>/dev/null && echo writable || echo read-only; exit 3",
+        [("cfg", "/etc/physics"), ("tok", "/etc/grid"), ("scratch", "/scratch")],
+        limits={"cpu": "1", "memory": "128Mi"},
+    )
+    ana = container(
+        "analysis",
+        "for i in $(seq 100); do [ -e /scratch/shared.txt ] && break; sleep 0.1; done;"
+        " echo \"analysis saw: $(cat /scratch/shared.txt) $MODE\"; ls /etc/grid 2>&1 | head -1",
+        [("scratch", "/scratch")], env={"MODE": "fast mode"},
+    )
+    p = pod("reco-1", [reco, ana], init=[init], volumes=VOLUMES)
+    async with plugin.client() as c:
+        created = await c.create(retrieved(p, CM, SECRET))
+        assert created.PodUID == p["metadata"]["uid"] and created.PodJID.isdigit()
+        [st] = await wait_for(c, [p], finished)
+        assert st.JID == created.PodJID
+        assert [x.state.terminated.exitCode for x in st.initContainers] == [0]
+        codes = {x.name: x.state.terminated.exitCode for x in st.containers}
+        assert codes == {"reco": 3, "analysis": 0}
+        assert st.containers[0].state.terminated.reason == "Error"
+        assert (await c.logs(log_req(p, "fetch"))).strip() == "init-done"
+        reco_log = (await c.logs(log_req(p, "reco"))).splitlines()
+        assert reco_log == ["hello from the config map", "s3cr3t-t0ken", "hello from the config map",
+                            "events=1000", "read-only"]
+        ana_log = await c.logs(log_req(p, "analysis"))
+        assert "analysis saw: reco-output fast mode" in ana_log
+        # the secret is mounted only where asked: /etc/grid does not exist in the analysis container
+        assert "No such file" in ana_log
+    # the batch job itself ended with the highest exit code
+    job = scontrol_job(slurm, created.PodJID)
+    assert "JobState=FAILED" in job and "ExitCode=3:0" in job
+
+
+async def test_failed_init_container_stops_the_pod(slurm, plugin_factory) -> None:
+    plugin = plugin_factory(slurm, runtime="none")
+    p = pod("init-fails", [container("main", "echo must-not-run")],
+            init=[container("check", "echo checking; exit 7"), container("never", "echo never")])
+    async with plugin.client() as c:
+        await c.create(retrieved(p))
+        [st] = await wait_for(c, [p], finished)
+    assert st.initContainers[0].state.terminated.exitCode == 7
+    assert st.initContainers[1].state.terminated.reason == "InitContainerFailed"
+    assert st.containers[0].state.terminated.reason == "InitContainerFailed"
+    assert st.containers[0].state.terminated.exitCode != 0
+
+
+async def test_logs_options_and_follow(slurm, plugin_factory) -> None:
+    plugin = plugin_factory(slurm, runtime="none")
+    p = pod("talker", [container("talk", "for i in 1 2 3 4 5; do echo line-$i; sleep 0.4; done")])
+    async with plugin.client() as c:
+        await c.create(retrieved(p))
+        await wait_for(c, [p], running)
+        followed = "".join([chunk async for chunk in c.follow_logs(log_req(p, "talk"))])
+        assert followed.splitlines() == [f"line-{i}" for i in range(1, 6)]
+        await wait_for(c, [p], finished)
+        assert (await c.logs(log_req(p, "talk", Tail=2))).splitlines() == ["line-4", "line-5"]
+        assert await c.logs(log_req(p, "talk", Bytes=8)) == "line-1\nl"
+        stamped = (await c.logs(log_req(p, "talk", Timestamps=True, Tail=1))).strip()
+        assert stamped.endswith("Z line-5") and stamped[:4].isdigit()
+        assert await c.logs(log_req(p, "talk", SinceSeconds=3600)) != ""
+        assert await c.logs(log_req(p, "talk", SinceTime="2999-01-01T00:00:00Z")) == ""
+
+
+async def test_long_job_is_deleted_and_leaves_squeue(slurm, plugin_factory) -> None:
+    plugin = plugin_factory(slurm, runtime="none")
+    p = pod("long", [container("sleeper", "echo started; sleep 600")])
+    async with plugin.client() as c:
+        jid = (await c.create(retrieved(p))).PodJID
+        await wait_for(c, [p], running)
+        assert squeue(slurm, "-j", jid, "-o", "%T").strip() == "RUNNING"
+        await c.delete(p)
+        await left_squeue(slurm, jid)
+        assert squeue(slurm, "-j", jid, "-o", "%T").strip() == ""  # not pending/running any more
+        assert "CANCELLED" in squeue(slurm, "--states=all", "-j", jid, "-o", "%T")
+        with pytest.raises(PluginError) as err:
+            await c.logs(log_req(p, "sleeper"))
+        assert err.value.status == 404
+
+
+async def test_failed_delete_is_retried_until_slurm_confirms(slurm, plugin_factory, count_shim) -> None:
+    shim, _ = count_shim
+    fail = shim.parent / "fail-scancel"
+    plugin = plugin_factory(slurm, runtime="none", slurm={"command_prefix": [str(shim)]})
+    p = pod("stubborn", [container("sleeper", "sleep 600")])
+    async with plugin.client() as c:
+        jid = (await c.create(retrieved(p))).PodJID
+        await wait_for(c, [p], running)
+        fail.touch()
+        message = await c.delete(p)
+        assert "retries" in message
+        await asyncio.sleep(1.5)  # several retry rounds fail
+        assert squeue(slurm, "-j", jid, "-o", "%T").strip() == "RUNNING"
+        fail.unlink()
+        await left_squeue(slurm, jid)
+        assert squeue(slurm, "-j", jid, "-o", "%T").strip() == ""
+
+
+async def test_sigkill_with_20_running_jobs_then_restart(slurm, plugin_factory, count_shim) -> None:
+    shim, calls = count_shim
+    plugin = plugin_factory(slurm, runtime="none", slurm={"command_prefix": [str(shim)]})
+    pods = [pod(f"job-{i}", [container("main", f"sleep 4; echo done-{i}; exit {i % 3}")]) for i in range(20)]
+    async with plugin.client() as c:
+        jids = {}
+        for p in pods:
+            jids[p["metadata"]["uid"]] = (await c.create(retrieved(p))).PodJID
+        await wait_for(c, pods[:1], running)
+    plugin.kill(signal.SIGKILL)
+    plugin.start()
+    async with plugin.client() as c:
+        # interLink retries /create after an error: the restarted plugin must answer with the same jobs
+        for p in pods:
+            assert (await c.create(retrieved(p))).PodJID == jids[p["metadata"]["uid"]]
+        calls.write_text("")
+        statuses = await c.status(pods)
+        assert Counter(calls.read_text().split()) == Counter({"squeue": 1})  # one call for 20 pods
+        assert {s.UID: s.JID for s in statuses} == jids
+        statuses = await wait_for(c, pods, finished)
+    for i, s in enumerate(statuses):
+        assert s.containers[0].state.terminated.exitCode == i % 3
+    names = squeue(slurm, "--states=all", "-o", "%j").split()
+    per_pod = Counter(n for n in names if n in jids)
+    assert per_pod == Counter(dict.fromkeys(jids, 1))  # none was submitted twice
+    assert Counter(calls.read_text().split())["sbatch"] == 0
+
+
+async def test_ping_reports_capacity_with_gpus(slurm, plugin_factory) -> None:
+    plugin = plugin_factory(slurm, runtime="none")
+    async with plugin.client() as c:
+        ping = await c.ping()
+    assert ping.status == "ok"
+    assert ping.resources is not None
+    assert ping.resources.cpu == str(slurm.cpus)
+    assert ping.resources.memory == f"{slurm.memory_mb}Mi"
+    assert [(a.resourceType, a.available) for a in ping.resources.accelerators] == [("nvidia.com/gpu", 4)]
+
+
+async def test_gpu_limits_become_gres(slurm, plugin_factory) -> None:
+    plugin = plugin_factory(slurm, runtime="none")
+    p = pod("gpu", [container("train", "echo gpus=$SLURM_GPUS_ON_NODE", limits={"nvidia.com/gpu": "2"})])
+    async with plugin.client() as c:
+        jid = (await c.create(retrieved(p))).PodJID
+        await wait_for(c, [p], finished)
+        out = await c.logs(log_req(p, "train"))
+    assert out.strip() == "gpus=2"
+    assert "gres:gpu:2" in squeue(slurm, "--states=all", "-j", jid, "-o", "%b")
+
