@@ -1,0 +1,70 @@
+"""GET .../pods/<name>/log: options as Kubernetes parses them, streamed from the node's log provider."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from .. import kinds
+from ..logs import LOG_REGISTRY_KEY, LogOptions
+from .errors import ApiError
+from .request import Target, flag, integer
+from .state import STORE_KEY
+
+
+def _container(pod: dict, requested: str | None) -> str:
+    spec = pod.get("spec") or {}
+    names = [c.get("name") for c in spec.get("containers") or []]
+    init_names = [c.get("name") for c in spec.get("initContainers") or []]
+    name = pod["metadata"]["name"]
+    if requested:
+        if requested not in names and requested not in init_names:
+            raise ApiError(
+                400,
+                f"container {requested} is not valid for pod {name}",
+            )
+        return requested
+    if len(names) == 1:
+        return str(names[0])
+    choices = " ".join(str(n) for n in names)
+    message = f"a container name must be specified for pod {name}, choose one of: [{choices}]"
+    if init_names:
+        message += f" or one of the init containers: [{' '.join(str(n) for n in init_names)}]"
+    raise ApiError(400, message)
+
+
+def _since_time(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(raw.rstrip("Z")[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise ApiError(400, f"sinceTime: Invalid value: {raw!r}: must be an RFC 3339 time") from None
+
+
+async def pod_log(request: web.Request, t: Target) -> web.StreamResponse:
+    assert t.name is not None and t.kind is kinds.POD
+    pod = request.app[STORE_KEY].get(kinds.POD, t.namespace, t.name)
+    q = request.query
+    opts = LogOptions(
+        container=_container(pod, q.get("container")),
+        tail_lines=integer(request, "tailLines", 0),
+        limit_bytes=integer(request, "limitBytes", 1),
+        since_seconds=integer(request, "sinceSeconds", 1),
+        since_time=_since_time(q.get("sinceTime")),
+        timestamps=flag(request, "timestamps"),
+        follow=flag(request, "follow"),
+        previous=flag(request, "previous"),
+    )
+    if opts.since_seconds is not None and opts.since_time is not None:
+        raise ApiError(400, "at most one of sinceTime or sinceSeconds may be specified")
+    provider = request.app[LOG_REGISTRY_KEY].provider_for(pod)
+    response = web.StreamResponse(status=200)
+    response.content_type = "text/plain"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    async for chunk in provider.stream(pod, opts.container, opts):
+        await response.write(chunk)
+    await response.write_eof()
+    return response

@@ -1,0 +1,14 @@
+"""Keys of what the API application carries (typed aiohttp AppKeys)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..store import Store
+
+STORE_KEY: web.AppKey[Store] = web.AppKey("devcluster_store", Store)
+# (group, version) -> APIResource entries added by extensions (e.g. the Kueue visibility API)
+API_GROUPS_KEY: web.AppKey[dict[tuple[str, str], list[dict[str, Any]]]] = web.AppKey("devcluster_api_groups", dict)
+SETTINGS_KEY: web.AppKey[dict[str, Any]] = web.AppKey("devcluster_api_settings", dict)

@@ -1,0 +1,127 @@
+"""Watch streams: newline-delimited {"type", "object"} events, as the real API server sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..store import StoreError, WatchEvent
+from . import tables
+from .errors import ApiError
+from .request import Target, flag, integer
+from .state import SETTINGS_KEY, STORE_KEY
+
+Obj = dict[str, Any]
+DEFAULT_TIMEOUT_SECONDS = 1800  # the real server picks 30-60 minutes; clients re-watch anyway
+
+
+def wants_watch(request: web.Request) -> bool:
+    return flag(request, "watch")
+
+
+def _line(event_type: str, obj: Obj) -> bytes:
+    return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
+    q = request.query
+    store = request.app[STORE_KEY]
+    settings = request.app[SETTINGS_KEY]
+    timeout = integer(request, "timeoutSeconds", 0)
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT_SECONDS
+    bookmarks = flag(request, "allowWatchBookmarks")
+    send_initial = q.get("sendInitialEvents")
+    rv = q.get("resourceVersion") or None
+    as_table = tables.wants_table(request.headers.get("Accept", ""))
+    include = q.get("includeObject", "Metadata") or "Metadata"
+    if send_initial not in (None, "", "true", "false"):
+        raise ApiError(400, "sendInitialEvents: Invalid value: must be true or false")
+    # Without a resourceVersion (or with "0") a watch starts with the current state as ADDED events.
+    initial = rv in (None, "0") if send_initial in (None, "") else send_initial == "true"
+
+    initial_items: list[Obj] = []
+    start_rv = rv
+    try:
+        if initial:
+            initial_items, start_rv = store.list(t.kind, t.namespace, q.get("labelSelector"), q.get("fieldSelector"))
+        watcher = store.watch(
+            t.kind,
+            t.namespace,
+            start_rv,
+            q.get("labelSelector"),
+            q.get("fieldSelector"),
+            bookmark_interval=settings["bookmark_interval"] if bookmarks else None,
+        )
+    except StoreError as e:
+        if e.code != 410:
+            raise
+        # A too-old resourceVersion is reported in the stream, which is where clients look for it.
+        response = _start(request)
+        await response.prepare(request)
+        await response.write(_line("ERROR", e.status()))
+        await response.write_eof()
+        return response
+
+    response = _start(request)
+    await response.prepare(request)
+    headers_sent = False
+
+    def render(ev_type: str, obj: Obj) -> bytes:
+        nonlocal headers_sent
+        if as_table and ev_type in ("ADDED", "MODIFIED", "DELETED"):
+            obj = tables.table(
+                t.kind, [obj], obj["metadata"].get("resourceVersion", ""), include, headers=not headers_sent
+            )
+            headers_sent = True
+        return _line(ev_type, obj)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        for obj in initial_items:
+            await response.write(render("ADDED", obj))
+        if send_initial == "true" and bookmarks:
+            await response.write(
+                _line(
+                    "BOOKMARK",
+                    {
+                        "kind": t.kind.kind,
+                        "apiVersion": t.kind.api_version,
+                        "metadata": {"resourceVersion": start_rv, "annotations": {"k8s.io/initial-events-end": "true"}},
+                    },
+                )
+            )
+        events = watcher.__aiter__()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                event: WatchEvent = await asyncio.wait_for(events.__anext__(), remaining)
+            except (TimeoutError, StopAsyncIteration):
+                break
+            if event.type == "BOOKMARK" and not bookmarks:
+                continue
+            if event.type in ("BOOKMARK", "ERROR"):
+                await response.write(_line(event.type, event.object))
+            else:
+                await response.write(render(event.type, event.object))
+            if event.type == "ERROR":
+                break
+    finally:
+        # Also when the client went away (the write raised or the handler was cancelled).
+        watcher.close()
+    await response.write_eof()
+    return response
+
+
+def _start(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(status=200)
+    response.content_type = "application/json"
+    response.enable_chunked_encoding()
+    response.headers["Cache-Control"] = "no-cache, private"
+    return response
