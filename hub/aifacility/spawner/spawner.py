@@ -107,7 +107,8 @@ class FacilitySpawner(KubeSpawner):
 
     def limits(self) -> LimitsSource:
         if self.limits_source is not None:
-            return self.limits_source(self)  # type: ignore[no-any-return]
+            source: LimitsSource = self.limits_source(self)
+            return source
         return FacilityLimits(self.facility)
 
     @property
@@ -178,7 +179,7 @@ class FacilitySpawner(KubeSpawner):
         # JupyterHub bounds the whole start() by `start_timeout`, read right after this returns: a queued
         # session gets the queue's bound instead, and _start_queued applies the normal one after admission.
         if self._base_start_timeout is None:
-            self._base_start_timeout = self.start_timeout
+            self._base_start_timeout = int(self.start_timeout)  # type: ignore[has-type]
         queued = profiles.wants_queue(self.user_options or {})
         self.start_timeout = self.queued_start_timeout if queued else self._base_start_timeout
         return super().start()
@@ -274,7 +275,8 @@ class FacilitySpawner(KubeSpawner):
     async def poll(self) -> int | None:
         if self._refused:
             return 0
-        return await super().poll()  # type: ignore[no-any-return]
+        status: int | None = await super().poll()
+        return status
 
     async def stop(self, now: bool = False) -> None:
         if self._refused:
