@@ -64,7 +64,13 @@ async def pod_log(request: web.Request, t: Target) -> web.StreamResponse:
     response.content_type = "text/plain"
     response.enable_chunked_encoding()
     await response.prepare(request)
-    async for chunk in provider.stream(pod, opts.container, opts):
-        await response.write(chunk)
-    await response.write_eof()
+    stream = provider.stream(pod, opts.container, opts)
+    try:
+        async for chunk in stream:
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client stopped following
+    finally:
+        await stream.aclose()
     return response

@@ -217,6 +217,10 @@ def _default(kind: Kind, obj: Obj) -> None:
                 port.setdefault("protocol", "TCP")
                 if "port" in port:
                     port.setdefault("targetPort", port["port"])
+    elif kind is kinds.EVENT:
+        # Go marshals these unset times as null rather than omitting them, and readers (KubeSpawner) index them.
+        for field in ("firstTimestamp", "lastTimestamp", "eventTime"):
+            obj.setdefault(field, None)
     elif kind is kinds.SECRET and isinstance(obj.get("stringData"), dict):
         data = obj.setdefault("data", {}) or {}
         for k, v in obj.pop("stringData").items():

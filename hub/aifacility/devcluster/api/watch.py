@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -62,8 +63,9 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
         # A too-old resourceVersion is reported in the stream, which is where clients look for it.
         response = _start(request)
         await response.prepare(request)
-        await response.write(_line("ERROR", e.status()))
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(_line("ERROR", e.status()))
+            await response.write_eof()
         return response
 
     response = _start(request)
@@ -112,10 +114,11 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
                 await response.write(render(event.type, event.object))
             if event.type == "ERROR":
                 break
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away (aiohttp's ClientConnectionResetError is a ConnectionResetError)
     finally:
-        # Also when the client went away (the write raised or the handler was cancelled).
         watcher.close()
-    await response.write_eof()
     return response
 
 
