@@ -185,8 +185,8 @@ class PluginService:
                 state = self._ctn_state(ctn_dir, f"{kind}-{name}", present, info, init_failed, init_running)
                 if state.terminated is None:
                     all_done = False
-                elif kind == "init" and state.terminated.exitCode != 0:
-                    init_failed = True
+                elif kind == "init" and state.terminated.exitCode != 0 and f"init-{name}.status" in present:
+                    init_failed = True  # it ran and failed (not: the whole job was cancelled)
                 statuses[kind].append(ContainerStatus(
                     name=name, image=image, state=state, ready=state.running is not None))
         st = PodStatus(name=row.name, UID=row.uid, namespace=row.namespace, JID=row.jid or "",

@@ -1,0 +1,129 @@
+"""Flag merging, resource mapping, quantities, log options, config loading: fast, no SLURM needed."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from interlink_helpers import container, pod, retrieved
+
+from aifacility_interlink.backends.slurm import SlurmBackend, merge_flags, parse_flags, parse_gres
+from aifacility_interlink.config import ConfigError, PluginConfig, load_config
+from aifacility_interlink.contract import LogOpts, RetrievedPodData
+from aifacility_interlink.logs import render
+from aifacility_interlink.quantity import parse_quantity, pod_resources
+from aifacility_interlink.volumes import PodError
+
+
+def slurm_backend(**slurm: object) -> SlurmBackend:
+    return SlurmBackend(PluginConfig.model_validate({"slurm": slurm}))
+
+
+def data(p: dict) -> RetrievedPodData:
+    return RetrievedPodData.model_validate(retrieved(p))
+
+
+def test_flags_merge_flavor_then_annotation_then_limits() -> None:
+    b = slurm_backend(
+        partition="gpu",
+        flavors=[{"name": "std", "flags": ["--qos=normal", "--time=01:00:00", "-c 2"], "default": True},
+                 {"name": "big", "flags": ["--qos=big"]}],
+        gres={"nvidia.com/gpu": "gpu", "xilinx.com/fpga": "fpga:u250"},
+    )
+    p = pod("t", [container("a", "true", limits={"cpu": "1500m", "memory": "1Gi", "nvidia.com/gpu": "2",
+                                                  "xilinx.com/fpga": "1"}),
+                  container("b", "true", limits={"cpu": "1", "memory": "512Mi"})],
+            annotations={"slurm-job.vk.io/flags": "--qos=urgent --account phys -p debug"})
+    p["spec"]["activeDeadlineSeconds"] = 5400
+    flags = b.flags(data(p))
+    assert flags == ["-p debug", "--qos=urgent", "--time=1:30:00",
+                     "--cpus-per-task=3", "--account phys", "--mem=1536M", "--gres=gpu:2,fpga:u250:1"]
+
+
+def test_flavor_annotation_selects_and_run_as_user() -> None:
+    b = slurm_backend(flavors=[{"name": "std", "flags": ["--qos=normal"], "default": True},
+                               {"name": "big", "flags": ["--qos=big", "--exclusive"]}])
+    p = pod("t", [container("a", "true")], annotations={"slurm-job.vk.io/flavor": "big"})
+    p["spec"]["securityContext"] = {"runAsUser": 1234}
+    assert b.flags(data(p)) == ["--qos=big", "--exclusive", "--uid=1234"]
+
+
+def test_init_containers_count_as_max_not_sum() -> None:
+    p = pod("t", [container("a", "true", limits={"cpu": "2"}), container("b", "true", limits={"cpu": "1"})],
+            init=[container("i", "true", limits={"cpu": "4", "memory": "2Gi"})])
+    res = pod_resources(data(p).pod.spec)  # type: ignore[arg-type]
+    assert res["cpu"] == 4 and res["memory"] == 2 * 2**30
+
+
+def test_flag_parsing_refuses_injection() -> None:
+    with pytest.raises(PodError, match="one line"):
+        parse_flags("--qos=a\n#SBATCH --uid=0", "x")
+    with pytest.raises(PodError, match="is not an sbatch option"):
+        parse_flags("--qos=a rm -rf", "x")
+    with pytest.raises(PodError, match="set by the plugin"):
+        parse_flags("-o /tmp/x", "x")
+    assert merge_flags(["-t 10"], ["--time=20"]) == ["--time=20"]
+
+
+def test_parse_gres_variants() -> None:
+    assert parse_gres("gpu:4") == {"gpu": 4}
+    assert parse_gres("gpu:a100:4(S:0-1),fpga:u250:2") == {"gpu": 4, "fpga": 2}
+    assert parse_gres("(null)") == {}
+
+
+def test_quantities() -> None:
+    assert parse_quantity("500m", "x") == Decimal("0.5")
+    assert parse_quantity("4Gi", "x") == 4 * 2**30
+    assert parse_quantity("1e3", "x") == 1000
+    assert parse_quantity(2, "x") == 2
+    with pytest.raises(PodError):
+        parse_quantity("-1", "x")
+    with pytest.raises(PodError):
+        parse_quantity("12 GB", "x")
+
+
+def test_fractional_gpu_is_refused() -> None:
+    b = slurm_backend()
+    p = pod("t", [container("a", "true", limits={"nvidia.com/gpu": "500m"})])
+    with pytest.raises(PodError, match="whole number"):
+        b.flags(data(p))
+
+
+def test_capacity_never_reports_zero(tmp_path: Path) -> None:
+    sinfo = tmp_path / "sinfo-shim"
+    # a node that is fully allocated or down still has its totals; an empty answer gives the floors
+    sinfo.write_text("#!/bin/bash\n[[ $1 == sinfo ]] && printf 'n1|0|0|(null)\\n'\n")
+    sinfo.chmod(0o755)
+    b = slurm_backend(command_prefix=[str(sinfo)])
+    res = asyncio.run(b.capacity())
+    assert res.cpu == "1" and res.memory == "1024Mi" and res.accelerators == []
+
+
+def test_log_rendering_options() -> None:
+    raw = "".join(f"{100 + i}.5 line-{i}\n" for i in range(5)) + "not-stamped\n"
+    assert render(raw, LogOpts(), now=200).splitlines()[-1] == "not-stamped"
+    assert render(raw, LogOpts(Tail=2), now=200) == "line-4\nnot-stamped\n"
+    assert render(raw, LogOpts(SinceSeconds=97), now=200) == "line-3\nline-4\n"
+    assert render(raw, LogOpts(Bytes=9), now=200) == "line-0\nli"
+    stamped = render(raw, LogOpts(Timestamps=True, Tail=1, SinceSeconds=100), now=200)
+    assert stamped == "1970-01-01T00:01:44.500000Z line-4\n"
+
+
+def test_go_zero_since_time_means_unset() -> None:
+    opts = LogOpts.model_validate({"SinceTime": "0001-01-01T00:00:00Z"})
+    assert opts.SinceTime is None
+
+
+def test_config_file_errors_are_readable(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("slurm:\n  flavours: []\n")
+    with pytest.raises(ConfigError, match="flavours"):
+        load_config(f)
+    f.write_text("- a\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(f)
+    f.write_text("runtime: bwrap\nslurm:\n  partition: p\n")
+    cfg = load_config(f, runtime="none", data_root=tmp_path)
+    assert cfg.runtime == "none" and cfg.slurm.partition == "p" and cfg.data_root == tmp_path
