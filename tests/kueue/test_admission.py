@@ -185,3 +185,38 @@ async def test_pods_without_the_label_are_left_alone(store: Store, kueue: KueueC
     await kueue.settle()
     assert "schedulingGates" not in plain["spec"]
     assert store.list(WORKLOAD, NS)[0] == []
+
+
+async def test_finished_pod_releases_its_quota(store: Store, kueue: KueueController) -> None:
+    setup_queues(store, {"pool-a": "1"})
+    store.create(POD, pod("done"))
+    store.create(POD, pod("waiting"))
+    await kueue.settle()
+
+    def succeed(p: dict[str, Any]) -> None:
+        p["status"] = {"phase": "Succeeded"}
+
+    store.modify(POD, NS, "done", succeed, subresource="status")
+    await kueue.settle()
+    finished = condition(workload_of(store, "done"), "Finished")
+    assert finished["status"] == "True" and finished["reason"] == "Succeeded"
+    assert "schedulingGates" not in store.get(POD, NS, "waiting")["spec"]
+
+
+async def test_state_is_recomputed_after_a_restart(store: Store) -> None:
+    setup_queues(store, {"pool-a": "1"})
+    first = KueueController(store)
+    await first.start()
+    store.create(POD, pod("running"))
+    await first.settle()
+    await first.stop()
+    store.create(POD, pod("later"))  # the webhook still gates it; nobody admits it while the loop is down
+    second = KueueController(store)
+    await second.start()
+    await second.settle()
+    try:
+        # Usage comes back from the admitted Workload's status: no double admission.
+        assert store.get(POD, NS, "later")["spec"]["schedulingGates"] == [GATE]
+        assert usage(store, "cq") == {"pool-a": {"cpu": ("1", "0")}}
+    finally:
+        await second.stop()

@@ -143,14 +143,12 @@ class KueueController:
             (LOCALQUEUE, None), (RESOURCEFLAVOR, None), (WORKLOADPRIORITYCLASS, None), (NAMESPACE, None),
         ]
         for kind, selector in watched:
-            watcher = self.store.watch(kind, label_selector=selector)
-            self._watchers.append(watcher)
-            self._tasks.append(asyncio.create_task(self._follow(watcher), name=f"kueue-watch-{kind.plural}"))
+            self._tasks.append(asyncio.create_task(self._follow(kind, selector), name=f"kueue-watch-{kind.plural}"))
         self._tasks.append(asyncio.create_task(self._run(), name="kueue-admission"))
         self._dirty.set()
 
     async def stop(self) -> None:
-        for w in self._watchers:
+        for w in list(self._watchers):
             w.close()
         for t in self._tasks:
             t.cancel()
@@ -160,9 +158,22 @@ class KueueController:
         self._tasks.clear()
         self._watchers.clear()
 
-    async def _follow(self, watcher: Any) -> None:
-        async for _event in watcher:
+    async def _follow(self, kind: Kind, selector: str | None) -> None:
+        assert self.store is not None
+        while True:
+            watcher = self.store.watch(kind, label_selector=selector)
+            self._watchers.append(watcher)
+            try:
+                async for _event in watcher:
+                    self._dirty.set()
+            except StoreError as e:
+                # Fell behind the watch history (410 Gone): watch again; the pass re-reads everything anyway.
+                log.info("kueue: re-watching %s after %s", kind.plural, e)
+            finally:
+                watcher.close()
+                self._watchers.remove(watcher)
             self._dirty.set()
+            await asyncio.sleep(0.1)
 
     async def _run(self) -> None:
         while True:
