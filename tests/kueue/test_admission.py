@@ -108,6 +108,8 @@ async def test_strict_fifo_blocks_behind_the_head(store: Store, kueue: KueueCont
     store.create(POD, pod("small", cpu="2"))
     await kueue.settle()
     assert store.get(POD, NS, "small")["spec"]["schedulingGates"] == [GATE]
+    assert condition(workload_of(store, "small"), "QuotaReserved")["message"] == (
+        "waiting behind an older workload in ClusterQueue cq (StrictFIFO)")
 
 
 async def test_job_suspended_admitted_unsuspended_and_released(store: Store, kueue: KueueController) -> None:

@@ -129,9 +129,9 @@ def _check_references(queues: Queues, info: ValidationInfo) -> Queues:
             if a not in accels:
                 raise ValueError(f"groups.{group}.accelerators: unknown accelerator '{a}' "
                                  f"(known: {', '.join(sorted(accels)) or 'none'})")
-        for t in q.offload:
-            if t not in targets:
-                raise ValueError(f"groups.{group}.offload: unknown offload target '{t}' "
+        for target in q.offload:
+            if target not in targets:
+                raise ValueError(f"groups.{group}.offload: unknown offload target '{target}' "
                                  f"(known: {', '.join(sorted(targets)) or 'none'})")
         for k in q.borrowing_limit:
             if k not in ("cpu", "memory") and k not in accels:

@@ -257,11 +257,14 @@ class KueueController:
                     blocked.add(cq_name)
         for wl, cq_name in candidates:
             uid = _uid(wl)
-            if uid not in done:
-                result = last.get(uid)
-                reasons = result.reasons if result else [f"waiting behind older workloads in {cq_name} (StrictFIFO)"]
-                self._pending(wl, "Pending", "couldn't assign flavors to pod set main: " + "; ".join(reasons)
-                              if reasons else f"waiting behind older workloads in {cq_name} (StrictFIFO)")
+            if uid in done:
+                continue
+            tried = last.get(uid)
+            if tried is not None and tried.reasons:
+                message = "couldn't assign flavors to pod set main: " + "; ".join(tried.reasons)
+            else:  # never tried, or it fit but an older workload of its StrictFIFO queue did not
+                message = f"waiting behind an older workload in ClusterQueue {cq_name} (StrictFIFO)"
+            self._pending(wl, "Pending", message)
 
     # ---- owners (Pods, Jobs) ------------------------------------------------------------------------------------
 
@@ -285,13 +288,13 @@ class KueueController:
         ordered = sorted(owners.values(), key=lambda ko: (ko[1]["metadata"]["creationTimestamp"],
                                                            int(ko[1]["metadata"]["resourceVersion"])))
         for kind, obj in ordered:
-            wl = by_owner.get(_uid(obj))
+            owned = by_owner.get(_uid(obj))
             finished = _pod_finished(obj) if kind is POD else _job_finished(obj)
-            if wl is None:
+            if owned is None:
                 if finished is None and not obj["metadata"].get("deletionTimestamp"):
                     self._create_workload(store, kind, obj)
-            elif finished is not None and not wls.is_true(wl, "Finished"):
-                self._finish(wl, finished)
+            elif finished is not None and not wls.is_true(owned, "Finished"):
+                self._finish(owned, finished)
 
     def _priority(self, obj: Obj, spec: Obj) -> tuple[int, Obj | None]:
         store = self.store
