@@ -72,5 +72,7 @@ async def pod_log(request: web.Request, t: Target) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the client stopped following
     finally:
-        await stream.aclose()
+        close = getattr(stream, "aclose", None)  # providers are usually async generators
+        if close is not None:
+            await close()
     return response
