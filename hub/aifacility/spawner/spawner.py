@@ -19,7 +19,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Bool, Float, Integer, Unicode, default
 
 from aifacility.facility import Facility, load_facility
 from aifacility.kueue.render import local_queue
@@ -61,6 +61,11 @@ class FacilitySpawner(KubeSpawner):
         None, allow_none=True, config=True,
         help="""A callable(spawner) -> LimitsSource giving the quota limits (default: the facility file's
         `quotas:`). The admin service plugs its editable limits in here.""")
+    cmd_as_container_command = Bool(
+        True, config=True,
+        help="""Run `cmd` as the container's `command` (and `args` as its args) instead of passing both as args
+        to the image's ENTRYPOINT (KubeSpawner's default). The development cluster runs commands, not images,
+        so it needs this; set False for images whose ENTRYPOINT must run (e.g. a tini init).""")
     queued_start_timeout = Integer(
         30 * 24 * 3600, config=True,
         help="""How long a queued session may wait for Kueue's admission (seconds). Queued sessions have no
@@ -233,6 +238,10 @@ class FacilitySpawner(KubeSpawner):
 
     async def get_pod_manifest(self) -> Any:
         pod = await super().get_pod_manifest()
+        container = pod.spec.containers[0]
+        n = len(self.cmd or [])
+        if self.cmd_as_container_command and n and list(container.args or [])[:n] == list(self.cmd):
+            container.command, container.args = container.args[:n], container.args[n:]
         if self._queue:
             pod.metadata.labels[queueing.QUEUE_LABEL] = self._queue
         return pod
