@@ -74,14 +74,17 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
 
     admins = sorted(_current(c.Authenticator, "admin_users", set()))
     roles = list(_current(c.JupyterHub, "load_roles", []))
+    # Every user may reach the service, and read and extend their own sessions there (and nobody else's).
+    access = f"access:services!service={SERVICE}"
+    own = [access, f"{EXTEND}!user"]
     user_role = next((r for r in roles if r.get("name") == "user"), None)
     if user_role is None:
-        roles.append({"name": "user", "scopes": ["self", f"{EXTEND}!user"]})
+        roles.append({"name": "user", "scopes": ["self", *own]})
     else:
-        user_role["scopes"] = [*user_role.get("scopes", ["self"]), f"{EXTEND}!user"]
+        user_role["scopes"] = [*user_role.get("scopes", ["self"]), *own]
     roles += [
         {"name": "lifetimes-admin", "description": "Read and extend everyone's session lifetimes",
-         "scopes": [EXTEND], "users": admins, "groups": list(facility.iam.admin_groups)},
+         "scopes": [access, EXTEND], "users": admins, "groups": list(facility.iam.admin_groups)},
         # GET /users/{name} for one user's servers: started, last_activity, user_options.
         {"name": "lifetimes-service", "scopes": ["read:users:name", "read:servers"], "services": [SERVICE]},
         # What jupyterhub-idle-culler needs to list ready servers and stop them (its README), nothing more.

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -55,7 +56,12 @@ async def serve() -> None:
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
     make_app().listen(url.port or 80, url.hostname or "127.0.0.1")
     logging.getLogger("aifacility.lifetimes").info("lifetimes service on %s", url.geturl())
-    await asyncio.Event().wait()
+    stop = asyncio.Event()
+    # The hub stops its managed services with SIGTERM: leave quietly (nothing is pending, the store commits
+    # before each answer).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def main() -> None:

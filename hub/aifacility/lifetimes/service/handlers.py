@@ -59,8 +59,8 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
     async def server_times(self, owner: str, server: str) -> SessionTimes:
         """The running server's schedule; 404 unless it exists, runs and the caller may read it."""
-        label = f"{owner}/{server}" if server else f"{owner}'s default server"
-        not_found = web.HTTPError(404, f"No running server {label} that you can see.")
+        label = f"server {server!r}" if server else "default server"
+        not_found = web.HTTPError(404, f"{owner} has no running {label} that you can see.")
         if not self.may(READ, owner):
             raise not_found
         servers = await self.user_servers(owner)
@@ -127,7 +127,8 @@ class UserSessionsAPI(APIHandler):
 class ServerSessionAPI(APIHandler):
     """GET api/users/<user>/server (default server) or .../servers/<name>: the server's schedule."""
 
-    async def get(self, user: str, server: str = "") -> None:
+    async def get(self, user: str, server: str | None = None) -> None:
+        server = server or ""  # the route's optional group: None for the default server
         times = await self.server_times(user, server)
         self.write_json(describe(user, server, times, now()))
 
@@ -135,7 +136,8 @@ class ServerSessionAPI(APIHandler):
 class ExtendAPI(APIHandler):
     """POST api/users/<user>/server/extend, body {"hours": 2}: add to the lifetime, up to the profile's cap."""
 
-    async def post(self, user: str, server: str = "") -> None:
+    async def post(self, user: str, server: str | None = None) -> None:
+        server = server or ""
         try:
             body = json.loads(self.request.body or b"null")
         except ValueError:
