@@ -117,7 +117,7 @@ class LocalProcessProvider:
     async def shutdown(self) -> None:
         runners = list(self._runners.values())
         self._runners.clear()
-        await asyncio.gather(*(r.stop(SHUTDOWN_GRACE_SECONDS, events=False) for r in runners))
+        await asyncio.gather(*(r.stop(SHUTDOWN_GRACE_SECONDS, shutdown=True) for r in runners))
 
     def pids(self) -> list[int]:
         return [pid for r in self._runners.values() for pid in r.pids()]

@@ -114,6 +114,7 @@ class PodRunner:
         self.init_failed = False
         self.sandbox_ready = False
         self.stopping = False
+        self.shutting_down = False
         self.volumes: dict[str, PreparedVolume] = {}
         self._running: dict[str, _Running] = {}
         self._task: asyncio.Task[None] | None = None
@@ -152,6 +153,8 @@ class PodRunner:
         return status
 
     def publish(self) -> None:
+        if self.shutting_down:
+            return  # a stopping node agent reports nothing: the pod is picked up again at the next start
         status = self.status()
         comparable = {**status, "conditions": [{k: v for k, v in c.items() if k != "lastTransitionTime"}
                                                for c in status["conditions"]]}
@@ -389,13 +392,16 @@ class PodRunner:
 
     # ---- stop ------------------------------------------------------------------------------------------------
 
-    async def stop(self, grace: float, *, events: bool = True) -> None:
-        """SIGTERM every container's processes, SIGKILL what is left after `grace` seconds."""
+    async def stop(self, grace: float, *, shutdown: bool = False) -> None:
+        """SIGTERM every container's processes, SIGKILL what is left after `grace` seconds.
+
+        `shutdown`: the whole cluster stops; no events and no status, as when a kubelet goes down."""
         self.stopping = True
+        self.shutting_down = shutdown
         self._stop_event.set()
         running = dict(self._running)
         for name, r in running.items():
-            if events:
+            if not shutdown:
                 self._event("Killing", f"Stopping container {name}", container=name)
             _signal_tree(r.proc.pid, signal.SIGTERM)
         if running:

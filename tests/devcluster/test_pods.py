@@ -1,0 +1,165 @@
+"""A real DevCluster driven with kubectl: pods run as sandboxed processes with their env, volumes and logs."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import TYPE_CHECKING
+
+import psutil
+
+if TYPE_CHECKING:
+    from conftest import RunningCluster
+
+CONFIGMAP = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {key: hello-from-configmap}
+"""
+
+ENV_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: envpod, labels: {app: demo}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: init, image: busybox, command: [sh, -c, 'echo init-ran > /data/init.txt'],
+     volumeMounts: [{name: data, mountPath: /data}]}
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c]
+    args:
+    - >-
+      echo name=$POD_NAME ip=$POD_IP home=$HOME; cat /etc/cfg/key; echo; ls /data;
+      echo to-stderr >&2; echo "$(GREETING)"
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: GREETING, value: "hi $(POD_NAME)"}
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/cfg, readOnly: true}
+    - {name: data, mountPath: /data}
+  volumes:
+  - {name: cfg, configMap: {name: cfg}}
+  - {name: data, emptyDir: {}}
+"""
+
+
+def test_pod_env_volumes_logs_and_status(running: RunningCluster) -> None:
+    running.apply(CONFIGMAP)
+    running.apply(ENV_POD)
+    running.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/envpod", "--timeout=30s")
+    pod = running.get("pod", "envpod")
+    ip = pod["status"]["podIP"]
+    assert ip.startswith("127.") and ip != "127.0.0.1"
+    assert pod["status"]["hostIP"] == "127.1.0.1" or pod["status"]["hostIP"].startswith("127.1.")
+    logs = running.kubectl("logs", "envpod").stdout.splitlines()
+    assert logs[0] == f"name=envpod ip={ip} home=/root"
+    assert "hello-from-configmap" in logs
+    assert "init.txt" in logs and "to-stderr" in logs
+    # The expansion is Kubernetes': $(GREETING) is resolved by the kubelet before the shell runs.
+    assert "hi envpod" in logs
+    main = pod["status"]["containerStatuses"][0]
+    assert main["state"]["terminated"]["exitCode"] == 0 and main["state"]["terminated"]["reason"] == "Completed"
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    conditions = {c["type"]: c for c in pod["status"]["conditions"]}
+    assert conditions["PodScheduled"]["status"] == "True"
+    assert conditions["Initialized"]["status"] == "True"
+    assert conditions["Ready"]["status"] == "False" and conditions["Ready"]["reason"] == "PodCompleted"
+    events = json.loads(running.kubectl("get", "events", "--field-selector", "involvedObject.name=envpod",
+                                        "-o", "json").stdout)["items"]
+    reasons = {e["reason"] for e in events}
+    assert {"Scheduled", "Created", "Started"} <= reasons
+    scheduled = next(e for e in events if e["reason"] == "Scheduled")
+    assert scheduled["message"].startswith("Successfully assigned default/envpod to ")
+    assert scheduled["source"]["component"] == "default-scheduler" and scheduled["count"] == 1
+
+
+HTTP_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: python
+    command: [python, -m, http.server, --bind, $(POD_IP), "8765"]
+    env:
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    ports: [{name: http, containerPort: 8765}]
+    readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 10}
+"""
+
+
+def _pod_processes(marker: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if marker in cmd and "bwrap" not in cmd:
+            out.append(p)
+    return out
+
+
+def test_http_server_on_its_pod_ip_and_delete_stops_it(running: RunningCluster) -> None:
+    running.apply(HTTP_POD)
+    running.kubectl("wait", "--for=condition=Ready", "pod/web", "--timeout=30s")
+    ip = running.get("pod", "web")["status"]["podIP"]
+    with urllib.request.urlopen(f"http://{ip}:8765/", timeout=5) as resp:
+        assert resp.status == 200
+    assert _pod_processes("http.server --bind")
+    running.kubectl("delete", "pod", "web", "--timeout=30s")
+    assert running.kubectl("get", "pod", "web", check=False).returncode != 0
+    running.wait_for(lambda: not _pod_processes("http.server --bind"), timeout=10)
+
+
+def test_restart_policy_and_missing_command(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: flaky}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - {name: main, image: x, command: [sh, -c, 'test -f /data/second && exit 0; touch /data/second; exit 3'],
+     volumeMounts: [{name: data, mountPath: /data}]}
+  volumes: [{name: data, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nocommand}
+spec:
+  containers:
+  - {name: main, image: jupyter/base-notebook}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: badinit}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: fails, image: x, command: [sh, -c, 'exit 7']}
+  - {name: never, image: x, command: [sh, -c, 'exit 0']}
+  containers:
+  - {name: main, image: x, command: [sh, -c, 'exit 0']}
+""")
+    running.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/flaky", "--timeout=30s")
+    flaky = running.get("pod", "flaky")["status"]["containerStatuses"][0]
+    assert flaky["restartCount"] == 1
+    assert flaky["lastState"]["terminated"]["exitCode"] == 3
+    running.kubectl("wait", "--for=jsonpath={.status.phase}=Failed", "pod/badinit", "--timeout=30s")
+    badinit = running.get("pod", "badinit")["status"]
+    assert badinit["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 7
+    assert "waiting" in badinit["initContainerStatuses"][1]["state"]  # fail fast: never started
+
+    def waiting_reason() -> str:
+        statuses = running.get("pod", "nocommand")["status"].get("containerStatuses") or [{}]
+        return str(statuses[0].get("state", {}).get("waiting", {}).get("reason", ""))
+
+    running.wait_for(lambda: waiting_reason() == "CreateContainerError")
+    message = running.get("pod", "nocommand")["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert "has no command" in message
