@@ -1,0 +1,298 @@
+"""The umbrella chart: metadata, values against both schemas and the facility model, and helm's rendering.
+
+helm cannot fetch the four subcharts here (their repositories are not reachable), so `helm lint`/`template` run
+on a copy of the chart without its `dependencies:`: that renders and checks the umbrella's own templates and
+values schema; the subcharts' values are checked against their schemas by the tests below (z2jh) instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from conftest import CHART, REPO, SHARED
+
+from aifacility.facility import load_facility
+from aifacility.facility.model import Facility
+
+Z2JH_SCHEMA = SHARED / "schemas" / "z2jh-4.4.0" / "values.schema.yaml"
+
+
+def test_chart_metadata_names_the_four_subcharts() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    deps = {d.get("alias", d["name"]): d for d in chart["dependencies"]}
+    assert deps["jupyterhub"] == {"name": "jupyterhub", "alias": "jupyterhub", "version": "4.4.0",
+                                  "repository": "https://hub.jupyter.org/helm-chart/"}
+    assert deps["dask-gateway"]["version"] == "2026.3.0"
+    assert deps["dask-gateway"]["repository"] == "https://helm.dask.org"
+    assert deps["kueue"]["version"] == "0.19.2"
+    assert deps["kueue"]["repository"] == "oci://registry.k8s.io/kueue/charts"
+    assert deps["interlink"]["repository"] == "https://interlink-hq.github.io/interlink-helm-chart/"
+    assert deps["interlink"]["condition"] == "interlink.enabled"
+
+
+def _schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text())
+
+
+def test_values_validate_against_the_chart_schema(values: dict) -> None:
+    schema = _schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert schema["additionalProperties"] is False
+    jsonschema.Draft7Validator(schema).validate(values)
+
+
+@pytest.mark.parametrize(("path", "value", "needle"), [
+    (("facility", "profiles", 0, "gpus"), 1, "'gpus' was unexpected"),
+    (("facility", "accelerators", 0, "kind"), "tpu", "'tpu' is not one of"),
+    (("jupyterhubb",), {}, "'jupyterhubb' was unexpected"),
+    (("oidc", "clientSecret"), 42, "42 is not of type 'string'"),
+])
+def test_the_chart_schema_refuses_mistakes(values: dict, path: tuple, value: Any, needle: str) -> None:
+    bad = copy.deepcopy(values)
+    node = bad
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    errors = [e.message for e in jsonschema.Draft7Validator(_schema()).iter_errors(bad)]
+    assert any(needle in m for m in errors), errors
+
+
+def test_the_facility_block_is_a_valid_facility(values: dict, tmp_path: Path) -> None:
+    facility = Facility.model_validate(values["facility"])
+    assert facility.iam.issuer == "https://iam.example.org/"
+    # The same through the loader the hub uses, from a file as the ConfigMap mounts it.
+    path = tmp_path / "facility.yaml"
+    path.write_text(yaml.safe_dump(values["facility"]))
+    assert load_facility(path) == facility
+
+
+def test_the_facility_block_matches_the_demo_but_for_site_values(values: dict) -> None:
+    demo = yaml.safe_load((REPO / "hub" / "aifacility" / "demo" / "facility.yaml").read_text())
+    prod = copy.deepcopy(values["facility"])
+    assert demo["iam"]["issuer"] == "" and prod["iam"]["issuer"].startswith("https://")
+    for doc in (demo, prod):
+        doc.pop("name")
+        doc["iam"].pop("issuer")
+        for image in doc["images"]:
+            image.pop("image")
+    assert prod == demo
+
+
+def _without_required(node: Any) -> Any:
+    if isinstance(node, dict):
+        # `required` the keyword is a list; a property that happens to be called "required" is a schema (dict).
+        return {k: _without_required(v) for k, v in node.items() if not (k == "required" and isinstance(v, list))}
+    if isinstance(node, list):
+        return [_without_required(v) for v in node]
+    return node
+
+
+def test_the_jupyterhub_block_validates_against_z2jh_4_4_0(values: dict) -> None:
+    # Helm validates the subchart's values merged over z2jh's own defaults, which provide every key z2jh marks
+    # `required`; our block is an override of those defaults, so `required` is left out and everything else
+    # (unknown keys, types, enums) is checked.
+    schema = _without_required(yaml.safe_load(Z2JH_SCHEMA.read_text()))
+    jsonschema.Draft7Validator(schema).validate(values["jupyterhub"])
+    image = values["jupyterhub"]["hub"]["image"]
+    assert image["name"] and image["tag"]  # required by z2jh when hub.image is given at all
+    bad = copy.deepcopy(values["jupyterhub"])
+    bad["hub"]["extraEnvv"] = {}
+    with pytest.raises(jsonschema.ValidationError, match="extraEnvv"):
+        jsonschema.Draft7Validator(schema).validate(bad)
+
+
+def test_the_hub_mounts_the_facility_and_points_the_config_at_it(values: dict) -> None:
+    hub = values["jupyterhub"]["hub"]
+    env = hub["extraEnv"]
+    (mount,) = [m for m in hub["extraVolumeMounts"] if m["name"] == "aifacility-facility"]
+    (volume,) = [v for v in hub["extraVolumes"] if v["name"] == "aifacility-facility"]
+    assert volume["configMap"]["name"] == "aifacility-facility"
+    assert env["AIFACILITY_FACILITY"] == f"{mount['mountPath']}/facility.yaml"
+    assert env["AIFACILITY_HUB_CONFIG"] == "/usr/local/etc/aifacility/jupyterhub_config.py"
+    assert env["AIFACILITY_OIDC_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "aifacility-oidc", "key": "client-secret"}
+    # Every variable the hub configuration reads that the chart must set is set.
+    source = (REPO / "hub" / "jupyterhub_config.py").read_text()
+    for name in ("AIFACILITY_FACILITY", "AIFACILITY_HUB_DATA", "AIFACILITY_EXTERNAL_PROXY",
+                 "AIFACILITY_CLEANUP_SERVERS"):
+        assert name in source, f"hub/jupyterhub_config.py no longer reads {name}"
+        assert name in env
+
+
+HUB_CONFIG_STANDIN = """
+# Sets what hub/jupyterhub_config.py sets for the embedded facility, and reads its environment the same way.
+import os
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = 8000
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.db_url = "sqlite:///" + os.environ["AIFACILITY_HUB_DATA"] + "/jupyterhub.sqlite"
+c.JupyterHub.cleanup_servers = os.environ.get("AIFACILITY_CLEANUP_SERVERS", "1") == "1"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
+c.ConfigurableHTTPProxy.should_start = os.environ.get("AIFACILITY_EXTERNAL_PROXY", "") != "1"
+c.JupyterHub.spawner_class = "aifacility.spawner.FacilitySpawner"
+c.FacilitySpawner.namespace = "aifacility"
+"""
+
+
+def test_extra_config_runs_the_hub_config_and_keeps_z2jh_network_settings(
+        values: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from traitlets.config import Config
+
+    hub_config = tmp_path / "jupyterhub_config.py"
+    hub_config.write_text(HUB_CONFIG_STANDIN)
+    for name, value in values["jupyterhub"]["hub"]["extraEnv"].items():
+        if isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AIFACILITY_HUB_CONFIG", str(hub_config))
+    monkeypatch.setenv("AIFACILITY_HUB_DATA", str(tmp_path))
+    # What z2jh's own jupyterhub_config.py has set when it reaches hub.extraConfig.
+    c = Config()
+    c.ConfigurableHTTPProxy.api_url = "http://proxy-api:8001"
+    c.ConfigurableHTTPProxy.should_start = False
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
+    c.JupyterHub.hub_bind_url = "http://:8081"
+    c.KubeSpawner.namespace = "jhub"
+    for _key, snippet in sorted(values["jupyterhub"]["hub"]["extraConfig"].items()):
+        exec(snippet, {"c": c})  # as z2jh does, in a namespace where `c` is the config
+
+    assert c.JupyterHub.spawner_class == "aifacility.spawner.FacilitySpawner"
+    assert c.FacilitySpawner.namespace == "aifacility"
+    assert c.ConfigurableHTTPProxy.api_url == "http://proxy-api:8001"
+    assert c.ConfigurableHTTPProxy.should_start is False
+    assert c.JupyterHub.cleanup_servers is False
+    assert c.JupyterHub.db_url == "sqlite:///jupyterhub.sqlite"
+    assert c.JupyterHub.hub_bind_url == "http://:8081"
+    # Traits z2jh leaves unset stay unset, instead of pointing at the embedded facility's loopback addresses.
+    for trait in ("ip", "port", "hub_ip"):
+        assert trait not in c.JupyterHub
+
+
+def test_extra_config_names_a_missing_hub_config(values: dict, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from traitlets.config import Config
+
+    monkeypatch.setenv("AIFACILITY_HUB_CONFIG", str(tmp_path / "absent.py"))
+    with pytest.raises(FileNotFoundError, match=r"absent\.py"):
+        exec(values["jupyterhub"]["hub"]["extraConfig"]["10-aifacility"], {"c": Config()})
+
+
+# --- helm ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chart_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The chart without its dependencies (see the module docstring)."""
+    dest = tmp_path_factory.mktemp("chart") / "aifacility"
+    import shutil
+    shutil.copytree(CHART, dest)
+    meta = yaml.safe_load((dest / "Chart.yaml").read_text())
+    meta.pop("dependencies")
+    (dest / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return dest
+
+
+def _helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120)
+
+
+def _template(helm: str, chart: Path, *extra: str, namespace: str = "aifacility") -> list[dict]:
+    proc = _helm(helm, "template", "site", str(chart), "--namespace", namespace, "--kube-version", "1.33.0", *extra)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def test_helm_lint_strict(helm: str, chart_copy: Path) -> None:
+    proc = _helm(helm, "lint", "--strict", str(chart_copy), "--kube-version", "1.33.0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+
+
+def test_helm_lint_of_the_real_chart_only_misses_the_subcharts(helm: str) -> None:
+    proc = _helm(helm, "lint", str(CHART), "--kube-version", "1.33.0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "missing these dependencies: jupyterhub,dask-gateway,kueue,interlink" in proc.stdout
+
+
+def test_the_rendered_configmap_holds_the_facility_file(helm: str, chart_copy: Path, values: dict,
+                                                       tmp_path: Path) -> None:
+    docs = _template(helm, chart_copy)
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert cm["metadata"]["name"] == values["jupyterhub"]["hub"]["extraVolumes"][0]["configMap"]["name"]
+    path = tmp_path / "facility.yaml"
+    path.write_text(cm["data"]["facility.yaml"])
+    assert load_facility(path) == Facility.model_validate(values["facility"])
+
+
+def test_the_hub_may_read_nodes_and_manage_kueue_objects(helm: str, chart_copy: Path) -> None:
+    docs = _template(helm, chart_copy)
+    kinds = {(d["kind"], d["metadata"].get("namespace")) for d in docs}
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert {"get", "list", "watch"} <= rules[("", "nodes")]
+    for kind in ("resourceflavors", "clusterqueues", "localqueues"):
+        assert {"create", "patch", "delete", "list"} <= rules[("kueue.x-k8s.io", kind)]
+    assert "list" in rules[("kueue.x-k8s.io", "workloads")]
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "aifacility"}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # Notebooks run in the release's own namespace here: z2jh's Role covers it, no extra Role.
+    assert ("Role", "aifacility") not in kinds
+    assert not [d for d in docs if d["kind"] == "Secret"]  # no secret in values: the operator's Secret is used
+
+
+def test_notebooks_in_another_namespace_get_a_role_there(helm: str, chart_copy: Path) -> None:
+    docs = _template(helm, chart_copy, namespace="jhub")
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "aifacility"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"}]
+    verbs = {r: set(rule["verbs"]) for rule in role["rules"] for r in rule["resources"]}
+    assert {"create", "delete", "watch"} <= verbs["pods"] and "create" in verbs["persistentvolumeclaims"]
+
+
+def test_the_service_account_follows_z2jh_naming(helm: str, chart_copy: Path) -> None:
+    docs = _template(helm, chart_copy, "--set", "jupyterhub.fullnameOverride=jh")
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"][0]["name"] == "jh-hub"
+    docs = _template(helm, chart_copy, "--set", "jupyterhub.hub.serviceAccount.name=custom-sa")
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"][0]["name"] == "custom-sa"
+
+
+def test_a_client_secret_in_values_becomes_the_secret(helm: str, chart_copy: Path) -> None:
+    docs = _template(helm, chart_copy, "--set", "oidc.clientSecret=s3cret")
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == "aifacility-oidc"
+    assert secret["stringData"] == {"client-secret": "s3cret"}
+
+
+def test_helm_refuses_an_empty_issuer_with_a_message(helm: str, chart_copy: Path) -> None:
+    proc = _helm(helm, "template", "site", str(chart_copy), "--kube-version", "1.33.0",
+                 "--set", "facility.iam.issuer=")
+    assert proc.returncode != 0
+    assert "facility.iam.issuer is empty: set it to your INDIGO IAM issuer URL" in proc.stderr
+
+
+def test_helm_applies_the_values_schema_to_the_facility(helm: str, chart_copy: Path) -> None:
+    proc = _helm(helm, "template", "site", str(chart_copy), "--kube-version", "1.33.0",
+                 "--set", "facility.profiles[0].gpus=1")
+    assert proc.returncode != 0
+    assert "gpus" in proc.stderr and "schema" in proc.stderr.lower()
+
+
+def test_notes_tell_the_operator_what_to_do_next(helm: str, chart_copy: Path) -> None:
+    proc = _helm(helm, "install", "site", str(chart_copy), "--dry-run=client", "--namespace", "jhub")
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "create secret generic aifacility-oidc" in notes
+    assert "kubectl create namespace aifacility" in notes
+    assert "Profiles: 8, images: 2, accelerators: 7" in notes
