@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .backends.base import Backend
 from .config import ConfigError, PluginConfig, load_config
 
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_backend(cfg: PluginConfig):  # type: ignore[no-untyped-def]
+def make_backend(cfg: PluginConfig) -> Backend:
     if cfg.backend == "slurm":
         from .backends.slurm import SlurmBackend
 

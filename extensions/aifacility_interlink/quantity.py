@@ -6,10 +6,10 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
-from .contract import PodSpec
+from .contract import Container, PodSpec
 from .volumes import PodError
 
-_SUFFIX = {
+_SUFFIX: dict[str, int | Decimal] = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
     "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
     "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
@@ -35,7 +35,7 @@ def pod_resources(spec: PodSpec) -> dict[str, Decimal]:
 
     Limits win over requests, as the batch system must not let the job exceed what was asked.
     """
-    def of(ctn_list: list, combine: str) -> dict[str, Decimal]:  # type: ignore[type-arg]
+    def of(ctn_list: list[Container], combine: str) -> dict[str, Decimal]:
         acc: dict[str, Decimal] = {}
         for c in ctn_list:
             merged = {**c.resources.requests, **c.resources.limits}

@@ -137,7 +137,7 @@ class PluginService:
     # ---- status ------------------------------------------------------------------------------------------
     async def status(self, pods: list[Pod]) -> list[PodStatus]:
         rows = self.store.get_many([p.metadata.uid for p in pods])
-        live = [r for r in rows.values() if r.final_status is None and r.jid and r.phase == "submitted"]
+        live = [r for r in rows.values() if r.final_status is None and r.jid and r.phase in ("submitted", "deleting")]
         infos = await self.backend.query([r.jid for r in live if r.jid]) if live else {}
         out: list[PodStatus] = []
         for pod in pods:
@@ -210,9 +210,8 @@ class PluginService:
                 reason, msg = "InitContainerFailed", "not started: an init container failed"
             else:
                 reason, msg = info.reason or "Error", info.message
-            code = info.exit_code if info.exit_code else 1
             return ContainerState(terminated=ContainerStateTerminated(
-                exitCode=code, reason=reason, message=msg, startedAt=started))
+                exitCode=info.exit_code or 1, reason=reason, message=msg, startedAt=started))
         if info.state == "running" and started is not None:
             return ContainerState(running=ContainerStateRunning(startedAt=started))
         if info.state == "running":

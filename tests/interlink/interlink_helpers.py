@@ -146,3 +146,9 @@ def squeue(slurm: LocalSlurm, *args: str) -> str:
 def scontrol_job(slurm: LocalSlurm, jid: str) -> str:
     return subprocess.run(["scontrol", "show", "job", jid], env=slurm.env(), capture_output=True, text=True,
                           check=True).stdout
+
+
+def sbatch_wrap(slurm: LocalSlurm, name: str, command: str) -> str:
+    out = subprocess.run(["sbatch", "--parsable", f"--job-name={name}", "--output=/dev/null", "--wrap", command],
+                         env=slurm.env(), capture_output=True, text=True, check=True, cwd="/tmp").stdout
+    return out.strip().split(";")[0]

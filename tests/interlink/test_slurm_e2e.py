@@ -7,9 +7,10 @@ import signal
 from collections import Counter
 
 import pytest
-from interlink_helpers import container, finished, pod, retrieved, running, scontrol_job, squeue, wait_for
+from interlink_helpers import container, finished, pod, retrieved, running, sbatch_wrap, scontrol_job, squeue, wait_for
 
 from aifacility_interlink.client import PluginError
+from aifacility_interlink.store import Store
 
 pytestmark = pytest.mark.slurm
 
@@ -190,3 +191,25 @@ async def test_gpu_limits_become_gres(slurm, plugin_factory) -> None:
     assert out.strip() == "gpus=2"
     assert "gres:gpu:2" in squeue(slurm, "--states=all", "-j", jid, "-o", "%b")
 
+
+
+async def test_crash_between_sbatch_and_record_does_not_submit_twice(slurm, plugin_factory, count_shim) -> None:
+    """The row is written before sbatch; a plugin that died right after sbatch finds the job by name."""
+    shim, calls = count_shim
+    plugin = plugin_factory(slurm, runtime="none", slurm={"command_prefix": [str(shim)]})
+    plugin.kill(signal.SIGKILL)
+    p = pod("crashy", [container("main", "echo recovered")])
+    uid = p["metadata"]["uid"]
+    # what the plugin had done when it died: the row says "submitting", the job exists in SLURM
+    store = Store(plugin.data_root / "plugin.sqlite")
+    store.begin_submit(uid, "physics", "crashy", plugin.data_root / f"physics-{uid}",
+                       '{"init": [], "run": [["main", "busybox"]]}')
+    store.close()
+    jid = sbatch_wrap(slurm, uid, "true")
+    plugin.start()
+    calls.write_text("")
+    async with plugin.client() as c:
+        assert (await c.create(retrieved(p))).PodJID == jid
+        assert (await c.create(retrieved(p))).PodJID == jid
+    assert "sbatch" not in calls.read_text().split()
+    assert squeue(slurm, "--states=all", "--name", uid, "-o", "%i").split() == [jid]

@@ -127,3 +127,27 @@ def test_config_file_errors_are_readable(tmp_path: Path) -> None:
     f.write_text("runtime: bwrap\nslurm:\n  partition: p\n")
     cfg = load_config(f, runtime="none", data_root=tmp_path)
     assert cfg.runtime == "none" and cfg.slurm.partition == "p" and cfg.data_root == tmp_path
+
+
+def test_apptainer_command_line(tmp_path: Path) -> None:
+    """apptainer/singularity: exec with a command, run without; --nv for GPUs; binds with :ro for config."""
+    from aifacility_interlink.runner import ScriptBuilder
+
+    cfg = PluginConfig.model_validate({"runtime": "apptainer", "runtime_options": ["--containall"],
+                                       "data_root": str(tmp_path)})
+    p = pod("a", [container("gpu", "nvidia-smi", [("cfg", "/etc/cfg"), ("scratch", "/scratch")]),
+                  {"name": "entry", "image": "/cvmfs/images/reco.sif", "args": ["--events", "10"]}],
+            volumes=[{"name": "cfg", "configMap": {"name": "cm"}}, {"name": "scratch", "emptyDir": {}}])
+    p["spec"]["containers"][0]["workingDir"] = "/work"
+    d = RetrievedPodData.model_validate(retrieved(p, config_maps={"cm": {"k": "v"}}))
+    body = ScriptBuilder(cfg).body(d, tmp_path, gpus=True)
+    gpu_line = next(x for x in body.splitlines() if x.startswith("ctn_run_0()"))
+    assert "apptainer exec --containall --nv --env-file" in gpu_line
+    assert "--pwd /work" in gpu_line
+    assert f"--bind {tmp_path}/volumes/cfg:/etc/cfg:ro" in gpu_line
+    assert f"--bind {tmp_path}/volumes/scratch:/scratch " in gpu_line
+    assert "docker://docker.io/library/busybox:1.36 sh -c nvidia-smi" in gpu_line
+    entry_line = next(x for x in body.splitlines() if x.startswith("ctn_run_1()"))
+    assert "apptainer run --containall --nv" in entry_line
+    assert "/cvmfs/images/reco.sif --events 10" in entry_line and "docker://" not in entry_line
+    assert (tmp_path / "volumes" / "cfg" / "k").read_text() == "v"

@@ -213,8 +213,8 @@ class SlurmBackend(Backend):
         total_cpu = sum(n[0] for n in nodes.values())
         total_mem = sum(n[1] for n in nodes.values())
         gres_total: dict[str, int] = {}
-        for _, _, g in nodes.values():
-            for k, v in g.items():
+        for _, _, node_gres in nodes.values():
+            for k, v in node_gres.items():
                 gres_total[k] = gres_total.get(k, 0) + v
         accel = [
             Accelerator(resourceType=res, available=gres_total[g])
