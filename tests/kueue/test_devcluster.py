@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from aifacility.devcluster import DevCluster
 from aifacility.devcluster.kinds import CLUSTERQUEUE, LOCALQUEUE, POD, RESOURCEFLAVOR
 from aifacility.facility import load_facility
+from aifacility.kueue import render
 
 NS = "aifacility"
 
@@ -91,3 +93,12 @@ async def test_gpu_pod_queued_admitted_scheduled(cluster: DevCluster) -> None:
     assert gpu_usage["resources"] == [{"name": "nvidia.com/gpu", "total": "4", "borrowed": "0"}]
     wls = json.loads(await kubectl(cluster, "get", "workloads", "-n", NS, "-o", "json"))["items"]
     assert len(wls) == 2
+
+
+async def test_rendered_objects_apply_with_kubectl(cluster: DevCluster, tmp_path: Path) -> None:
+    path = tmp_path / "kueue.yaml"
+    path.write_text(yaml.safe_dump_all(render(cluster.facility)))
+    out = await kubectl(cluster, "apply", "-f", str(path))
+    assert "clusterqueue.kueue.x-k8s.io/physics" in out and "localqueue.kueue.x-k8s.io/ml" in out
+    queues = await kubectl(cluster, "get", "queues", "-n", NS, "-o", "name")
+    assert sorted(queues.split()) == ["localqueue.kueue.x-k8s.io/ml", "localqueue.kueue.x-k8s.io/physics"]

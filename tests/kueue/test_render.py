@@ -110,3 +110,15 @@ def test_disabled_queues_render_nothing_and_explicit_quota_wins(tmp_path: Path) 
     a30 = next(g for g in cq["resourceGroups"] if g["coveredResources"] == ["nvidia.com/gpu-a30"])
     assert a30["flavors"][0]["resources"][0] == {"name": "nvidia.com/gpu-a30", "nominalQuota": "1",
                                                  "borrowingLimit": "0"}
+
+
+def test_cli_prints_the_objects_and_refuses_a_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from aifacility.kueue.__main__ import main
+
+    assert main([]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert docs == render(load_facility())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [")
+    assert main([str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err

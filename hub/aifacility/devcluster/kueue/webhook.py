@@ -12,7 +12,7 @@ from typing import Any
 
 from aifacility.devcluster.kinds import COHORT, JOB, POD, Kind
 from aifacility.devcluster.kueue.schema import admit
-from aifacility.devcluster.store import Forbidden, invalid
+from aifacility.devcluster.store import invalid
 
 KUEUE_GROUP = "kueue.x-k8s.io"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -20,6 +20,7 @@ MANAGED_LABEL = "kueue.x-k8s.io/managed"
 PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
 ADMISSION_GATE = "kueue.x-k8s.io/admission"
 NOT_EMULATED = "the development cluster's Kueue does not emulate"
+UNMANAGED_NAMESPACES = ("kube-system", "kueue-system")
 
 # Spec fields that would change admission if set to anything but these values. Each is refused by name.
 _CQ_ONLY_DEFAULT = {
@@ -105,9 +106,9 @@ def kueue_hook(kind: Kind, operation: str, new: dict[str, Any] | None, old: dict
         return
     if kind.group == KUEUE_GROUP:
         if kind is COHORT and operation == "CREATE":
-            raise Forbidden(f"cohorts.kueue.x-k8s.io \"{_name(new)}\" is forbidden: {NOT_EMULATED} Cohort objects "
-                            "(hierarchical cohorts, cohort quotas); ClusterQueues share quota through "
-                            "spec.cohortName")
+            raise invalid(kind, _name(new), [("kind", f"Forbidden: {NOT_EMULATED} Cohort objects (hierarchical "
+                                                      "cohorts, cohort quotas); ClusterQueues share quota "
+                                                      "through spec.cohortName")])
         problems = admit(kind.plural, new, old)
         # Status writes (the loop's own) do not change what is asked for: only new or changed specs are checked.
         if not problems and (old is None or new.get("spec") != old.get("spec")):
@@ -115,8 +116,11 @@ def kueue_hook(kind: Kind, operation: str, new: dict[str, Any] | None, old: dict
         if problems:
             raise invalid(kind, _name(new), problems)
         return
-    if operation != "CREATE" or QUEUE_LABEL not in ((new.get("metadata") or {}).get("labels") or {}):
+    meta = new.get("metadata") or {}
+    if operation != "CREATE" or QUEUE_LABEL not in (meta.get("labels") or {}):
         return
+    if meta.get("namespace") in UNMANAGED_NAMESPACES:
+        return  # Kueue's default managedJobsNamespaceSelector leaves the system namespaces alone
     if kind is POD:
         _mutate_pod(new)
     elif kind is JOB:
