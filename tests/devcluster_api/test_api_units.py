@@ -224,3 +224,28 @@ async def test_watch_bookmarks_and_history(tmp_path):
     event = await asyncio.wait_for(watcher.__anext__(), 2)
     assert event.type == "BOOKMARK" and event.object["metadata"]["resourceVersion"] == store.resource_version
     watcher.close()
+
+
+def test_propagation_policies_become_finalizers():
+    store = Store(None)
+    store.create(
+        kinds.JOB,
+        {
+            "metadata": {"name": "fg"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}},
+        },
+    )
+    marked = store.delete(kinds.JOB, "default", "fg", propagation_policy="Foreground")
+    assert marked["metadata"]["finalizers"] == ["foregroundDeletion"] and marked["metadata"]["deletionTimestamp"]
+    store.create(kinds.CONFIGMAP, {"metadata": {"name": "o"}})
+    assert store.delete(kinds.CONFIGMAP, "default", "o", propagation_policy="Orphan")["metadata"]["finalizers"] == [
+        "orphan"
+    ]
+    # what the garbage collector does once dependents are handled: drop the finalizer, and the object goes
+    store.modify(kinds.CONFIGMAP, "default", "o", lambda o: o["metadata"].update(finalizers=[]))
+    with pytest.raises(NotFound):
+        store.get(kinds.CONFIGMAP, "default", "o")
+    store.create(kinds.CONFIGMAP, {"metadata": {"name": "bg"}})
+    store.delete(kinds.CONFIGMAP, "default", "bg", propagation_policy="Background")
+    with pytest.raises(NotFound):
+        store.get(kinds.CONFIGMAP, "default", "bg")

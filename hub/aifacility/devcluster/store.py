@@ -123,6 +123,7 @@ class _Change:
 
 # Kubernetes creates these namespaces itself; clients (and our docs) assume they exist.
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+_POLICY_FINALIZERS = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet of apiserver's SimpleNameGenerator
 
 
@@ -215,6 +216,10 @@ class Store:
 
     def add_hook(self, hook: AdmissionHook) -> None:
         self._hooks.append(hook)
+
+    @property
+    def hooks(self) -> tuple[AdmissionHook, ...]:
+        return tuple(self._hooks)
 
     # ---- reads ---------------------------------------------------------------------------------------------------
 
@@ -459,19 +464,25 @@ class Store:
                     return self._commit(kind, "DELETED", new, old)
                 return self._commit(kind, "MODIFIED", new, old)
             return copy.deepcopy(old)
+        # As the real API server does, the policy becomes a finalizer that the garbage collector acts on.
+        policy_finalizer = _POLICY_FINALIZERS.get(propagation_policy or "")
         if bound_pod and grace_period_seconds != 0:
             grace = grace_period_seconds
             if grace is None:
                 grace = int((old.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
-            return self._mark(kind, old, grace)
-        if meta.get("finalizers"):
-            return self._mark(kind, old, 0)
+            return self._mark(kind, old, grace, policy_finalizer)
+        if meta.get("finalizers") or policy_finalizer:
+            return self._mark(kind, old, 0, policy_finalizer)
         return self._commit(kind, "DELETED", copy.deepcopy(old), old)
 
-    def _mark(self, kind: Kind, old: Obj, grace: int) -> Obj:
+    def _mark(self, kind: Kind, old: Obj, grace: int, finalizer: str | None = None) -> Obj:
         new = copy.deepcopy(old)
         new["metadata"]["deletionTimestamp"] = now_rfc3339(grace)
         new["metadata"]["deletionGracePeriodSeconds"] = grace
+        if finalizer:
+            finalizers = new["metadata"].setdefault("finalizers", [])
+            if finalizer not in finalizers:
+                finalizers.append(finalizer)
         return self._commit(kind, "MODIFIED", new, old)
 
     def _delete_namespace(self, ns_obj: Obj) -> Obj:
