@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -133,3 +134,26 @@ def test_personal_tokens_cookies_and_services_cannot_read_tokens(hub: LocalHub, 
     assert service.status_code == 403 and "access_token" not in service.text
     browser, _ = login(hub, "bob")
     assert browser.get(f"{hub.url}/hub/api/aifacility/token", timeout=30).status_code == 403
+
+
+def test_no_token_reaches_a_log(hub: LocalHub, provider: EmbeddedOIDCProvider) -> None:
+    """Runs last in this module: every login, refresh, spawn and refusal above has been logged by then."""
+    login(hub, "alice")
+    secrets: set[str] = set()
+    store = json.loads((provider.state_dir / "store.json").read_text())
+    for key in store:
+        kind, _, ident = key.partition(":")
+        if kind in ("AccessToken", "RefreshToken", "AuthorizationCode"):
+            secrets.add(ident)
+    for name in ("alice", "bob", "dana"):
+        state = hub.api("GET", f"/users/{name}").json().get("auth_state") or {}
+        secrets |= {state.get("access_token") or "", state.get("refresh_token") or "", state.get("id_token") or ""}
+        path = hub.token_file(name)
+        if path.exists():
+            secrets.add(path.read_text().strip())
+    secrets.discard("")
+    assert len(secrets) >= 6
+    for log in (hub.log_path, provider.log_path):
+        text = log.read_text(errors="replace")
+        leaked = [s[:6] + "..." for s in secrets if s in text]
+        assert not leaked, f"{log.name} holds tokens: {leaked}"

@@ -34,6 +34,10 @@ class IAMLoginHandler(OAuthLoginHandler):
 class IAMCallbackHandler(OAuthCallbackHandler):
     aifacility_refusal: Refusal | None = None
 
+    def _request_summary(self) -> str:
+        # Tornado logs refused requests with their full URI; a callback's query holds the authorization code.
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
     def check_state(self) -> None:
         # Same checks as OAuthenticator (state in the URL == state in this browser's signed, one-use cookie),
         # with messages that tell the person what to do; a replayed callback finds its cookie already spent.
