@@ -60,6 +60,9 @@ class PluginConfig(Strict):
     runtime_binary: str | None = None
     runtime_options: list[str] = Field(default_factory=list)
     image_prefix: str = "docker://"
+    # hostPath volumes are refused unless under one of these prefixes (e.g. /cvmfs, /shared/datasets):
+    # a tenant must not bind arbitrary host paths into a job.
+    host_path_prefixes: list[str] = Field(default_factory=list)
     token: str | None = None
     token_file: Path | None = None
     delete_retry_seconds: float = Field(default=5.0, gt=0)

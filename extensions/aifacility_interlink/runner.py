@@ -126,7 +126,7 @@ class ScriptBuilder:
         spec = data.pod.spec
         assert spec is not None
         (job_dir / "ctn").mkdir(parents=True, exist_ok=True)
-        planner = VolumePlanner(data, job_dir)
+        planner = VolumePlanner(data, job_dir, self.cfg.host_path_prefixes)
         meta = data.pod.metadata
         out = [
             f"# aifacility-interlink runner for pod {meta.namespace}/{meta.name} ({meta.uid})",

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections import defaultdict
@@ -33,6 +34,11 @@ from .store import PodRow, Store
 from .volumes import PodError
 
 log = logging.getLogger("aifacility_interlink")
+
+# The namespace and uid name the job dir: they must be what Kubernetes allows, never a path.
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_UID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_]{0,127}$")
+_POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 # A job the batch system does not list yet/anymore and that left no exit status is only declared lost after
 # this long (sbatch returns before squeue is guaranteed to list the job on a busy controller).
@@ -85,8 +91,12 @@ class PluginService:
 
     async def create(self, data: RetrievedPodData) -> CreateStruct:
         meta = data.pod.metadata
-        if not meta.uid:
-            raise PodError("pod.metadata.uid is empty")
+        if not _UID.match(meta.uid):
+            raise PodError(f"pod.metadata.uid {meta.uid!r} is not a Kubernetes uid (letters, digits, '-')")
+        if not _NAMESPACE.match(meta.namespace):
+            raise PodError(f"pod.metadata.namespace {meta.namespace!r} is not a valid Kubernetes namespace")
+        if not _POD_NAME.match(meta.name):
+            raise PodError(f"pod.metadata.name {meta.name!r} is not a valid Kubernetes pod name")
         if data.pod.spec is None:
             raise PodError("pod.spec is missing")
         async with self._locks[meta.uid]:

@@ -73,8 +73,9 @@ def _b64(value: str, what: str) -> bytes:
 class VolumePlanner:
     """Materialises volumes for one pod and answers which binds each container gets."""
 
-    def __init__(self, data: RetrievedPodData, job_dir: Path) -> None:
+    def __init__(self, data: RetrievedPodData, job_dir: Path, host_path_prefixes: list[str]) -> None:
         self.data = data
+        self.host_path_prefixes = [os.path.normpath(p) for p in host_path_prefixes]
         self.vol_dir = job_dir / "volumes"
         spec = data.pod.spec
         assert spec is not None  # checked by the caller
@@ -94,7 +95,14 @@ class VolumePlanner:
     def _source(self, vol: Volume) -> tuple[Path, bool]:
         """The host dir backing a volume (written on first use) and whether it is read-only by nature."""
         if vol.hostPath is not None:
-            return Path(vol.hostPath.path), False
+            path = os.path.normpath(vol.hostPath.path)
+            allowed = any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.host_path_prefixes)
+            if not path.startswith("/") or not allowed:
+                raise PodError(
+                    f"volume {vol.name!r}: hostPath {vol.hostPath.path!r} is not allowed on this site "
+                    f"(allowed prefixes: {self.host_path_prefixes or 'none'})"
+                )
+            return Path(path), False
         if vol.name in self._written:
             return self._written[vol.name], vol.emptyDir is None
         root = self.vol_dir / vol.name

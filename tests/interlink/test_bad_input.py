@@ -83,6 +83,15 @@ async def test_pods_that_cannot_run_are_refused_with_the_reason(plugin) -> None:
     status, body = await call(plugin.url, "POST", "/create",
                               json.dumps(retrieved(escape, config_maps={"cm": {"k": "v"}})))
     assert status == 400 and "must not contain '..'" in body["error"]
+    host = pod("host", [container("c", "true", [("root", "/host")])],
+               volumes=[{"name": "root", "hostPath": {"path": "/etc"}}])
+    status, body = await call(plugin.url, "POST", "/create", json.dumps(retrieved(host)))
+    assert status == 400 and "hostPath '/etc' is not allowed" in body["error"]
+    for field, value in [("namespace", "../../etc"), ("uid", "../x"), ("uid", ""), ("name", "a/b")]:
+        traversal = pod("t", [container("c", "true")])
+        traversal["metadata"][field] = value
+        status, body = await call(plugin.url, "POST", "/create", json.dumps(retrieved(traversal)))
+        assert status == 400 and f"pod.metadata.{field}" in body["error"], (field, body)
     # nothing of these was kept
     assert not [p for p in plugin.data_root.iterdir() if p.is_dir()]
 

@@ -37,8 +37,11 @@ def log_req(p: dict, name: str, **opts: object) -> dict:
             "Opts": opts}
 
 
-async def test_pod_with_init_two_containers_volumes_under_bwrap(slurm, plugin_factory) -> None:
-    plugin = plugin_factory(slurm, runtime="bwrap")
+async def test_pod_with_init_two_containers_volumes_under_bwrap(slurm, plugin_factory, tmp_path) -> None:
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "events.txt").write_text("42 events\n")
+    plugin = plugin_factory(slurm, runtime="bwrap", host_path_prefixes=[str(datasets)])
     init = container("fetch", "cat /etc/physics/greeting > /scratch/from-init && echo init-done",
                      [("cfg", "/etc/physics"), ("scratch", "/scratch")])
     reco = container(
@@ -52,10 +55,12 @@ async def test_pod_with_init_two_containers_volumes_under_bwrap(slurm, plugin_fa
     ana = container(
         "analysis",
         "for i in $(seq 100); do [ -e /scratch/shared.txt ] && break; sleep 0.1; done;"
-        " echo \"analysis saw: $(cat /scratch/shared.txt) $MODE\"; ls /etc/grid 2>&1 | head -1",
-        [("scratch", "/scratch")], env={"MODE": "fast mode"},
+        " echo \"analysis saw: $(cat /scratch/shared.txt) $MODE\"; ls /etc/grid 2>&1 | head -1;"
+        " cat /data/events.txt",
+        [("scratch", "/scratch"), ("data", "/data")], env={"MODE": "fast mode"},
     )
-    p = pod("reco-1", [reco, ana], init=[init], volumes=VOLUMES)
+    volumes = [*VOLUMES, {"name": "data", "hostPath": {"path": str(datasets)}}]
+    p = pod("reco-1", [reco, ana], init=[init], volumes=volumes)
     async with plugin.client() as c:
         created = await c.create(retrieved(p, CM, SECRET))
         assert created.PodUID == p["metadata"]["uid"] and created.PodJID.isdigit()
@@ -73,6 +78,7 @@ async def test_pod_with_init_two_containers_volumes_under_bwrap(slurm, plugin_fa
         assert "analysis saw: reco-output fast mode" in ana_log
         # the secret is mounted only where asked: /etc/grid does not exist in the analysis container
         assert "No such file" in ana_log
+        assert "42 events" in ana_log  # an allowed hostPath, bound at its mount path
     # the batch job itself ended with the highest exit code
     job = scontrol_job(slurm, created.PodJID)
     assert "JobState=FAILED" in job and "ExitCode=3:0" in job
