@@ -121,6 +121,7 @@ class KueueController:
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._watchers: list[Any] = []
+        self._busy = False
         self.passes = 0
 
     # ---- lifecycle ------------------------------------------------------------------------------------------------
@@ -178,6 +179,7 @@ class KueueController:
     async def _run(self) -> None:
         while True:
             await self._dirty.wait()
+            self._busy = True
             self._dirty.clear()
             await asyncio.sleep(0)  # let a burst of events coalesce into one pass
             try:
@@ -185,15 +187,17 @@ class KueueController:
             except Exception:
                 # One bad object must not stop admission for everyone; the next change retries.
                 log.exception("kueue admission pass failed")
+            finally:
+                self._busy = False
 
     async def settle(self, within_seconds: float = 5.0) -> None:
         """Wait until a pass has run with nothing left to do (for tests and `aifacility up`)."""
         async with asyncio.timeout(within_seconds):
             while True:
                 await asyncio.sleep(0.01)
-                if not self._dirty.is_set():
-                    await asyncio.sleep(0.02)
-                    if not self._dirty.is_set():
+                if not self._dirty.is_set() and not self._busy:
+                    await asyncio.sleep(0.02)  # the watch tasks report the last pass's own writes
+                    if not self._dirty.is_set() and not self._busy:
                         return
 
     # ---- one pass -----------------------------------------------------------------------------------------------
