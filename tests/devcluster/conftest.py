@@ -52,6 +52,15 @@ class RunningCluster:
 
     def close(self) -> None:
         self.stop()
+
+        async def cancel_leftovers() -> None:
+            # Long-lived API requests (watches) still open when the server stopped.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_leftovers(), 10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

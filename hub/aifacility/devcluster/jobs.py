@@ -167,6 +167,10 @@ class JobController:
         for pod in pods:
             phase = (pod.get("status") or {}).get("phase")
             if phase in ("Succeeded", "Failed") and not (pod["metadata"].get("annotations") or {}).get(COUNTED):
+                if pod["metadata"]["uid"] in self._expected_deletions and phase == "Failed":
+                    # Stopped by this controller (suspension, deadline, surplus): not a failure of the work.
+                    self._annotate_counted(pod)
+                    continue
                 if phase == "Succeeded":
                     succeeded += 1
                 else:

@@ -1,0 +1,161 @@
+"""Scheduling on the demo facility's nodes, concurrency, the Job controller and the garbage collector."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aifacility.devcluster import kinds
+
+if TYPE_CHECKING:
+    from conftest import RunningCluster
+
+
+def mig_pod(name: str, *, tolerate: bool = True) -> str:
+    tolerations = "tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]" if tolerate else ""
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  {tolerations}
+  containers:
+  - {{name: main, image: x, command: [sleep, "300"], resources: {{limits: {{nvidia.com/mig-1g.10gb: "1"}}}}}}
+"""
+
+
+def _node(running: RunningCluster, name: str) -> str:
+    return str(running.get("pod", name)["spec"].get("nodeName") or "")
+
+
+def _scheduled_condition(running: RunningCluster, name: str) -> dict[str, Any]:
+    conds = running.get("pod", name)["status"].get("conditions") or []
+    return next((c for c in conds if c["type"] == "PodScheduled"), {})
+
+
+def test_mig_slices_need_the_taint_toleration_and_are_never_overcommitted(running: RunningCluster) -> None:
+    running.apply(mig_pod("no-toleration", tolerate=False))
+    running.apply("---".join(mig_pod(f"mig-{i}") for i in range(5)))
+    running.wait_for(lambda: _scheduled_condition(running, "no-toleration").get("reason") == "Unschedulable")
+    bound = running.wait_for(lambda: [i for i in range(5) if _node(running, f"mig-{i}")]
+                             if len([i for i in range(5) if _node(running, f"mig-{i}")]) == 4 else None)
+    assert all(_node(running, f"mig-{i}") == "gpu-a100-01" for i in bound)
+    waiting = next(i for i in range(5) if i not in bound)
+    cond = running.wait_for(lambda: _scheduled_condition(running, f"mig-{waiting}").get("message"))
+    assert cond.startswith("0/8 nodes are available: ")
+    assert "5 Insufficient nvidia.com/mig-1g.10gb" in cond
+    assert "3 Preemption is not helpful for scheduling" in cond
+    events = json.loads(running.kubectl("get", "events", "--field-selector",
+                                        f"involvedObject.name=mig-{waiting},reason=FailedScheduling",
+                                        "-o", "json").stdout)["items"]
+    assert events and events[0]["type"] == "Warning" and events[0]["message"] == cond
+    # A slice freed: the waiting pod is scheduled at once.
+    running.kubectl("delete", "pod", f"mig-{bound[0]}", "--timeout=30s")
+    running.wait_for(lambda: _node(running, f"mig-{waiting}") == "gpu-a100-01")
+    assert not _node(running, "no-toleration")
+
+
+def test_concurrent_creates_never_over_allocate(running: RunningCluster) -> None:
+    """Twelve pods for four MIG slices created in one burst straight into the store, and through the API."""
+    assert running.cluster is not None
+    store = running.cluster.store
+
+    def pod(i: int) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"burst-{i}", "namespace": "default"},
+                "spec": {"tolerations": [{"operator": "Exists"}], "terminationGracePeriodSeconds": 0,
+                         "containers": [{"name": "c", "image": "x", "command": ["sleep", "300"],
+                                         "resources": {"limits": {"nvidia.com/mig-3g.40gb": "1"}}}]}}
+
+    running.call(lambda: [store.create(kinds.POD, pod(i)) for i in range(6)])
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: running.apply(json.dumps(pod(i))), range(6, 12)))
+
+    def bound() -> list[dict[str, Any]]:
+        items, _ = running.call(lambda: store.list(kinds.POD, "default"))
+        return [p for p in items if p["spec"].get("nodeName")]
+
+    running.wait_for(lambda: len(bound()) == 2)
+    unschedulable = running.wait_for(lambda: [
+        p for p in running.call(lambda: store.list(kinds.POD, "default"))[0]
+        if any(c.get("reason") == "Unschedulable" for c in p["status"].get("conditions") or [])] or None)
+    assert unschedulable
+    assert len(bound()) == 2  # gpu-a100-01 has two 3g.40gb slices and nothing else advertises them
+
+
+JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: work}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: main, image: x, command: [sh, -c, 'echo done-by $HOSTNAME; sleep 0.3']}
+"""
+
+
+def test_job_completes_and_gc_deletes_its_pods(running: RunningCluster) -> None:
+    running.apply(JOB)
+    running.kubectl("wait", "--for=condition=Complete", "job/work", "--timeout=60s")
+    job = running.get("job", "work")
+    assert job["status"]["succeeded"] == 3 and job["status"].get("failed", 0) == 0
+    assert job["status"]["startTime"] and job["status"]["completionTime"]
+    pods = json.loads(running.kubectl("get", "pods", "-l", "job-name=work", "-o", "json").stdout)["items"]
+    assert len(pods) == 3
+    uid = job["metadata"]["uid"]
+    for p in pods:
+        assert p["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] == uid
+        assert p["metadata"]["labels"]["batch.kubernetes.io/job-name"] == "work"
+        assert p["metadata"]["ownerReferences"][0]["uid"] == uid
+        assert p["status"]["phase"] == "Succeeded"
+    running.kubectl("delete", "job", "work")
+    running.wait_for(lambda: not json.loads(running.kubectl("get", "pods", "-l", "job-name=work", "-o",
+                                                            "json").stdout)["items"])
+
+
+def test_job_backoff_limit_and_suspension(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failing}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: x, command: [sh, -c, 'exit 1']}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: held}
+spec:
+  suspend: true
+  parallelism: 2
+  completions: 2
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers: [{name: main, image: x, command: [sleep, "300"]}]
+""")
+    running.kubectl("wait", "--for=condition=Failed", "job/failing", "--timeout=60s")
+    failing = running.get("job", "failing")
+    failed = next(c for c in failing["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert failing["status"]["failed"] == 2
+    running.wait_for(lambda: any(c["type"] == "Suspended" and c["status"] == "True"
+                                 for c in running.get("job", "held")["status"].get("conditions") or []))
+    assert not json.loads(running.kubectl("get", "pods", "-l", "job-name=held", "-o", "json").stdout)["items"]
+    running.kubectl("patch", "job", "held", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    running.wait_for(lambda: running.get("job", "held")["status"].get("active") == 2)
+    running.kubectl("patch", "job", "held", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    running.wait_for(lambda: not json.loads(running.kubectl("get", "pods", "-l", "job-name=held", "-o",
+                                                            "json").stdout)["items"], timeout=30)
+    held = running.get("job", "held")
+    assert held["status"].get("active", 0) == 0 and held["status"].get("failed", 0) == 0
