@@ -222,3 +222,14 @@ async def test_state_is_recomputed_after_a_restart(store: Store) -> None:
         assert usage(store, "cq") == {"pool-a": {"cpu": ("1", "0")}}
     finally:
         await second.stop()
+
+
+async def test_pods_of_a_queued_job_are_not_queued_again(store: Store, kueue: KueueController) -> None:
+    setup_queues(store, {"pool-a": "1"})
+    owned = pod("train-abcde")
+    owned["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "train",
+                                             "uid": "1234", "controller": True}]
+    created = store.create(POD, owned)
+    await kueue.settle()
+    assert "schedulingGates" not in created["spec"]
+    assert store.list(WORKLOAD, NS)[0] == []

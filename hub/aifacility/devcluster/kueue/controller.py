@@ -129,7 +129,8 @@ class KueueController:
     def install(self, store: Store) -> None:
         """Register the webhook; call before anything creates queue-labelled Pods or Jobs."""
         self.store = store
-        store.add_hook(kueue_hook)
+        if kueue_hook not in getattr(store, "hooks", ()):
+            store.add_hook(kueue_hook)
 
     async def start(self, cluster: Any = None) -> None:
         """Start the loop; with a DevCluster, first apply the Kueue objects rendered from its facility file."""

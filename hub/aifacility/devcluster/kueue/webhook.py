@@ -122,6 +122,8 @@ def kueue_hook(kind: Kind, operation: str, new: dict[str, Any] | None, old: dict
     if meta.get("namespace") in UNMANAGED_NAMESPACES:
         return  # Kueue's default managedJobsNamespaceSelector leaves the system namespaces alone
     if kind is POD:
+        if any(ref.get("controller") for ref in meta.get("ownerReferences") or []):
+            return  # a Job's (or other controller's) pod: Kueue manages its owner, not the pod itself
         _mutate_pod(new)
     elif kind is JOB:
         _mutate_job(new)
