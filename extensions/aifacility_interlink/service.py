@@ -25,6 +25,7 @@ from .contract import (
     PingResources,
     PingResponse,
     Pod,
+    PodSecurityContext,
     PodStatus,
     RetrievedPodData,
     Taint,
@@ -43,6 +44,18 @@ _POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # A job the batch system does not list yet/anymore and that left no exit status is only declared lost after
 # this long (sbatch returns before squeue is guaranteed to list the job on a busy controller).
 LOST_AFTER_SECONDS = 60.0
+
+
+def _hand_over(job_dir: Path, sc: PodSecurityContext | None) -> None:
+    """A job that runs as another user (runAsUser → --uid) must own its dir: it writes logs and exit
+    statuses there and reads its secrets (mode 0600). Only root can give files away."""
+    if sc is None or sc.runAsUser is None or os.geteuid() != 0:
+        return
+    gid = sc.runAsGroup if sc.runAsGroup is not None else sc.runAsUser
+    for root, dirs, files in os.walk(job_dir):
+        os.chown(root, sc.runAsUser, gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), sc.runAsUser, gid, follow_symlinks=False)
 
 
 class UnknownPod(LookupError):
@@ -126,6 +139,7 @@ class PluginService:
             script = job_dir / self.backend.script_name()
             script.write_text(self.backend.render(data, job_dir, body, script))
             script.chmod(0o755)
+            _hand_over(job_dir, spec.securityContext)
         except PodError:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise

@@ -151,3 +151,28 @@ def test_apptainer_command_line(tmp_path: Path) -> None:
     assert "apptainer run --containall --nv" in entry_line
     assert "/cvmfs/images/reco.sif --events 10" in entry_line and "docker://" not in entry_line
     assert (tmp_path / "volumes" / "cfg" / "k").read_text() == "v"
+
+
+def test_projected_volume_and_ownership_for_run_as_user(tmp_path: Path) -> None:
+    """interLink sends a projected volume as a config map named after the volume (keys are file paths);
+    a job that runs as another user owns its job dir, so it can write logs and read its secrets."""
+    from aifacility_interlink.service import _hand_over
+    from aifacility_interlink.volumes import VolumePlanner
+
+    p = pod("sa", [container("c", "true", [("kube-api-access", "/var/run/secrets/kubernetes.io/serviceaccount")])],
+            volumes=[{"name": "kube-api-access",
+                      "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}])
+    d = retrieved(p)
+    d["container"][0]["projectedvolumemaps"] = [
+        {"metadata": {"name": "kube-api-access"}, "data": {"token": "jwt", "ca.crt": "PEM", "sub/namespace": "ns"}}]
+    data = RetrievedPodData.model_validate(d)
+    [bind] = VolumePlanner(data, tmp_path, []).binds(data.pod.spec.containers[0])  # type: ignore[union-attr]
+    assert bind.read_only and bind.target == "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert (bind.source / "token").read_text() == "jwt"
+    assert (bind.source / "sub" / "namespace").read_text() == "ns"
+    from aifacility_interlink.contract import PodSecurityContext
+
+    _hand_over(tmp_path, PodSecurityContext(runAsUser=4242, runAsGroup=4343))
+    st = (bind.source / "token").stat()
+    assert (st.st_uid, st.st_gid) == (4242, 4343)
+    assert tmp_path.stat().st_uid == 4242
