@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from aifacility.devcluster import DevCluster
-from aifacility.devcluster.kinds import CLUSTERQUEUE, LOCALQUEUE, POD, RESOURCEFLAVOR
+from aifacility.devcluster.kinds import CLUSTERQUEUE, JOB, LOCALQUEUE, POD, RESOURCEFLAVOR, WORKLOAD
+from aifacility.devcluster.kueue.workloads import condition
 from aifacility.facility import load_facility
 from aifacility.kueue import render
 
@@ -102,3 +103,26 @@ async def test_rendered_objects_apply_with_kubectl(cluster: DevCluster, tmp_path
     assert "clusterqueue.kueue.x-k8s.io/physics" in out and "localqueue.kueue.x-k8s.io/ml" in out
     queues = await kubectl(cluster, "get", "queues", "-n", NS, "-o", "name")
     assert sorted(queues.split()) == ["localqueue.kueue.x-k8s.io/ml", "localqueue.kueue.x-k8s.io/physics"]
+
+
+async def test_queued_job_runs_and_releases_its_quota(cluster: DevCluster) -> None:
+    store = cluster.store
+    store.create(JOB, {
+        "metadata": {"name": "analysis", "namespace": NS, "labels": {"kueue.x-k8s.io/queue-name": "ml"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "busybox", "command": ["sh", "-c", "echo done"],
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}}}})
+
+    def finished() -> bool:
+        wls = store.list(WORKLOAD, NS)[0]
+        return bool(wls) and condition(wls[0], "Finished") is not None
+
+    await wait_for(finished, "the job's workload finishes", seconds=30)
+    job = store.get(JOB, NS, "analysis")
+    assert job["spec"]["suspend"] is False
+    assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
+    [wl] = store.list(WORKLOAD, NS)[0]
+    assert wl["status"]["admission"]["podSetAssignments"][0]["flavors"] == {"cpu": "default", "memory": "default"}
+    assert condition(wl, "Finished")["reason"] == "Succeeded"
+    cpu = store.get(CLUSTERQUEUE, None, "ml")["status"]["flavorsUsage"][0]["resources"][0]
+    assert cpu == {"name": "cpu", "total": "0", "borrowed": "0"}
