@@ -43,7 +43,7 @@ def configure(
     crypt_key: bytes | None = None,
     token_file: str = DEFAULT_TOKEN_FILE,
     auth_refresh_age: int = 300,
-    token_min_lifetime: int = 120,
+    token_min_lifetime: int | None = None,
     enable_notebook_extension: bool = True,
     validate_server_cert: bool = True,
 ) -> None:
@@ -55,9 +55,12 @@ def configure(
     - `token_file`: where the notebook keeps the user's access token; `{username}` is replaced (useful for local
       process spawners, where sessions share a filesystem). Exported as AIFACILITY_TOKEN_FILE and the WLCG
       bearer-token-discovery variable BEARER_TOKEN_FILE.
-    - `token_min_lifetime`: the hub renews an access token that has fewer seconds than this left.
+    - `token_min_lifetime`: the hub renews an access token that has fewer seconds than this left (default:
+      `facility.iam.token_min_lifetime`).
     """
     iam = facility.iam
+    if token_min_lifetime is None:
+        token_min_lifetime = iam.token_min_lifetime
     c.JupyterHub.authenticator_class = IAMAuthenticator
     a = c.IAMAuthenticator
     a.issuer = issuer
@@ -67,6 +70,7 @@ def configure(
     a.scope = list(iam.scopes)
     a.username_claim = iam.username_claim
     a.groups_claims = list(iam.groups_claims)
+    a.group_prefix = iam.group_prefix
     a.contact = iam.contact
     a.manage_groups = True
     a.allowed_groups = set(iam.allowed_groups)

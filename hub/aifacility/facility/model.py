@@ -155,9 +155,13 @@ class IAM(Strict):
     scopes: list[str] = ["openid", "profile", "email", "offline_access", "wlcg.groups"]
     username_claim: str = "preferred_username"
     groups_claims: list[str] = ["groups", "wlcg.groups"]
+    # Removed from the front of group names: WLCG groups are paths ("/physics" is the hub group "physics").
+    group_prefix: str = "/"
     allowed_groups: list[str] = []
     admin_groups: list[str] = []
     contact: str = "the facility administrators"
+    # Seconds an access token must still be valid for; the hub renews it (refresh token) below this.
+    token_min_lifetime: int = Field(default=120, ge=0)
 
 
 class Limits(Strict):
