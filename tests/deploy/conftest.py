@@ -9,26 +9,14 @@ through the ordinary registry clients, into a cache directory reused by later ru
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "aifacility"
-ANSIBLE = REPO / "ansible"
-# CI runs on a fresh clone with the shared/ folder beside the repository.
-SHARED = REPO.parent / "shared"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aifacility"
-
-ANSIBLE_BUNDLE = "ansible==12.3.0"  # the newest community package for Python 3.11
-BUNDLED_COLLECTIONS = ("openstack/cloud", "kubernetes/core", "ansible/posix", "community/general")
-VENV_BIN = Path(sys.executable).parent
+from deploy_support import ANSIBLE, ANSIBLE_BUNDLE, BUNDLED_COLLECTIONS, CACHE, CHART, REPO, VENV_BIN
 
 
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import CHART, REPO, SHARED
+from deploy_support import CHART, REPO, SHARED
 
 from aifacility.facility import load_facility
 from aifacility.facility.model import Facility
@@ -192,7 +193,7 @@ def test_extra_config_names_a_missing_hub_config(values: dict, tmp_path: Path,
 def chart_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The chart without its dependencies (see the module docstring)."""
     dest = tmp_path_factory.mktemp("chart") / "aifacility"
-    import shutil
+
     shutil.copytree(CHART, dest)
     meta = yaml.safe_load((dest / "Chart.yaml").read_text())
     meta.pop("dependencies")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pathspec
 import pytest
 import yaml
-from conftest import CHART, REPO
+from deploy_support import CHART, REPO
 from dockerfile_parse import DockerfileParser
 
 IMAGES = REPO / "images"

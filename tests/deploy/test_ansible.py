@@ -1,0 +1,223 @@
+"""The aifacility.platform Ansible collection: structure, argument specs, module arguments, syntax, and its
+agreement with the facility file (MIG geometry, FPGA resources, storage class, node names and taints).
+
+Nothing here reaches a cloud: `--syntax-check` and `ansible-doc` run offline with the collections unpacked by
+conftest.py, and the roles' cloud tasks themselves are exercised only by a site's real run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.playbook.task import Task
+from deploy_support import ANSIBLE
+
+from aifacility.facility.model import Facility
+
+ROLES = ("openstack_cluster", "k8s_bootstrap", "gpu_operator", "nfs_storage", "fpga_plugin", "aifacility")
+VENV_BIN = Path(sys.executable).parent
+TASK_KEYWORDS = set(Task.fattributes) | {"with_items", "with_dict"}
+# Variables of a role start with its prefix (Ansible's convention, so roles never clash).
+PREFIX = {"openstack_cluster": "openstack_"}
+# Modules whose keys are variables, not options.
+FREE_KEYS = {"ansible.builtin.add_host", "ansible.builtin.set_fact"}
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def _role(name: str, part: str) -> Any:
+    return _yaml(ANSIBLE / "roles" / name / part / "main.yml")
+
+
+def test_every_yaml_file_parses() -> None:
+    files = sorted(ANSIBLE.rglob("*.yml"))
+    assert len(files) > 20
+    for f in files:
+        assert yaml.safe_load(f.read_text()) is not None, f"{f} is empty"
+
+
+def test_collection_metadata() -> None:
+    galaxy = _yaml(ANSIBLE / "galaxy.yml")
+    assert (galaxy["namespace"], galaxy["name"]) == ("aifacility", "platform")
+    assert set(galaxy["dependencies"]) == {"openstack.cloud", "kubernetes.core", "ansible.posix", "community.general"}
+    assert sorted(p.name for p in (ANSIBLE / "roles").iterdir()) == sorted(ROLES)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_has_the_standard_files_and_a_valid_argument_spec(role: str) -> None:
+    for part in ("defaults", "tasks", "meta"):
+        assert (ANSIBLE / "roles" / role / part / "main.yml").is_file(), f"{role}: {part}/main.yml missing"
+    meta = _role(role, "meta")
+    assert meta["galaxy_info"]["license"] == "Apache-2.0"
+    spec = meta["argument_specs"]["main"]
+    options = spec["options"]
+    assert spec["short_description"]
+    for name, option in options.items():
+        prefix = PREFIX.get(role, role + "_")
+        assert name.startswith(prefix), f"{role}: option {name} does not start with {prefix}"
+        assert option.get("description"), f"{role}: option {name} has no description"
+    defaults = _role(role, "defaults")
+    # Every default is declared, and every declared option without a default is something a site must give.
+    assert set(defaults) <= set(options), set(defaults) - set(options)
+    for name in set(options) - set(defaults):
+        assert options[name].get("required"), f"{role}: {name} has neither a default nor required: true"
+    # The spec is one Ansible accepts, and the defaults satisfy it (templated values are strings until run time,
+    # so those are checked for presence only).
+    validator = ArgumentSpecValidator(options)
+    given = {k: v for k, v in defaults.items() if not (isinstance(v, str) and "{{" in v)}
+    required_at_run_time = {k for k in options if k not in given}
+    result = validator.validate({**given, **{k: _placeholder(options[k]) for k in required_at_run_time}})
+    assert not result.error_messages, result.error_messages
+
+
+def _placeholder(option: dict[str, Any]) -> Any:
+    """A value of the option's type, standing in for one that is templated or given by the site."""
+    if "choices" in option:
+        return option["choices"][0]
+    return {"str": "x", "path": "/x", "int": 1, "bool": True, "dict": {}, "list": []}[option.get("type", "str")]
+
+
+def _tasks(role: str) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for f in sorted((ANSIBLE / "roles" / role).glob("*/*.yml")):
+        if f.parent.name in ("tasks", "handlers"):
+            out.extend((f, t) for t in _yaml(f))
+    return out
+
+
+def _module(task: dict[str, Any]) -> str:
+    (module,) = [k for k in task if k not in TASK_KEYWORDS]
+    return module
+
+
+def test_included_task_files_exist() -> None:
+    for role in ROLES:
+        for f, task in _tasks(role):
+            module = _module(task)
+            if module in ("ansible.builtin.include_tasks", "ansible.builtin.import_tasks"):
+                assert (f.parent / task[module]).is_file(), f"{f}: {task[module]} missing"
+
+
+@pytest.fixture(scope="module")
+def module_docs(collections_path: str) -> dict[str, Any]:
+    modules = sorted({_module(t) for role in ROLES for _f, t in _tasks(role)})
+    assert all(m.count(".") == 2 for m in modules), f"use fully qualified module names: {modules}"
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections_path}
+    proc = subprocess.run([str(VENV_BIN / "ansible-doc"), "--json", "-t", "module", *modules],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    docs = json.loads(proc.stdout)
+    assert set(docs) == set(modules), set(modules) - set(docs)
+    return docs
+
+
+def test_every_task_uses_only_its_module_options(module_docs: dict[str, Any]) -> None:
+    for role in ROLES:
+        for f, task in _tasks(role):
+            module = _module(task)
+            args = task[module]
+            if not isinstance(args, dict):
+                continue  # free-form (command/include) arguments
+            if module in FREE_KEYS:
+                args = {k: v for k, v in args.items() if k in ("name", "groups", "cacheable")}
+            args = {**args, **task.get("args", {})}
+            options = module_docs[module]["doc"].get("options", {})
+            known = set(options) | {a for o in options.values() for a in o.get("aliases", [])}
+            unknown = set(args) - known
+            assert not unknown, f"{f.relative_to(ANSIBLE)}: '{task.get('name')}' gives {module} unknown {unknown}"
+            for opt, value in args.items():
+                name = opt if opt in options else next(k for k, o in options.items() if opt in o.get("aliases", []))
+                choices = options[name].get("choices")
+                if choices and isinstance(value, str) and "{{" not in value:
+                    assert value in choices, f"{f.relative_to(ANSIBLE)}: {module} {opt}={value} not in {choices}"
+
+
+def test_the_playbook_passes_syntax_check(collections_path: str) -> None:
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections_path}
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(ANSIBLE / "inventories/example/hosts.yml"),
+                           "--syntax-check", str(ANSIBLE / "playbooks/site.yml")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ANSIBLE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "playbook: " in proc.stdout
+    # Every role of the collection is used by the playbook.
+    site = (ANSIBLE / "playbooks" / "site.yml").read_text()
+    for role in ROLES:
+        assert f"aifacility.platform.{role}" in site
+
+
+def test_syntax_check_catches_an_unknown_role(collections_path: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("- hosts: localhost\n  roles: [aifacility.platform.no_such_role]\n")
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections_path}
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "--syntax-check", str(bad)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0 and "no_such_role" in proc.stdout + proc.stderr
+
+
+# --- the collection agrees with the facility file ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def facility(values: dict) -> Facility:
+    return Facility.model_validate(values["facility"])
+
+
+def test_mig_geometry_gives_the_facility_s_slices(facility: Facility) -> None:
+    defaults = _role("gpu_operator", "defaults")
+    assert defaults["gpu_operator_mig_strategy"] == "mixed"
+    mig_nodes = {n.name: n for n in facility.nodes if "nvidia.com/mig.config" in n.labels}
+    assert mig_nodes, "the facility has MIG nodes"
+    assert defaults["gpu_operator_mig_nodes"] == {n: node.labels["nvidia.com/mig.config"]
+                                                  for n, node in mig_nodes.items()}
+    for name, node in mig_nodes.items():
+        rules = defaults["gpu_operator_mig_configs"][node.labels["nvidia.com/mig.config"]]
+        gpus = int(node.labels["nvidia.com/gpu.count"])
+        slices: dict[str, int] = {}
+        for rule in rules:
+            assert rule["devices"] == "all" and rule["mig-enabled"] is True
+            for profile, count in rule["mig-devices"].items():
+                slices[f"nvidia.com/mig-{profile}"] = count * gpus
+        advertised = {facility.accelerator(a).resource: n for a, n in node.accelerators.items()}
+        assert slices == advertised, f"{name}: mig-parted gives {slices}, the facility file says {advertised}"
+        # An A100 has 7 compute slices; a geometry must fit in them.
+        per_gpu = sum(int(re.match(r"(\d+)g", p).group(1)) * c  # type: ignore[union-attr]
+                      for rule in rules for p, c in rule["mig-devices"].items())
+        assert per_gpu <= 7
+
+
+def test_fpga_plugin_waits_for_the_facility_s_fpga_resources(facility: Facility) -> None:
+    defaults = _role("fpga_plugin", "defaults")
+    fpgas = [a for a in facility.accelerators if a.kind == "fpga"]
+    assert sorted(defaults["fpga_plugin_expected_resources"]) == sorted(a.resource for a in fpgas)
+    for node, value in defaults["fpga_plugin_nodes"].items():
+        labels = facility.nodes[[n.name for n in facility.nodes].index(node)].labels
+        assert labels[defaults["fpga_plugin_node_label"]] == value
+    assert all(a.node_selector == {defaults["fpga_plugin_node_label"]: "alveo-v70"} for a in fpgas)
+
+
+def test_storage_class_is_the_facility_s(facility: Facility) -> None:
+    assert _role("nfs_storage", "defaults")["nfs_storage_class"] == facility.storage.storage_class
+
+
+def test_vms_and_taints_match_the_facility_nodes(facility: Facility) -> None:
+    servers = {s["name"]: s for s in _role("openstack_cluster", "defaults")["openstack_servers"]}
+    taints = _role("k8s_bootstrap", "defaults")["k8s_bootstrap_node_taints"]
+    for node in facility.nodes:
+        if node.interlink:
+            assert node.name not in servers  # virtual nodes are interLink's, not VMs
+            continue
+        assert node.name in servers, f"no VM for the facility node {node.name}"
+        groups = servers[node.name]["groups"]
+        expected = {f"{t.key}={t.value}:{t.effect}" for t in node.taints}
+        given = {t for g in groups for t in taints.get(g, [])}
+        assert given == expected, f"{node.name}: VM taints {given}, facility {expected}"
