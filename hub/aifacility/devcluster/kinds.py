@@ -15,7 +15,8 @@ class Kind:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     subresources: frozenset[str] = frozenset()
-    # Kubernetes validates most names as DNS-1123 subdomains, but a few kinds (namespaces, services) as labels.
+    # Kubernetes validates most names as DNS-1123 subdomains, namespaces as DNS-1123 labels and services as
+    # DNS-1035 labels (which must start with a letter).
     name_rule: str = "subdomain"
 
     @property
@@ -43,14 +44,15 @@ _STATUS = frozenset({"status"})
 NAMESPACE = Kind("", "v1", "Namespace", "namespaces", False, ("ns",), _STATUS, "label")
 POD = Kind("", "v1", "Pod", "pods", True, ("po",), frozenset({"status", "log"}))
 NODE = Kind("", "v1", "Node", "nodes", False, ("no",), _STATUS)
-SERVICE = Kind("", "v1", "Service", "services", True, ("svc",), _STATUS, "label")
+SERVICE = Kind("", "v1", "Service", "services", True, ("svc",), _STATUS, "label1035")
 SECRET = Kind("", "v1", "Secret", "secrets", True)
 CONFIGMAP = Kind("", "v1", "ConfigMap", "configmaps", True, ("cm",))
 PVC = Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), _STATUS)
 PV = Kind("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), _STATUS)
 EVENT = Kind("", "v1", "Event", "events", True, ("ev",))
 SERVICEACCOUNT = Kind("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",))
-EVENT_V1 = Kind("events.k8s.io", "v1", "Event", "events", True, ("ev",))
+# No short name: "ev" belongs to the core Events, as kubectl otherwise warns about the ambiguity.
+EVENT_V1 = Kind("events.k8s.io", "v1", "Event", "events", True)
 JOB = Kind("batch", "v1", "Job", "jobs", True, (), _STATUS)
 
 _KUEUE = "kueue.x-k8s.io"
@@ -115,11 +117,17 @@ def groups() -> dict[str, list[str]]:
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _LABEL_RE = re.compile(rf"^{_LABEL}$")
+_LABEL_1035_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
     "and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
     "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+_LABEL_1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
+    "character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for "
+    "validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
 )
 _SUBDOMAIN_MSG = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must "
@@ -131,7 +139,12 @@ _SUBDOMAIN_MSG = (
 def name_problems(kind: Kind, name: str) -> list[str]:
     """Kubernetes' messages for an invalid metadata.name of this kind (empty when the name is valid)."""
     problems: list[str] = []
-    if kind.name_rule == "label":
+    if kind.name_rule == "label1035":
+        if len(name) > 63:
+            problems.append("must be no more than 63 characters")
+        if not _LABEL_1035_RE.match(name):
+            problems.append(_LABEL_1035_MSG)
+    elif kind.name_rule == "label":
         if len(name) > 63:
             problems.append("must be no more than 63 characters")
         if not _LABEL_RE.match(name):
