@@ -11,7 +11,7 @@ from aifacility.auth.authenticator import IAMAuthenticator
 from aifacility.facility.model import Facility
 
 TEMPLATES = str(Path(__file__).resolve().parent / "templates")
-DEFAULT_TOKEN_FILE = "/var/run/aifacility/token"
+DEFAULT_TOKEN_FILE = "/var/run/aifacility/{username}/token"
 NOTEBOOK_EXTENSION = "aifacility.notebook"
 
 
@@ -107,8 +107,9 @@ def configure(
 def session_token_volume(token_file: str = DEFAULT_TOKEN_FILE) -> dict[str, Any]:
     """KubeSpawner settings for a pod-private, memory-backed directory holding the token file.
 
-    Use as `c.KubeSpawner.volumes += v["volumes"]; c.KubeSpawner.volume_mounts += v["volume_mounts"]`. The
-    emptyDir lives as long as the pod, is not on the shared filesystem, and is readable only inside the pod.
+    Use as `c.KubeSpawner.volumes += v["volumes"]; c.KubeSpawner.volume_mounts += v["volume_mounts"]`
+    (KubeSpawner expands `{username}` in mount paths). The emptyDir lives as long as the pod, is not on the
+    shared filesystem, and is readable only inside the pod.
     """
     directory = str(Path(token_file).parent)
     return {

@@ -110,4 +110,8 @@ class TokenRefresher:
             except TokenFetchError as e:
                 log.warning("aifacility: could not renew the IAM access token (%s); retrying in %.0f s", e, backoff)
                 delay, backoff = backoff, min(backoff * 2, self.max_backoff)
+            except OSError as e:
+                log.warning("aifacility: cannot write the token file %s (%s); mount a writable volume there or "
+                            "set AIFACILITY_TOKEN_FILE; retrying in %.0f s", self.token_file, e.strerror or e, backoff)
+                delay, backoff = backoff, min(backoff * 2, self.max_backoff)
             await asyncio.sleep(delay)
