@@ -30,6 +30,8 @@ def test_progress_line_gives_the_position_and_what_it_waits_for() -> None:
     assert "no start timeout" in line
     assert "next in line" in queueing.describe("physics", "x", pending(0), None)
     assert "entering the queue" in queueing.describe("physics", "x", None, None)
+    # A direct session that Kueue holds briefly keeps its start timeout, and is not told otherwise.
+    assert "no start timeout" not in queueing.describe("physics", "x", pending(0), None, unbounded=False)
 
 
 def test_gate_detection() -> None:
@@ -54,14 +56,32 @@ async def test_a_queued_spawn_joins_the_paying_groups_local_queue(make_spawner: 
     await spawner.release()
 
 
-async def test_a_direct_spawn_has_no_queue_label(make_spawner: Any, make_user: Any) -> None:
+async def test_direct_accelerator_sessions_go_through_kueue_too(make_spawner: Any, make_user: Any) -> None:
+    # Kueue only counts what it admits: a direct GPU session must be in its books, or Kueue would admit a
+    # queued session onto the same units.
     spawner = make_spawner(make_user("bob", "physics"), profile="gpu-t4")
     await spawner.reserve(spawner.chosen_profile())
+    assert not spawner.reservation.queued
     await spawner.load_user_options()
     spawner.volumes, spawner.volume_mounts = [], []
     pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
-    assert "kueue.x-k8s.io/queue-name" not in pod["metadata"]["labels"]
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "physics"
     await spawner.release()
+
+
+async def test_cpu_sessions_and_opted_out_sites_have_no_queue_label(make_spawner: Any, make_user: Any) -> None:
+    cpu = make_spawner(make_user("bob", "physics"), profile="cpu-small")
+    await cpu.reserve(cpu.chosen_profile())
+    assert cpu._queue is None
+    await cpu.release()
+    gpu = make_spawner(make_user("bob", "physics"), profile="gpu-t4")
+    gpu.kueue_accelerator_sessions = False
+    await gpu.reserve(gpu.chosen_profile())
+    await gpu.load_user_options()
+    gpu.volumes, gpu.volume_mounts = [], []
+    pod = ApiClient().sanitize_for_serialization(await gpu.get_pod_manifest())
+    assert "kueue.x-k8s.io/queue-name" not in pod["metadata"]["labels"]
+    await gpu.release()
 
 
 async def test_queue_for_a_group_without_a_kueue_queue_is_refused(make_spawner: Any, make_user: Any) -> None:

@@ -36,8 +36,10 @@ def waiting_for(workload: Mapping[str, Any] | None) -> str | None:
 
 
 def describe(queue: str, what: str, position: PendingWorkload | None,
-             workload: Mapping[str, Any] | None) -> str:
-    """The progress line of a queued spawn: where it stands and what it waits for."""
+             workload: Mapping[str, Any] | None, unbounded: bool = True) -> str:
+    """The progress line of a spawn Kueue holds: where it stands and what it waits for.
+
+    `unbounded`: the user asked to queue, so no start timeout runs while it waits."""
     if position is not None:
         ahead = position.position_in_local_queue
         where = "next in line" if ahead == 0 else f"position {ahead + 1} ({ahead} ahead of you)"
@@ -46,12 +48,14 @@ def describe(queue: str, what: str, position: PendingWorkload | None,
     line = f"Queued in the '{queue}' queue for {what}: {where}."
     reason = waiting_for(workload)
     if reason:
-        line += f" Waiting for: {reason}"
-    return line + " There is no start timeout while the session is queued; stop it to leave the queue."
+        line += f" Waiting for: {reason.rstrip('.')}."
+    if unbounded:
+        line += " There is no start timeout while the session is queued; stop it to leave the queue."
+    return line
 
 
 async def queue_status(api_client: Any, namespace: str, queue: str, pod: Mapping[str, Any] | None,
-                       what: str) -> str:
+                       what: str, unbounded: bool = True) -> str:
     """Read the pod's Workload and its position in the LocalQueue (kubernetes_asyncio ApiClient)."""
     from kubernetes_asyncio.client import CustomObjectsApi
 
@@ -64,4 +68,4 @@ async def queue_status(api_client: Any, namespace: str, queue: str, pod: Mapping
         items = found.get("items") or []
         workload = items[0] if items else None
     positions = await local_queue_positions(api_client, namespace, queue)
-    return describe(queue, what, find_owner(positions, "Pod", meta.get("name", "")), workload)
+    return describe(queue, what, find_owner(positions, "Pod", meta.get("name", "")), workload, unbounded)

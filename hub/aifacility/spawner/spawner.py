@@ -51,6 +51,7 @@ class FacilitySpawner(KubeSpawner):
     _refused = False  # the current spawn was refused (profile or quota) before anything was created
     _queue: str | None = None  # the LocalQueue of the current spawn, when it waits in Kueue
     _base_start_timeout: int | None = None
+    _queue_decided: asyncio.Event | None = None  # set once _start knows whether the pod goes through Kueue
     facility_path = Unicode(
         "", config=True,
         help="The facility file (default: $AIFACILITY_FACILITY, else the shipped demo facility).")
@@ -66,6 +67,12 @@ class FacilitySpawner(KubeSpawner):
         help="""Run `cmd` as the container's `command` (and `args` as its args) instead of passing both as args
         to the image's ENTRYPOINT (KubeSpawner's default). The development cluster runs commands, not images,
         so it needs this; set False for images whose ENTRYPOINT must run (e.g. a tini init).""")
+    kueue_accelerator_sessions = Bool(
+        True, config=True,
+        help="""Send every accelerator session of a group with a Kueue queue through that queue, not only the
+        queued ones. Kueue can only count what it admits: if direct sessions bypassed it, it would admit a queued
+        session onto units that direct sessions already hold. A direct session passed the hub's quota check
+        (the same per-group figures as the group's ClusterQueue), so Kueue admits it at once.""")
     queued_start_timeout = Integer(
         30 * 24 * 3600, config=True,
         help="""How long a queued session may wait for Kueue's admission (seconds). Queued sessions have no
@@ -150,7 +157,10 @@ class FacilitySpawner(KubeSpawner):
         except QuotaExceeded as e:
             raise web.HTTPError(403, str(e)) from None
         group = self.reservation.group
-        self._queue = local_queue(facility, group)["metadata"]["name"] if claim.queued and group else None
+        through_kueue = claim.queued or (self.kueue_accelerator_sessions and claim.accelerator is not None)
+        self._queue = None
+        if group and through_kueue and facility.queues.enabled and group in facility.queues.groups:
+            self._queue = local_queue(facility, group)["metadata"]["name"]
 
     async def release(self) -> None:
         await self.quotas.release(self.user.name, self.name or "")
@@ -187,6 +197,7 @@ class FacilitySpawner(KubeSpawner):
             self._base_start_timeout = int(self.start_timeout)  # type: ignore[has-type]
         queued = profiles.wants_queue(self.user_options or {})
         self.start_timeout = self.queued_start_timeout if queued else self._base_start_timeout
+        self._queue_decided = asyncio.Event()
         return super().start()
 
     async def _start(self) -> Any:
@@ -199,6 +210,9 @@ class FacilitySpawner(KubeSpawner):
             # Refused before anything was created: stop() and poll() must not go looking for a pod.
             self._refused = True
             raise
+        finally:
+            if self._queue_decided is not None:
+                self._queue_decided.set()
         try:
             await self._prepare_storage()
             if self._queue:
@@ -223,18 +237,26 @@ class FacilitySpawner(KubeSpawner):
                 if pod is not None and not queueing.is_gated(pod):
                     break
                 await asyncio.wait([inner], timeout=1)
-            if not inner.done():
-                self.log.info("Kueue admitted %s from queue %s", self._log_name, self._queue)
-                await self.quotas.admitted(self.user.name, self.name or "")
-                timeout = self._base_start_timeout or 300
-                done, _ = await asyncio.wait([inner], timeout=timeout)
-                if not done:
-                    raise TimeoutError(f"pod {self.pod_name} was admitted from the queue but did not start "
-                                       f"in {timeout} seconds")
+            if inner.done():  # admitted and running between two looks, or failed
+                result = inner.result()
+                await self._admitted()
+                return result
+            await self._admitted()
+            timeout = self._base_start_timeout or 300
+            done, _ = await asyncio.wait([inner], timeout=timeout)
+            if not done:
+                raise TimeoutError(f"pod {self.pod_name} was admitted from the queue but did not start "
+                                   f"in {timeout} seconds")
             return inner.result()
         finally:
             if not inner.done():
                 inner.cancel()
+
+    async def _admitted(self) -> None:
+        self.log.info("Kueue admitted %s from queue %s", self._log_name, self._queue)
+        if self.reservation is not None and self.reservation.queued:
+            # From now on its units are in use: the hub counts them like a direct session's.
+            await self.quotas.admitted(self.user.name, self.name or "")
 
     async def get_pod_manifest(self) -> Any:
         pod = await super().get_pod_manifest()
@@ -247,28 +269,38 @@ class FacilitySpawner(KubeSpawner):
         return pod
 
     async def progress(self) -> Any:
-        """KubeSpawner's progress (pod events), preceded while queued by the position and what it waits for."""
-        if profiles.wants_queue(self.user_options or {}):
-            async for event in self._queue_progress():
-                yield event
+        """KubeSpawner's progress (pod events), preceded while Kueue holds the pod by its queue position and
+        what it waits for."""
+        async for event in self._queue_progress():
+            yield event
         async for event in super().progress():
             yield event
 
     async def _queue_progress(self) -> Any:
-        last = None
-        while True:
-            future = self._start_future
+        decided, future = self._queue_decided, self._start_future
+        if decided is None:
+            return
+        while not decided.is_set():  # _start has not reserved yet (progress can be asked for first)
             if future is not None and future.done():
                 return
-            pod = self._pod() if self._queue else None
-            if pod is not None and not queueing.is_gated(pod):
-                yield {"progress": 20, "message": f"Admitted from the '{self._queue}' queue; starting."}
+            await asyncio.sleep(0.1)
+        if not self._queue:
+            return
+        last = None
+        while True:
+            if future is not None and future.done():
                 return
-            if pod is not None and self._queue:
+            pod = self._pod()
+            if pod is not None and not queueing.is_gated(pod):
+                if last is not None:
+                    yield {"progress": 20, "message": f"Admitted from the '{self._queue}' queue; starting."}
+                return
+            if pod is not None:
                 try:
-                    message = await queueing.queue_status(self.api.api_client, self.namespace, self._queue,
-                                                          pod, self._queued_what())
-                except (ApiException, OSError, TimeoutError, ValueError) as e:
+                    message = await queueing.queue_status(
+                        self.api.api_client, self.namespace, self._queue, pod, self._queued_what(),
+                        unbounded=bool(self.reservation and self.reservation.queued))
+                except (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
                     message = f"Queued in the '{self._queue}' queue (position unavailable: {e})."
                 if message != last:
                     last = message
