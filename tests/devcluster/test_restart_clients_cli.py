@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,3 +165,69 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigkill_of_the_cluster_takes_its_pods_along(tmp_path: Path) -> None:
+    """--die-with-parent: even a cluster killed without a chance to clean up leaves no pod process behind."""
+    proc = subprocess.Popen([sys.executable, "-m", "aifacility.devcluster", "--state-dir", str(tmp_path / "s"),
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.readline()
+        env = {**os.environ, "KUBECONFIG": str(tmp_path / "s" / "kubeconfig")}
+        manifest = ("apiVersion: v1\nkind: Pod\nmetadata: {name: orphan}\nspec:\n  containers:\n"
+                    "  - {name: main, image: x, command: [sleep, '3000']}\n")
+        subprocess.run(["kubectl", "apply", "-f", "-"], input=manifest, env=env, check=True, capture_output=True,
+                       text=True, timeout=30)
+        subprocess.run(["kubectl", "wait", "--for=condition=Ready", "pod/orphan", "--timeout=30s"], env=env,
+                       check=True, capture_output=True, timeout=40)
+        assert len(_sleepers()) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while _sleepers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _sleepers()
+
+
+def test_nodes_follow_the_facility_file(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: on-cpu-02}
+spec:
+  nodeName: cpu-02
+  terminationGracePeriodSeconds: 0
+  containers: [{name: main, image: x, command: [sleep, "3000"]}]
+""")
+    running.kubectl("wait", "--for=condition=Ready", "pod/on-cpu-02", "--timeout=30s")
+    running.kubectl("cordon", "cpu-01")
+    running.stop()
+    running.facility = running.facility.model_copy(
+        update={"nodes": [n for n in running.facility.nodes if n.name != "cpu-02"]})
+    running.start()
+    names = running.kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert "cpu-02" not in names and len(names) == 7
+    # The cordon survives the re-registration; the pod of the vanished node is collected.
+    assert running.get("node", "cpu-01")["spec"].get("unschedulable") is True
+    running.wait_for(lambda: running.kubectl("get", "pod", "on-cpu-02", check=False).returncode != 0)
+    assert not _sleepers()
+
+
+def test_run_as_user_in_a_user_namespace(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: jovyan}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000, runAsGroup: 100}
+  containers:
+  - {name: main, image: x, command: [sh, -c, 'id -u; id -g; touch /home/jovyan/x && stat -c %u /home/jovyan/x'],
+     volumeMounts: [{name: home, mountPath: /home/jovyan}]}
+  volumes: [{name: home, emptyDir: {}}]
+""")
+    running.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/jovyan", "--timeout=30s")
+    assert running.kubectl("logs", "jovyan").stdout.split() == ["1000", "100", "1000"]

@@ -91,9 +91,10 @@ class DevCluster:
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
             await site.start()
-            server = site._server  # the bound socket tells the port when 0 was asked for
-            if server is not None and getattr(server, "sockets", None):
-                self.port = int(server.sockets[0].getsockname()[1])
+            # The bound socket tells the port when 0 was asked for.
+            sockets = getattr(site._server, "sockets", None) or []
+            if sockets:
+                self.port = int(sockets[0].getsockname()[1])
             self._write_kubeconfig()
             for controller in self._controllers:
                 await controller.start(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -40,7 +41,7 @@ class GarbageCollector:
         events = [asyncio.Event() for _ in watched]
         for kind, synced in zip(watched, events, strict=True):
             self._tasks.append(asyncio.create_task(
-                follow(cluster.store, kind, lambda t, o, kind=kind: self._on_event(kind, t, o), synced=synced)))
+                follow(cluster.store, kind, functools.partial(self._on_event, kind), synced=synced)))
         await asyncio.gather(*(e.wait() for e in events))
         self.sweep()
 
@@ -48,10 +49,23 @@ class GarbageCollector:
         await cancel_all(self._tasks)
 
     def sweep(self) -> None:
-        """Delete what lost all its owners while nobody watched (e.g. across a restart)."""
+        """Delete what lost all its owners while nobody watched (e.g. across a restart), and the pods of
+        nodes that are gone (the facility file no longer lists them), as the pod garbage collector does."""
         for uid, owners in list(self._owners.items()):
             if owners and not any(o in self._objects for o in owners):
                 self._delete(uid)
+        nodes = {name for kind, _, name in self._objects.values() if kind is kinds.NODE}
+        self._delete_pods_of_missing_nodes(nodes)
+
+    def _delete_pods_of_missing_nodes(self, nodes: set[str]) -> None:
+        assert self._store is not None
+        pods, _ = self._store.list(kinds.POD)
+        for pod in pods:
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node and node not in nodes:
+                with contextlib.suppress(StoreError):
+                    self._store.delete(kinds.POD, pod["metadata"].get("namespace"), pod["metadata"]["name"],
+                                       grace_period_seconds=0)
 
     def _on_event(self, kind: Kind, event: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
@@ -60,6 +74,9 @@ class GarbageCollector:
             return
         if event == "DELETED":
             self._objects.pop(uid, None)
+            if kind is kinds.NODE:
+                self._delete_pods_of_missing_nodes(
+                    {name for k, _, name in self._objects.values() if k is kinds.NODE})
             for owner in self._owners.pop(uid, set()):
                 self._dependents.get(owner, set()).discard(uid)
                 self._check_foreground(owner)

@@ -261,9 +261,9 @@ class JobController:
                     self._later(key, wait)
                 else:
                     for _ in range(want - len(active)):
-                        pod = self._create_pod(job)
-                        if pod is not None:
-                            active.append(pod)
+                        created = self._create_pod(job)
+                        if created is not None:
+                            active.append(created)
             elif want < len(active):
                 surplus = sorted(active, key=lambda p: p["metadata"].get("creationTimestamp") or "")[want:]
                 self._delete_pods(job, surplus, "surplus")

@@ -193,8 +193,8 @@ def filter_node(pod: Mapping[str, Any], requests: Mapping[str, Decimal], state: 
     node = state.node
     if (node.get("spec") or {}).get("unschedulable"):
         tolerations = (pod.get("spec") or {}).get("tolerations") or []
-        taint = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
-        if not tolerates(taint, tolerations):
+        cordon = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+        if not tolerates(cordon, tolerations):
             return Rejection(("node(s) were unschedulable",), False)
     taint = untolerated_taint(node, pod)
     if taint is not None:

@@ -36,6 +36,7 @@ class NodeAgent:
         self._local: dict[str, LocalProcessProvider] = {}
         self._known: dict[str, str] = {}  # pod uid -> node
         self._deleting: set[str] = set()
+        self._meta: dict[str, tuple[Any, Any]] = {}  # pod uid -> (labels, annotations) last seen
         self._tasks: list[asyncio.Task[Any]] = []
         self._pod_tasks: set[asyncio.Task[Any]] = set()
         self._store: Store | None = None
@@ -132,6 +133,7 @@ class NodeAgent:
         if event == "DELETED":
             # Gone from the API (forced deletion, or after our own removal): make sure nothing still runs.
             known_node = self._known.pop(uid, None)
+            self._meta.pop(uid, None)
             provider = self._providers.get(known_node or "")
             if provider is not None and uid not in self._deleting:
                 forced = {**pod, "metadata": {**pod["metadata"], "deletionGracePeriodSeconds": 0}}
@@ -147,10 +149,15 @@ class NodeAgent:
             self._deleting.add(uid)
             self._spawn(self._delete(provider, pod, started=uid in self._known))
             return
+        meta = pod["metadata"]
+        visible = (meta.get("labels"), meta.get("annotations"))
         if uid not in self._known:
             self._known[uid] = str(node)
+            self._meta[uid] = visible
             self._spawn(self._create(provider, pod))
-        else:
+        elif self._meta.get(uid) != visible:
+            # Only what the downward API shows can change on a running pod (the spec is immutable).
+            self._meta[uid] = visible
             self._spawn(provider.update_pod(pod))
 
     async def _create(self, provider: PodLifecycleHandler, pod: Pod) -> None:

@@ -80,7 +80,8 @@ def resource_field_ref(pod: Mapping[str, Any], container_name: str, ref: Mapping
     name = ref.get("containerName") or container_name
     resource = str(ref.get("resource", ""))
     kind, _, res = resource.partition(".")
-    container = next((c for c in (pod.get("spec") or {}).get("containers") or [] if c.get("name") == name), {})
+    containers = (pod.get("spec") or {}).get("containers") or []
+    container: Mapping[str, Any] = next((c for c in containers if c.get("name") == name), {})
     resources = container.get("resources") or {}
     value = (resources.get(kind) or {}).get(res)
     if value is None and kind == "requests":

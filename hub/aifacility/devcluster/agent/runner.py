@@ -66,6 +66,15 @@ def pod_dir(state_dir: Path, pod: dict[str, Any]) -> Path:
     return state_dir / "pods" / str(meta.get("namespace") or "default") / f"{meta['name']}_{meta['uid']}"
 
 
+def run_as(pod: dict[str, Any], container: dict[str, Any]) -> tuple[int | None, int | None]:
+    """runAsUser/runAsGroup: the container's securityContext over the pod's."""
+    pod_ctx = pod["spec"].get("securityContext") or {}
+    ctx = container.get("securityContext") or {}
+    uid = ctx.get("runAsUser", pod_ctx.get("runAsUser"))
+    gid = ctx.get("runAsGroup", pod_ctx.get("runAsGroup"))
+    return (int(uid) if uid is not None else None, int(gid) if gid is not None else None)
+
+
 def qos_class(pod: dict[str, Any]) -> str:
     containers = [*(pod["spec"].get("containers") or []), *(pod["spec"].get("initContainers") or [])]
     any_set = False
@@ -304,8 +313,9 @@ class PodRunner:
             self._event("Failed", f"Error: {message}", warning=True, container=cs.name)
             self.publish()
             return 128
+        uid, gid = run_as(self.pod, spec)
         argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts,
-                             working_dir=spec.get("workingDir") or None, hostname=self.name[:63])
+                             working_dir=spec.get("workingDir") or None, hostname=self.name[:63], uid=uid, gid=gid)
         log_path = self.dir / f"{cs.name}.log"
         if log_path.exists():
             log_path.replace(self.dir / f"{cs.name}.log.1")
@@ -331,7 +341,7 @@ class PodRunner:
         self.publish()
         if probe is not None:
             running.probe = asyncio.create_task(readiness_loop(
-                probe, spec, self.pod_ip, lambda cmd, t: self._exec(cmd, mounts, env, t),
+                probe, spec, self.pod_ip, lambda cmd, t: self._exec(cmd, mounts, env, t, (uid, gid)),
                 lambda ok: self._set_ready(cs, ok)))
         try:
             code = await proc.wait()
@@ -377,8 +387,10 @@ class PodRunner:
         cs.ready = ok and cs.running
         self.publish()
 
-    async def _exec(self, command: list[str], mounts: list[Mount], env: dict[str, str], seconds: float) -> int:
-        argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts, hostname=self.name[:63])
+    async def _exec(self, command: list[str], mounts: list[Mount], env: dict[str, str], seconds: float,
+                    user: tuple[int | None, int | None]) -> int:
+        argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts, hostname=self.name[:63],
+                             uid=user[0], gid=user[1])
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.DEVNULL, env=env,

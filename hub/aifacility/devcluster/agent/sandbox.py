@@ -48,8 +48,14 @@ def _bind_host_path(path: str, targets: list[str]) -> list[str]:
 
 
 def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], working_dir: str | None = None,
-                  hostname: str | None = None, host_dirs: tuple[str, ...] = HOST_DIRS) -> list[str]:
-    """The full argv: bwrap options, then `--` and the container's command."""
+                  hostname: str | None = None, uid: int | None = None, gid: int | None = None,
+                  host_dirs: tuple[str, ...] = HOST_DIRS) -> list[str]:
+    """The full argv: bwrap options, then `--` and the container's command.
+
+    `uid`/`gid` (the pod's runAsUser/runAsGroup) run the command in a user namespace where the host's root
+    appears as that user: the process sees itself as e.g. jovyan (1000) and owns its volumes, while on the
+    host its files stay root's, as with a rootless container runtime.
+    """
     targets = [os.path.normpath(m.target) for m in mounts]
     if working_dir:
         targets.append(os.path.normpath(working_dir))
@@ -62,6 +68,8 @@ def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], wor
              "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try", "--new-session"]
     if hostname:
         args += ["--unshare-uts", "--hostname", hostname]
+    if uid is not None and uid != 0:
+        args += ["--unshare-user", "--uid", str(uid), "--gid", str(gid if gid is not None else 0)]
     # Shorter targets first so that a mount inside another volume lands on top of it, as the kubelet orders them.
     for m in sorted(mounts, key=lambda m: (os.path.normpath(m.target).count("/"), m.target)):
         target = os.path.normpath(m.target)
