@@ -119,12 +119,12 @@ def test_the_hub_mounts_the_facility_and_points_the_config_at_it(values: dict) -
     assert volume["configMap"]["name"] == "aifacility-facility"
     assert env["AIFACILITY_FACILITY"] == f"{mount['mountPath']}/facility.yaml"
     assert env["AIFACILITY_HUB_CONFIG"] == "/usr/local/etc/aifacility/jupyterhub_config.py"
-    assert env["AIFACILITY_OIDC_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+    assert env["AIFACILITY_IAM_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
         "name": "aifacility-oidc", "key": "client-secret"}
     # Every variable the hub configuration reads that the chart must set is set.
     source = (REPO / "hub" / "jupyterhub_config.py").read_text()
     for name in ("AIFACILITY_FACILITY", "AIFACILITY_HUB_DATA", "AIFACILITY_EXTERNAL_PROXY",
-                 "AIFACILITY_CLEANUP_SERVERS"):
+                 "AIFACILITY_CLEANUP_SERVERS", "AIFACILITY_PUBLIC_URL", "AIFACILITY_IAM_CLIENT_SECRET"):
         assert name in source, f"hub/jupyterhub_config.py no longer reads {name}"
         assert name in env
 
@@ -176,6 +176,38 @@ def test_extra_config_runs_the_hub_config_and_keeps_z2jh_network_settings(
     # Traits z2jh leaves unset stay unset, instead of pointing at the embedded facility's loopback addresses.
     for trait in ("ip", "port", "hub_ip"):
         assert trait not in c.JupyterHub
+
+
+def test_extra_config_with_the_real_hub_config(values: dict, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub configuration the image ships, run the way the chart runs it, with the chart's environment."""
+    from traitlets.config import Config
+
+    facility_file = tmp_path / "facility.yaml"
+    facility_file.write_text(yaml.safe_dump(values["facility"]))
+    for name, value in values["jupyterhub"]["hub"]["extraEnv"].items():
+        if isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    # Where the chart mounts or generates these, the test has its own.
+    monkeypatch.setenv("AIFACILITY_FACILITY", str(facility_file))
+    monkeypatch.setenv("AIFACILITY_HUB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("AIFACILITY_HUB_CONFIG", str(REPO / "hub" / "jupyterhub_config.py"))
+    monkeypatch.setenv("AIFACILITY_IAM_CLIENT_SECRET", "from-the-secret")
+    c = Config()
+    c.ConfigurableHTTPProxy.api_url = "http://proxy-api:8001"
+    c.ConfigurableHTTPProxy.should_start = False
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
+    exec(values["jupyterhub"]["hub"]["extraConfig"]["10-aifacility"], {"c": c})
+
+    assert c.JupyterHub.spawner_class.__name__ == "FacilitySpawner"
+    assert c.FacilitySpawner.namespace == values["facility"]["namespace"]
+    assert c.JupyterHub.authenticator_class.__name__ == "IAMAuthenticator"
+    assert c.IAMAuthenticator.issuer == "https://iam.example.org/"
+    assert c.IAMAuthenticator.client_secret == "from-the-secret"
+    assert c.IAMAuthenticator.oauth_callback_url == "https://aifacility.example.org/hub/oauth_callback"
+    assert (c.ConfigurableHTTPProxy.api_url, c.JupyterHub.cleanup_servers) == ("http://proxy-api:8001", False)
+    assert c.JupyterHub.db_url == "sqlite:///jupyterhub.sqlite"
 
 
 def test_extra_config_names_a_missing_hub_config(values: dict, tmp_path: Path,
