@@ -93,6 +93,34 @@ def invalid(kind: Kind, name: str, causes: list[tuple[str, str]]) -> Invalid:
     return Invalid(f"{kind.kind} {json.dumps(name)} is invalid: {joined}", details=details)
 
 
+def check_shape(kind: Kind, obj: Obj) -> None:
+    """Reject wrongly typed metadata (and non-object spec/status) before anything relies on their types."""
+    name = obj["metadata"].get("name") if isinstance(obj.get("metadata"), dict) else None
+    name = name if isinstance(name, str) else ""
+    causes: list[tuple[str, str]] = []
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise invalid(kind, name, [("metadata", "Invalid value: must be an object")])
+    for field in ("name", "generateName", "namespace", "resourceVersion", "uid"):
+        if meta.get(field) is not None and not isinstance(meta[field], str):
+            causes.append((f"metadata.{field}", f"Invalid value: {json.dumps(meta[field])}: must be a string"))
+    for field in ("labels", "annotations"):
+        value = meta.get(field)
+        if value is not None and (not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())):
+            causes.append((f"metadata.{field}", "Invalid value: must be a map of string keys to string values"))
+    finalizers = meta.get("finalizers")
+    if finalizers is not None and (not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)):
+        causes.append(("metadata.finalizers", "Invalid value: must be a list of strings"))
+    refs = meta.get("ownerReferences")
+    if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs)):
+        causes.append(("metadata.ownerReferences", "Invalid value: must be a list of owner references"))
+    for field in ("spec", "status"):
+        if obj.get(field) is not None and not isinstance(obj[field], dict):
+            causes.append((field, f"Invalid value: {json.dumps(obj[field])[:80]}: must be an object"))
+    if causes:
+        raise invalid(kind, name, causes)
+
+
 def not_found(kind: Kind, name: str) -> NotFound:
     what = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
     return NotFound(f'{what} "{name}" not found', details={"name": name, "group": kind.group, "kind": kind.plural})
@@ -261,6 +289,7 @@ class Store:
         if not isinstance(meta, dict):
             raise BadRequest("metadata must be an object")
         new["apiVersion"], new["kind"] = kind.api_version, kind.kind
+        check_shape(kind, new)
         name = meta.get("name") or ""
         if not name:
             generate = meta.get("generateName") or ""
@@ -339,8 +368,12 @@ class Store:
         raise Forbidden("the service IP range 10.96.0.0/12 is exhausted")
 
     def update(self, kind: Kind, obj: Obj, *, subresource: str | None = None) -> Obj:
-        meta = obj.get("metadata") or {}
+        if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
+            raise BadRequest(f"a {kind.kind} must be a JSON object with a metadata object")
+        meta = obj["metadata"]
         name = meta.get("name") or ""
+        if not isinstance(name, str):
+            raise invalid(kind, "", [("metadata.name", "Invalid value: must be a string")])
         if not name:
             raise invalid(kind, "", [("metadata.name", "Required value: name is required")])
         old = self._current(kind, meta.get("namespace"), name)
@@ -410,6 +443,7 @@ class Store:
                     meta.pop(fixed, None)
             meta.pop("managedFields", None)
         new["apiVersion"], new["kind"] = kind.api_version, kind.kind
+        check_shape(kind, new)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
             return copy.deepcopy(old)  # a no-op write: no new resourceVersion and no event, like Kubernetes

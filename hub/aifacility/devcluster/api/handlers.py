@@ -120,6 +120,7 @@ def list_objects(request: web.Request, t: Target) -> web.Response:
         )
     items, rv = _store(request).list(t.kind, t.namespace, q.get("labelSelector"), q.get("fieldSelector"))
     limit = integer(request, "limit", 0)
+    integer(request, "timeoutSeconds", 0)  # only meaningful for watches, but a malformed one is still an error
     token = q.get("continue")
     if token:
         after = _decode_continue(token)

@@ -139,6 +139,8 @@ def validate(kind: Kind, obj: Obj) -> None:
             value = (obj.get("spec") or {}).get(field)
             if value is not None and (not isinstance(value, int) or value < 0):
                 causes.append((f"spec.{field}", f"Invalid value: {value}: must be greater than or equal to 0"))
+    elif kind is kinds.SERVICE:
+        causes += _service_causes(obj.get("spec"))
     elif kind is kinds.CONFIGMAP or kind is kinds.SECRET:
         for field in ("data", "stringData", "binaryData"):
             data = obj.get(field)
@@ -146,6 +148,32 @@ def validate(kind: Kind, obj: Obj) -> None:
                 causes.append((field, "Invalid value: must be a map of strings"))
     if causes:
         raise invalid(kind, meta.get("name", ""), causes)
+
+
+def _list(value: Any) -> list[Any]:
+    """A list field, or nothing when the client sent another type (validation reports it afterwards)."""
+    return value if isinstance(value, list) else []
+
+
+def _service_causes(spec: Any) -> Causes:
+    if not isinstance(spec, dict):
+        return []
+    causes: Causes = []
+    ports = spec.get("ports")
+    if ports is not None and not isinstance(ports, list):
+        return [("spec.ports", "Invalid value: must be a list of ports")]
+    for i, port in enumerate(ports or []):
+        number = port.get("port") if isinstance(port, dict) else None
+        if not isinstance(number, int) or not 0 < number < 65536:
+            causes.append(
+                (f"spec.ports[{i}].port", f"Invalid value: {json.dumps(number)}: must be between 1 and 65535")
+            )
+    selector = spec.get("selector")
+    if selector is not None and (
+        not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values())
+    ):
+        causes.append(("spec.selector", "Invalid value: must be a map of strings"))
+    return causes
 
 
 def _image_pull_policy(image: str) -> str:
@@ -168,13 +196,13 @@ def default_pod_spec(spec: Obj) -> None:
     else:
         spec["serviceAccountName"] = spec["serviceAccount"] = "default"
     for field in ("initContainers", "containers"):
-        for c in spec.get(field) or []:
+        for c in _list(spec.get(field)):
             if isinstance(c, dict):
                 c.setdefault("imagePullPolicy", _image_pull_policy(str(c.get("image", ""))))
                 c.setdefault("terminationMessagePath", "/dev/termination-log")
                 c.setdefault("terminationMessagePolicy", "File")
                 c.setdefault("resources", {})
-                for port in c.get("ports") or []:
+                for port in _list(c.get("ports")):
                     if isinstance(port, dict):
                         port.setdefault("protocol", "TCP")
 
@@ -212,7 +240,7 @@ def _default(kind: Kind, obj: Obj) -> None:
         spec = obj["spec"]
         spec.setdefault("type", "ClusterIP")
         spec.setdefault("sessionAffinity", "None")
-        for port in spec.get("ports") or []:
+        for port in _list(spec.get("ports")):
             if isinstance(port, dict):
                 port.setdefault("protocol", "TCP")
                 if "port" in port:
