@@ -329,3 +329,19 @@ def test_notes_tell_the_operator_what_to_do_next(helm: str, chart_copy: Path) ->
     assert "create secret generic aifacility-oidc" in notes
     assert "kubectl create namespace aifacility" in notes
     assert "Profiles: 8, images: 2, accelerators: 7" in notes
+
+
+def test_the_interlink_plugin_values_are_what_the_plugin_accepts(values: dict, tmp_path: Path) -> None:
+    from aifacility_interlink.cli import build_parser
+    from aifacility_interlink.config import load_config
+
+    plugin = values["interlink"]["plugin"]
+    args = build_parser().parse_args(plugin["args"])
+    assert args.listen == ("127.0.0.1", plugin["port"])
+    assert str(args.config) == "/etc/interlink/plugin.yaml"  # where the interLink chart mounts plugin.config
+    config = tmp_path / "plugin.yaml"
+    config.write_text(plugin["config"])
+    cfg = load_config(config)
+    target = {n["name"]: n for n in values["facility"]["nodes"]}[values["interlink"]["nodeName"]]
+    assert cfg.backend == target["interlink"]["backend"]
+    assert cfg.slurm.partition == target["interlink"]["partition"]
