@@ -101,22 +101,22 @@ def check_shape(kind: Kind, obj: Obj) -> None:
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
         raise invalid(kind, name, [("metadata", "Invalid value: must be an object")])
-    for field in ("name", "generateName", "namespace", "resourceVersion", "uid"):
-        if meta.get(field) is not None and not isinstance(meta[field], str):
-            causes.append((f"metadata.{field}", f"Invalid value: {json.dumps(meta[field])}: must be a string"))
-    for field in ("labels", "annotations"):
-        value = meta.get(field)
+    for key in ("name", "generateName", "namespace", "resourceVersion", "uid"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            causes.append((f"metadata.{key}", f"Invalid value: {json.dumps(meta[key])}: must be a string"))
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
         if value is not None and (not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())):
-            causes.append((f"metadata.{field}", "Invalid value: must be a map of string keys to string values"))
+            causes.append((f"metadata.{key}", "Invalid value: must be a map of string keys to string values"))
     finalizers = meta.get("finalizers")
     if finalizers is not None and (not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)):
         causes.append(("metadata.finalizers", "Invalid value: must be a list of strings"))
     refs = meta.get("ownerReferences")
     if refs is not None and (not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs)):
         causes.append(("metadata.ownerReferences", "Invalid value: must be a list of owner references"))
-    for field in ("spec", "status"):
-        if obj.get(field) is not None and not isinstance(obj[field], dict):
-            causes.append((field, f"Invalid value: {json.dumps(obj[field])[:80]}: must be an object"))
+    for key in ("spec", "status"):
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            causes.append((key, f"Invalid value: {json.dumps(obj[key])[:80]}: must be an object"))
     if causes:
         raise invalid(kind, name, causes)
 
