@@ -61,13 +61,17 @@ class LifetimesHub:
 
     def user_token(self, user: str) -> str:
         """A user's own API token (the scopes of their roles), as a user gets from /hub/token."""
-        self.api("POST", f"/users/{user}").raise_for_status() if self.api("GET", f"/users/{user}").status_code \
-            == 404 else None
+        self.ensure_user(user)
         r = self.api("POST", f"/users/{user}/tokens", json={"note": "lifetimes test"})
         r.raise_for_status()
         return str(r.json()["token"])
 
+    def ensure_user(self, user: str) -> None:
+        if self.api("GET", f"/users/{user}").status_code == 404:
+            self.api("POST", f"/users/{user}").raise_for_status()
+
     def start_server(self, user: str, profile: str, timeout: float = 60) -> dict[str, Any]:
+        self.ensure_user(user)
         r = self.api("POST", f"/users/{user}/server", json={"profile": profile})
         assert r.status_code in (201, 202), r.text
         return wait_for(lambda: self.server(user) if (self.server(user) or {}).get("ready") else None,
@@ -97,7 +101,7 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) 
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
 
 
 def start_hub(workdir: Path) -> LifetimesHub:

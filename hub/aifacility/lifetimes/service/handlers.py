@@ -19,6 +19,7 @@ from typing import Any
 
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
+from tornado.escape import url_escape, xhtml_escape
 from tornado.httpclient import HTTPClientError
 
 from aifacility.facility.model import Facility
@@ -155,6 +156,14 @@ class ExtendAPI(APIHandler):
 class PageHandler(Base):
     """The page the hub's "Extend" button leads to: the signed-in user's sessions, with extend forms."""
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or HTTPStatus(status_code).phrase
+        if status_code >= 500 and status_code != 502:
+            message = "This page failed; the administrators can find why in the lifetimes service's log."
+        self.finish(f"<!doctype html><title>{status_code}</title><p>{xhtml_escape(message)}</p>"
+                    f'<p><a href="{xhtml_escape(self.settings["hub_home"])}">Back to the hub</a></p>')
+
     @web.authenticated
     async def get(self) -> None:
         await self.show(error=None, notice=self.get_argument("notice", None))
@@ -175,7 +184,7 @@ class PageHandler(Base):
             self.set_status(e.status_code)
             await self.show(error=e.log_message, notice=None)
             return
-        self.redirect(f"{self.settings['prefix']}?notice=" + web.url_escape(
+        self.redirect(f"{self.settings['prefix']}?notice=" + url_escape(
             f"Extended: the session now ends at {when(times.deadline)}."))
 
     async def show(self, error: str | None, notice: str | None) -> None:
