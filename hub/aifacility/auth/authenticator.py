@@ -201,6 +201,9 @@ class IAMAuthenticator(GenericOAuthenticator):
             return False
         token_info = dict(auth_state.get("token_response") or {})
         model: dict[str, Any] | None = None
+        # The stored ID token describes the last login; only a fresh answer (userinfo, or a new ID token) may
+        # tell the groups now, or a user removed from a group in IAM would keep it until the next login.
+        token_info["id_token_claims"] = None
         if self.seconds_left(token_info) > self.token_min_lifetime:
             try:
                 model = await self._token_to_auth_model(token_info)
@@ -221,9 +224,7 @@ class IAMAuthenticator(GenericOAuthenticator):
             try:
                 fresh = await self.get_token_info(handler, self.build_refresh_token_request_params(refresh_token))
                 fresh.setdefault("refresh_token", refresh_token)
-                if "id_token_claims" not in fresh:
-                    fresh["id_token_claims"] = token_info.get("id_token_claims")
-                    fresh["id_token"] = token_info.get("id_token")
+                fresh.setdefault("id_token", token_info.get("id_token"))
                 model = await self._token_to_auth_model(fresh)
             except (web.HTTPError, HTTPClientError, OSError) as e:
                 self.log.info("Refreshing the IAM tokens of %s failed (%s): a new login is needed",

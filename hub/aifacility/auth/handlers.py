@@ -22,7 +22,7 @@ REFUSED_TEMPLATE = "aifacility-refused.html"
 class IAMLoginHandler(OAuthLoginHandler):
     """Reads the issuer's discovery document before redirecting, so an IAM outage is a readable page."""
 
-    async def get(self) -> None:  # type: ignore[override]
+    async def get(self) -> None:
         try:
             await self.authenticator.discover()
         except IdPError as e:
@@ -58,7 +58,7 @@ class IAMCallbackHandler(OAuthCallbackHandler):
             raise web.HTTPError(400, "This login response does not match the login started in this browser "
                                      f"(OAuth state mismatch); it may be forged or stale. {again}")
 
-    async def get(self) -> None:  # type: ignore[override]
+    async def get(self) -> None:
         self.check_arguments()
         user = await self.login_user()
         if user is None:

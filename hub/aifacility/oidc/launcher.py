@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -123,9 +122,7 @@ class EmbeddedOIDCProvider:
             return json.loads(path.read_text())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        jwk = json.loads(RSAAlgorithm.to_jwk(serialization.load_pem_private_key(pem, None)))
+        jwk = json.loads(RSAAlgorithm.to_jwk(key))
         jwk.update({"kid": secrets.token_hex(8), "use": "sig", "alg": "RS256"})
         data = {"client_secret": secrets.token_urlsafe(32), "signing_key": jwk,
                 "cookie_keys": [secrets.token_urlsafe(32)]}
