@@ -130,3 +130,42 @@ def test_registered_provider_serves_its_node(k8s, server):
     assert core.read_namespaced_pod_log("offloaded", "default", tail_lines=5) == "remote offloaded/job tail=5\n"
     # pods on other nodes still come from the files
     assert server.call(lambda: server.store.get(kinds.POD, "default", "offloaded"))["spec"]["nodeName"] == "vk-slurm"
+
+
+def test_logs_that_cannot_exist_yet(k8s, server):
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_pod(
+        "default", {"metadata": {"name": "pending"}, "spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+    )
+    with pytest.raises(ApiException) as unscheduled:
+        core.read_namespaced_pod_log("pending", "default")
+    assert unscheduled.value.status == 400
+    assert json.loads(unscheduled.value.body)["message"] == "pod pending does not have a host assigned"
+    _make_pod(k8s, "starting", ["main"])
+    core.patch_namespaced_pod_status(
+        "starting",
+        "default",
+        {
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "main",
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": "busybox",
+                        "imageID": "",
+                        "state": {"waiting": {"reason": "ContainerCreating"}},
+                    }
+                ]
+            }
+        },
+    )
+    with pytest.raises(ApiException) as waiting:
+        core.read_namespaced_pod_log("starting", "default")
+    assert json.loads(waiting.value.body)["message"] == (
+        'container "main" in pod "starting" is waiting to start: ContainerCreating'
+    )
+    with pytest.raises(ApiException) as previous:
+        core.read_namespaced_pod_log("starting", "default", previous=True)
+    message = json.loads(previous.value.body)["message"]
+    assert message == 'previous terminated container "main" in pod "starting" not found'

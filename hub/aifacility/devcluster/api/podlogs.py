@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from .. import kinds
-from ..logs import LOG_REGISTRY_KEY, LogOptions
+from ..logs import LOG_REGISTRY_KEY, LogOptions, log_path
 from .errors import ApiError
 from .request import Target, flag, integer
 from .state import STORE_KEY
@@ -32,6 +32,31 @@ def _container(pod: dict, requested: str | None) -> str:
     if init_names:
         message += f" or one of the init containers: [{' '.join(str(n) for n in init_names)}]"
     raise ApiError(400, message)
+
+
+def _check_available(request: web.Request, pod: dict, opts: LogOptions) -> None:
+    """Kubernetes' 400s for logs that cannot exist yet (no node, container not started, no previous run)."""
+    name = pod["metadata"]["name"]
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node:
+        raise ApiError(400, f"pod {name} does not have a host assigned")
+    status = pod.get("status") or {}
+    statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+    cs = next((c for c in statuses if isinstance(c, dict) and c.get("name") == opts.container), None)
+    registry = request.app[LOG_REGISTRY_KEY]
+    if node in registry.providers:
+        return  # a remote provider knows better than the local files
+    state_dir = registry.state_dir
+    if opts.previous:
+        if state_dir is None or not log_path(state_dir, pod, opts.container, previous=True).exists():
+            raise ApiError(400, f'previous terminated container "{opts.container}" in pod "{name}" not found')
+        return
+    waiting = ((cs or {}).get("state") or {}).get("waiting")
+    if waiting is not None and not (cs or {}).get("restartCount"):
+        no_file = state_dir is None or not log_path(state_dir, pod, opts.container).exists()
+        if no_file:
+            reason = waiting.get("reason") or "ContainerCreating"
+            raise ApiError(400, f'container "{opts.container}" in pod "{name}" is waiting to start: {reason}')
 
 
 def _since_time(raw: str | None) -> datetime | None:
@@ -59,6 +84,7 @@ async def pod_log(request: web.Request, t: Target) -> web.StreamResponse:
     )
     if opts.since_seconds is not None and opts.since_time is not None:
         raise ApiError(400, "at most one of sinceTime or sinceSeconds may be specified")
+    _check_available(request, pod, opts)
     provider = request.app[LOG_REGISTRY_KEY].provider_for(pod)
     response = web.StreamResponse(status=200)
     response.content_type = "text/plain"
