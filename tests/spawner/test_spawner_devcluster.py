@@ -1,0 +1,192 @@
+"""FacilitySpawner in a real JupyterHub against the development cluster: a MIG session with its volumes, and
+a queued session that waits in Kueue with its position shown, then starts when a slice is freed.
+
+(The whole facility in a browser is the end-to-end suite's; here the hub uses the dummy authenticator.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from aifacility.launcher.supervisor import free_port
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "spawner-devcluster-test-token"
+
+
+@dataclass
+class Setup:
+    url: str
+    state: Path
+    data: Path
+    kubeconfig: Path
+
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(method, f"{self.url}/hub/api{path}", timeout=60,
+                                headers={"Authorization": f"token {TOKEN}"}, **kw)
+
+    def kubectl(self, *args: str) -> Any:
+        out = subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), "-n", "aifacility", *args,
+                              "-o", "json"], check=True, capture_output=True, text=True, timeout=60).stdout
+        return json.loads(out)
+
+    def reservations(self) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.data / "aifacility-quotas.sqlite") as db:
+            return db.execute("SELECT user, server, grp, accelerator, units, queued FROM reservations "
+                              "ORDER BY user").fetchall()
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen in {timeout} s; log:\n{log.read_text()[-4000:]}")
+        time.sleep(0.3)
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    work = tmp_path_factory.mktemp("spawner-dc")
+    state, data = work / "state", work / "hub"
+    data.mkdir()
+    cport = free_port()
+    cluster_log = work / "devcluster.log"
+    with cluster_log.open("wb") as out:
+        cluster = subprocess.Popen([sys.executable, "-m", "aifacility.devcluster", "--state-dir", str(state),
+                                    "--listen", f"127.0.0.1:{cport}"], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    hub: subprocess.Popen[bytes] | None = None
+    try:
+        _wait("the development cluster", lambda: _up(f"http://127.0.0.1:{cport}/readyz"), 60, cluster_log)
+        port = free_port()
+        (work / "jupyterhub_config.py").write_text(textwrap.dedent(f"""
+            from aifacility.facility import load_facility
+            from aifacility.spawner import configure
+            configure(c, load_facility(), data_dir={str(data)!r})
+            c.JupyterHub.ip = "127.0.0.1"
+            c.JupyterHub.port = {port}
+            c.JupyterHub.hub_ip = "127.0.0.1"
+            c.JupyterHub.hub_port = {free_port()}
+            c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+            c.JupyterHub.authenticator_class = "dummy"
+            c.Authenticator.allow_all = True
+            c.JupyterHub.cleanup_servers = True
+            c.JupyterHub.services = [{{"name": "tester", "api_token": "{TOKEN}"}}]
+            c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
+                                         "scopes": ["admin:users", "admin:servers", "admin:groups"]}}]
+        """))
+        hub_log = work / "hub.log"
+        env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig")}
+        env.pop("AIFACILITY_FACILITY", None)
+        with hub_log.open("wb") as out:
+            hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"], cwd=work,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        s = Setup(f"http://127.0.0.1:{port}", state, data, state / "kubeconfig")
+        _wait("the hub", lambda: _up(f"{s.url}/hub/health"), 90, hub_log)
+        users = {"alice": ["physics", "ml"], "u1": ["ml"], "u2": ["ml"], "u3": ["ml"]}
+        for u in users:
+            s.api("POST", f"/users/{u}")
+        for g in ("physics", "ml"):
+            s.api("POST", f"/groups/{g}", json={"users": [u for u, gs in users.items() if g in gs]})
+        yield s
+    finally:
+        if hub is not None:
+            _stop(hub)
+        _stop(cluster)
+
+
+def _spawn(s: Setup, user: str, options: dict[str, Any], ready: bool = True) -> None:
+    r = s.api("POST", f"/users/{user}/server", json=options)
+    assert r.status_code in (201, 202), r.text
+    if ready:
+        _wait(f"{user}'s server", lambda: bool(s.api("GET", f"/users/{user}").json()["servers"].get("", {})
+                                             .get("ready")), 120, Path(os.devnull))
+
+
+def test_a_mig_session_gets_its_slice_node_and_volumes(setup: Setup) -> None:
+    _spawn(setup, "alice", {"profile": "mig-1g-10gb", "image": "ml"})
+    pod = setup.kubectl("get", "pod", "jupyter-alice")
+    assert pod["spec"]["nodeName"] == "gpu-a100-01"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert {"home-alice", "group-physics", "group-ml"} <= claims
+    pvcs = {p["metadata"]["name"]: p for p in setup.kubectl("get", "pvc")["items"]}
+    assert pvcs["group-ml"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert (setup.state / "volumes" / "aifacility" / "home-alice").is_dir()
+    # The MIG profile is open to ml only, so ml pays although alice is in physics too.
+    assert setup.reservations() == [("alice", "", "ml", "mig-1g-10gb", 1, 0)]
+    assert setup.api("DELETE", "/users/alice/server").status_code in (202, 204)
+    _wait("alice's reservation to go", lambda: not setup.reservations(), 60, Path(os.devnull))
+
+
+def test_a_queued_session_waits_with_its_position_and_starts_when_a_slice_frees(setup: Setup) -> None:
+    _spawn(setup, "u1", {"profile": "mig-3g-40gb"})
+    _spawn(setup, "u2", {"profile": "mig-3g-40gb"})
+    # Both A100 3g.40gb slices of group ml are in use: a direct start is refused with the limit...
+    r = setup.api("POST", "/users/u3/server", json={"profile": "mig-3g-40gb"})
+    assert r.status_code == 403 and "group 'ml' may use 2 A100 MIG 3g.40gb slice unit(s)" in r.json()["message"]
+    # ...and a queued one waits in the group's LocalQueue, gated by Kueue.
+    _spawn(setup, "u3", {"profile": "mig-3g-40gb", "queue": True}, ready=False)
+    _wait("u3's pod", lambda: any(p["metadata"]["name"] == "jupyter-u3"
+                                  for p in setup.kubectl("get", "pods")["items"]), 60, Path(os.devnull))
+    pod = setup.kubectl("get", "pod", "jupyter-u3")
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml"
+    assert [g["name"] for g in pod["spec"].get("schedulingGates", [])] == ["kueue.x-k8s.io/admission"]
+
+    messages: list[str] = []
+    with requests.get(f"{setup.url}/hub/api/users/u3/server/progress", stream=True, timeout=120,
+                      headers={"Authorization": f"token {TOKEN}"}) as stream:
+        freed = False
+        for line in stream.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            event = json.loads(line[5:])
+            messages.append(event.get("message", ""))
+            if "Queued in the 'ml' queue" in event.get("message", "") and not freed:
+                assert setup.reservations()[-1][-1] == 1  # u3 is held as queued
+                freed = True
+                assert setup.api("DELETE", "/users/u1/server").status_code in (202, 204)
+            if event.get("ready"):
+                break
+    queued = next(m for m in messages if "Queued in the 'ml' queue" in m)
+    assert "for 1 x A100 MIG 3g.40gb slice: next in line." in queued
+    assert "Waiting for: " in queued and "mig-3g.40gb" in queued
+    assert any("Admitted from the 'ml' queue" in m for m in messages)
+    assert setup.kubectl("get", "pod", "jupyter-u3")["status"]["phase"] == "Running"
+    # Admitted: u3's slice now counts like any other session's.
+    assert ("u3", "", "ml", "mig-3g-40gb", 1, 0) in setup.reservations()
+    for u in ("u2", "u3"):
+        setup.api("DELETE", f"/users/{u}/server")
