@@ -221,3 +221,57 @@ def test_vms_and_taints_match_the_facility_nodes(facility: Facility) -> None:
         expected = {f"{t.key}={t.value}:{t.effect}" for t in node.taints}
         given = {t for g in groups for t in taints.get(g, [])}
         assert given == expected, f"{node.name}: VM taints {given}, facility {expected}"
+
+
+# --- running a role's logic for real, on localhost ------------------------------------------------------------------
+
+INVENTORY_PLAY = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    openstack_cluster_name: site
+    openstack_ssh_user: ubuntu
+    # What openstack.cloud.server registered for two VMs (the fields the role reads).
+    openstack_cluster_servers:
+      results:
+        - item: {name: cp-01, groups: [kube_control_plane]}
+          server: {addresses: {site-net: [{addr: 192.168.42.10, "OS-EXT-IPS:type": fixed},
+                                          {addr: 203.0.113.5, "OS-EXT-IPS:type": floating}]}}
+        - item: {name: gpu-a100-01, groups: [kube_workers, gpu_workers, mig_workers]}
+          server: {addresses: {site-net: [{addr: 192.168.42.11, "OS-EXT-IPS:type": fixed}]}}
+  tasks:
+    - name: Add the VMs
+      ansible.builtin.include_role:
+        name: aifacility.platform.openstack_cluster
+        tasks_from: inventory.yml
+    - name: Report the inventory
+      ansible.builtin.copy:
+        dest: "{{ out }}"
+        mode: "0600"
+        content: >-
+          {{ {'groups': groups,
+              'hosts': dict(['cp-01', 'gpu-a100-01'] | zip(['cp-01', 'gpu-a100-01']
+                            | map('extract', hostvars) | map('dict2items')
+                            | map('selectattr', 'key', 'in', ['ansible_host', 'ansible_user', 'private_ip'])
+                            | map('items2dict')))} | to_json }}
+"""
+
+
+def test_provisioned_vms_join_the_inventory_with_their_addresses(collections_path: str, tmp_path: Path) -> None:
+    play = tmp_path / "inventory.yml"
+    play.write_text(INVENTORY_PLAY)
+    out = tmp_path / "out.json"
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections_path, "ANSIBLE_LOCALHOST_WARNING": "false"}
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(play), "-e", f"out={out}",
+                           "-e", f"ansible_python_interpreter={sys.executable}"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["groups"]["kube_control_plane"] == ["cp-01"]
+    assert report["groups"]["mig_workers"] == ["gpu-a100-01"]
+    # The control plane is reached on its floating IP, the others on their private one (through ProxyJump).
+    assert report["hosts"]["cp-01"] == {"ansible_host": "203.0.113.5", "ansible_user": "ubuntu",
+                                        "private_ip": "192.168.42.10"}
+    assert report["hosts"]["gpu-a100-01"] == {"ansible_host": "192.168.42.11", "ansible_user": "ubuntu",
+                                              "private_ip": "192.168.42.11"}
