@@ -85,7 +85,7 @@ def test_session_is_warned_then_stopped_at_its_deadline(hub: LifetimesHub) -> No
         return body if body.get("warning") else None
 
     warning = wait_for(warned, 30, "the warning")
-    assert warning["remaining_seconds"] > 0 and "ends at" in warning["message"]  # type: ignore[operator]
+    assert warning["remaining_seconds"] > 0 and "ends at" in warning["message"]
     assert hub.server("carol"), "warned, and still running"
     # the hub's home page shows it too, with an Extend button leading to the service
     home = page.get(f"{hub.url}/hub/home", timeout=30).text
@@ -95,7 +95,7 @@ def test_session_is_warned_then_stopped_at_its_deadline(hub: LifetimesHub) -> No
     wait_for(lambda: hub.server("carol") is None, 40, "the culler to stop carol's server")
     stopped_seen = time.time()
     assert hub.lifetimes("GET", "/users/carol/server", token=carol).status_code == 404
-    deadline = parse_time(warning["deadline"])  # type: ignore[arg-type]
+    deadline = parse_time(warning["deadline"])
     assert deadline is not None and deadline.timestamp() <= stopped_seen
     assert "lifetime of profile short ended" in hub.log()
 
@@ -133,6 +133,13 @@ def test_extend_button_leads_to_a_form_that_extends(hub: LifetimesHub) -> None:
     # without the form's xsrf token the cookie does not authenticate a POST
     assert page.post(f"{hub.url}/services/lifetimes/extend", data={"hours": "0.01"},
                      allow_redirects=False, timeout=30).status_code in (302, 403)
+
+    # inside the session: JupyterLab's notification (its "update check"), served by the session itself
+    r = requests.get(f"{hub.url}/user/gina/lab/api/update", timeout=30,
+                     headers={"Authorization": f"token {hub.user_token('gina')}"})
+    assert r.status_code == 200, r.text
+    notice = r.json()["notification"]
+    assert notice and notice["message"].startswith("This session ends at"), r.text
     hub.api("DELETE", "/users/gina/server")
 
 

@@ -32,12 +32,14 @@ def _current(section: Any, key: str, default: Any) -> Any:
 
 
 def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | None = None,
-              port: int | None = None, base_url: str = "/") -> None:
+              port: int | None = None, url: str | None = None, base_url: str = "/") -> None:
     """Add the lifetimes services, scopes, roles and templates to the JupyterHub config `c`.
 
     `data_dir` is the hub's data directory (default `$AIFACILITY_HUB_DATA`): the extension store and the
     facility the services enforce live there. `port` is the service's loopback port (default
-    `$AIFACILITY_LIFETIMES_PORT`, else 10101). Call it after `Authenticator.admin_users` is set.
+    `$AIFACILITY_LIFETIMES_PORT`, else 10101). `url` is where the proxy and the sessions reach the service
+    (default `$AIFACILITY_LIFETIMES_URL`, else `http://127.0.0.1:<port>`; on Kubernetes e.g. `http://hub:10101`
+    with that port on the hub's Service). Call it after `Authenticator.admin_users` is set.
     """
     data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
     data.mkdir(parents=True, exist_ok=True)
@@ -46,6 +48,7 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     facility_file = data / "lifetimes-facility.json"
     facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
     port = port or int(os.environ.get("AIFACILITY_LIFETIMES_PORT", "10101"))
+    url = (url or os.environ.get("AIFACILITY_LIFETIMES_URL") or f"http://127.0.0.1:{port}").rstrip("/")
     env = {"AIFACILITY_FACILITY": str(facility_file), DB_ENV: str(store.path), "PYTHONUNBUFFERED": "1"}
 
     c.JupyterHub.custom_scopes = {
@@ -57,7 +60,7 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     s = facility.sessions
     c.JupyterHub.services = [*_current(c.JupyterHub, "services", []), {
         "name": SERVICE,
-        "url": f"http://127.0.0.1:{port}",
+        "url": url,
         "command": [sys.executable, "-m", "aifacility.lifetimes.service"],
         "environment": env,
         "display": False,  # reached through the Extend button, not the services menu
@@ -82,6 +85,13 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         roles.append({"name": "user", "scopes": ["self", *own]})
     else:
         user_role["scopes"] = [*user_role.get("scopes", ["self"]), *own]
+    # The session's own token (JupyterHub's `server` role) may read its lifetime, for the in-session notice.
+    server_role = next((r for r in roles if r.get("name") == "server"), None)
+    if server_role is None:
+        roles.append({"name": "server", "scopes": ["users:activity!user", "access:servers!server",
+                                                   access, f"{READ}!user"]})
+    else:
+        server_role["scopes"] = [*server_role.get("scopes", []), access, f"{READ}!user"]
     roles += [
         {"name": "lifetimes-admin", "description": "Read and extend everyone's session lifetimes",
          "scopes": [access, EXTEND], "users": admins, "groups": list(facility.iam.admin_groups)},
@@ -92,6 +102,10 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
                                                 "delete:servers"], "services": [CULLER]},
     ]
     c.JupyterHub.load_roles = roles
+
+    # Where sessions reach the service directly (the proxy does not strip prefixes, so the path is the same).
+    c.Spawner.environment = {**_current(c.Spawner, "environment", {}),
+                             "AIFACILITY_LIFETIMES_API": f"{url}/services/{SERVICE}/api"}
 
     c.JupyterHub.template_paths = [str(TEMPLATES), *_current(c.JupyterHub, "template_paths", [])]
     page = f"{base_url.rstrip('/')}/services/{SERVICE}/"

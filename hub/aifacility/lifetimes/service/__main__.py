@@ -7,6 +7,7 @@ the facility file (AIFACILITY_FACILITY) and the extension store (AIFACILITY_LIFE
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -54,7 +55,12 @@ def make_app() -> web.Application:
 
 async def serve() -> None:
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-    make_app().listen(url.port or 80, url.hostname or "127.0.0.1")
+    host = url.hostname or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = ""  # a DNS name (e.g. the hub's Kubernetes Service): listen on every interface of the pod
+    make_app().listen(url.port or 80, host)
     logging.getLogger("aifacility.lifetimes").info("lifetimes service on %s", url.geturl())
     stop = asyncio.Event()
     # The hub stops its managed services with SIGTERM: leave quietly (nothing is pending, the store commits

@@ -1,0 +1,51 @@
+"""Inside the session: the remaining time as a JupyterLab notification, without a JupyterLab build step.
+
+JupyterLab (4.x) asks its server once, when the page loads, whether there is "an update" (`GET /lab/api/update`,
+shown in the notification centre) and lets a site replace that check: `LabApp.check_for_updates_class`. This class
+answers with the session's schedule from the lifetimes service instead, e.g. "This session ends at 18:05 UTC (in
+45 min)". Reloading the page refreshes it; the live countdown and the Extend button are on the hub's home page.
+
+Enable it in the notebook image (it needs the `aifacility` package there):
+
+    c.LabApp.check_for_updates_class = "aifacility.lifetimes.session.SessionNotice"
+
+It uses what the hub gives every server: JUPYTERHUB_API_TOKEN (whose `server` role `configure` widens with
+`custom:lifetimes:read!user` and access to the service), JUPYTERHUB_USER, JUPYTERHUB_SERVER_NAME, plus
+AIFACILITY_LIFETIMES_API (the service's API address, set by `configure` in the spawner environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import quote
+
+from jupyterlab.handlers.announcements import CheckForUpdateABC
+from tornado.httpclient import AsyncHTTPClient
+
+HUB_HOME_HINT = "Extend it from the hub's home page (File > Hub Control Panel)."
+
+
+class SessionNotice(CheckForUpdateABC):
+    """`check_for_updates_class` answering with this session's end (never raises: a notice is optional)."""
+
+    async def __call__(self) -> Any:
+        api = os.environ.get("AIFACILITY_LIFETIMES_API")
+        token = os.environ.get("JUPYTERHUB_API_TOKEN")
+        user = os.environ.get("JUPYTERHUB_USER")
+        if not (api and token and user):
+            return None
+        server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+        path = f"users/{quote(user, safe='')}/" + (f"servers/{quote(server, safe='')}" if server else "server")
+        try:
+            resp = await AsyncHTTPClient().fetch(f"{api.rstrip('/')}/{path}", request_timeout=10,
+                                                 headers={"Authorization": f"token {token}"})
+            state = json.loads(resp.body)
+        except Exception as e:  # the service down or unreachable must not break JupyterLab's page load
+            self.logger.warning("aifacility: could not read this session's lifetime: %s", e)
+            return None
+        text = str(state.get("message", ""))
+        if state.get("extendable_hours", 0) > 0 and state.get("stop_reason") == "lifetime":
+            text += " " + HUB_HOME_HINT
+        return text or None
