@@ -9,9 +9,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aifacility.devcluster.cluster import DevCluster
 from aifacility.facility import FacilityError, load_facility
+
+if TYPE_CHECKING:
+    from aifacility.devcluster.cluster import DevCluster
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     host, port = args.listen
+    # Imported only now: a bad facility file is reported without loading the whole cluster.
+    from aifacility.devcluster.cluster import DevCluster
+
     try:
         asyncio.run(_serve(DevCluster(facility, args.state_dir, host, port)))
     except OSError as e:

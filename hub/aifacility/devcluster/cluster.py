@@ -87,7 +87,8 @@ class DevCluster:
             self.kueue.install(self.store)
             app = make_app(self.store, logs=self.logs,
                            extensions=[make_visibility_extension(self.store), *self._extensions])
-            self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2)
+            # Open watches are what is left at shutdown; waiting for them gains nothing.
+            self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.3)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
             await site.start()
