@@ -89,3 +89,28 @@ async def test_bob_cannot_spawn_a_mig_slice(make_spawner: Any, make_user: Any) -
         spawner.chosen_profile()
     assert e.value.status_code == 400
     assert "only open to the group(s) ml" in e.value.log_message
+
+
+async def test_form_shows_free_units_per_accelerator_and_escapes_text(make_spawner: Any, make_user: Any,
+                                                                      facility: Facility) -> None:
+    spawner = make_spawner(make_user("alice", "physics", "ml"))
+    free = {"t4": (0, 4), "mig-1g-10gb": (3, 4)}
+    html = spawner._render_options_form(profiles.render_profile_list(facility, ["physics", "ml"], free))
+    assert re.search(r'data-accelerator="t4">\s*1 \u00d7 NVIDIA Tesla T4 \(16Gi\) \u2014\s*<span '
+                     r'class="aif-free aif-none"\s+data-free="0">0 of 4 free', html)
+    assert 'data-free="3">3 of 4 free' in html
+    assert "availability unknown" in html  # accelerators the cluster did not report
+    assert 'name="profile-option-gpu-t4--queue"' in html and 'name="profile-option-fpga-v70--queue"' not in html
+    assert 'name="profile-option-mig-1g-10gb--image"' in html
+    # Facility-file text is data, not markup.
+    evil = facility.model_copy(update={"profiles": [facility.profiles[0].model_copy(
+        update={"description": "<script>alert(1)</script>"})]})
+    assert "<script>alert(1)" not in spawner._render_options_form(profiles.render_profile_list(evil, []))
+
+
+async def test_form_options_become_user_options(make_spawner: Any, make_user: Any) -> None:
+    spawner = make_spawner(make_user("alice", "ml"))
+    opts = spawner.options_from_form({"profile": ["gpu-t4"], "profile-option-gpu-t4--image": ["hep"],
+                                      "profile-option-gpu-t4--queue": ["true"]})
+    assert opts == {"profile": "gpu-t4", "image": "hep", "queue": "true"}
+    assert profiles.wants_queue(opts)

@@ -46,6 +46,10 @@ async def facility_profile_list(spawner: FacilitySpawner) -> list[dict[str, Any]
                                         await spawner.availability())
 
 
+def _options_applied_in_start(spawner: Any, user_options: dict[str, Any]) -> None:
+    """`apply_user_options`: nothing to do before start (see FacilitySpawner._start)."""
+
+
 class FacilitySpawner(KubeSpawner):
     reservation = None  # the quotas.Reservation of the current spawn
     _refused = False  # the current spawn was refused (profile or quota) before anything was created
@@ -88,6 +92,12 @@ class FacilitySpawner(KubeSpawner):
     @default("profile_list")
     def _default_profile_list(self) -> Any:
         return facility_profile_list
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        # KubeSpawner applies the profile choice itself (load_user_options, in start), after our validation;
+        # a hook that takes the options keeps JupyterHub from logging them as unhandled on every spawn.
+        return _options_applied_in_start
 
     @default("additional_profile_form_template_paths")
     def _default_form_paths(self) -> list[str]:
