@@ -198,8 +198,12 @@ def test_extra_config_with_the_real_hub_config(values: dict, tmp_path: Path,
     c.ConfigurableHTTPProxy.should_start = False
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
+    c.KubeSpawner.environment = dict(values["jupyterhub"]["singleuser"]["extraEnv"])  # z2jh: singleuser.extraEnv
     exec(values["jupyterhub"]["hub"]["extraConfig"]["10-aifacility"], {"c": c})
 
+    env = c.FacilitySpawner.environment
+    assert env["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://traefik-dask-gateway:80"
+    assert env["POD_IP"] == {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}  # the facility's own
     assert c.JupyterHub.spawner_class.__name__ == "FacilitySpawner"
     assert c.FacilitySpawner.namespace == values["facility"]["namespace"]
     assert c.JupyterHub.authenticator_class.__name__ == "IAMAuthenticator"
@@ -345,3 +349,15 @@ def test_the_interlink_plugin_values_are_what_the_plugin_accepts(values: dict, t
     target = {n["name"]: n for n in values["facility"]["nodes"]}[values["interlink"]["nodeName"]]
     assert cfg.backend == target["interlink"]["backend"]
     assert cfg.slurm.partition == target["interlink"]["partition"]
+
+
+def test_notebooks_reach_dask_gateway_under_the_names_the_subchart_gets(values: dict) -> None:
+    name = values["dask-gateway"]["fullnameOverride"]
+    env = values["jupyterhub"]["singleuser"]["extraEnv"]
+    prefix = values["dask-gateway"]["gateway"]["prefix"]
+    assert env["DASK_GATEWAY__ADDRESS"] == f"http://traefik-{name}{prefix}"
+    assert env["DASK_GATEWAY__PROXY_ADDRESS"] == f"gateway://traefik-{name}:80"
+    assert values["jupyterhub"]["hub"]["services"]["dask-gateway"]["url"] == f"http://traefik-{name}"
+    assert prefix == "/services/dask-gateway"  # the hub service's path, so the hub proxies the dashboards
+    (rule,) = values["jupyterhub"]["singleuser"]["networkPolicy"]["egress"]
+    assert rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "dask-gateway"
