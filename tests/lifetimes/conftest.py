@@ -84,7 +84,15 @@ class LifetimesHub:
     def log(self) -> str:
         return (self.workdir / "hub.log").read_text(errors="replace")
 
-    def stop(self) -> None:
+    def stop(self, servers: bool = True) -> None:
+        if servers and self.proc and self.proc.poll() is None:
+            # the hub keeps servers across restarts (cleanup_servers=False): stop them explicitly
+            for user in self.api("GET", "/users").json():
+                for name in user.get("servers", {}):
+                    self.api("DELETE", f"/users/{user['name']}/servers/{name}" if name
+                             else f"/users/{user['name']}/server")
+            wait_for(lambda: not any(u.get("servers") for u in self.api("GET", "/users").json()), 60,
+                     "the servers to stop")
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -104,10 +112,11 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) 
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
 
 
-def start_hub(workdir: Path) -> LifetimesHub:
+def start_hub(workdir: Path, token: str | None = None) -> LifetimesHub:
+    """Start (or restart, same `workdir` and `token`) the hub; servers outlive a restart, as on Kubernetes."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "facility.yaml").write_text(FACILITY)
-    hub = LifetimesHub(workdir=workdir, port=free_port(), token=secrets.token_hex(16))
+    hub = LifetimesHub(workdir=workdir, port=free_port(), token=token or secrets.token_hex(16))
     singleuser = Path(sys.executable).parent / "jupyterhub-singleuser"
     (workdir / "jupyterhub_config.py").write_text(textwrap.dedent(f"""
         from aifacility.facility import load_facility
@@ -120,6 +129,7 @@ def start_hub(workdir: Path) -> LifetimesHub:
         c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
         c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
         c.JupyterHub.cookie_secret_file = "{workdir}/cookie_secret"
+        c.JupyterHub.cleanup_servers = False
         c.JupyterHub.authenticator_class = "dummy"
         c.Authenticator.allow_all = True
         c.Authenticator.admin_users = {{"admin"}}
@@ -135,7 +145,7 @@ def start_hub(workdir: Path) -> LifetimesHub:
                                      "services": ["tester"]}}]
         configure(c, load_facility("{workdir}/facility.yaml"), data_dir="{workdir}/data", port={free_port()})
     """))
-    log = (workdir / "hub.log").open("wb")
+    log = (workdir / "hub.log").open("ab")
     hub.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"], cwd=workdir,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

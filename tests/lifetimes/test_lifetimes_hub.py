@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import LifetimesHub, wait_for
+from conftest import LifetimesHub, start_hub, wait_for
 
 from aifacility.lifetimes.policy import parse_time
 from aifacility.lifetimes.store import ExtensionStore
@@ -146,3 +146,20 @@ def test_extend_button_leads_to_a_form_that_extends(hub: LifetimesHub) -> None:
 def test_hub_data_holds_the_store_and_the_enforced_facility(hub: LifetimesHub) -> None:
     data = Path(hub.workdir / "data")
     assert (data / "lifetimes.sqlite").exists() and (data / "lifetimes-facility.json").exists()
+
+
+def test_extension_survives_a_hub_restart(tmp_path: Path) -> None:
+    hub = start_hub(tmp_path)
+    try:
+        token = hub.user_token("hana")
+        hub.start_server("hana", "cpu")
+        r = hub.lifetimes("POST", "/users/hana/server/extend", token=token, json={"hours": 0.01})
+        assert r.status_code == 200, r.text
+        extended = r.json()
+        hub.stop(servers=False)  # the hub and its services go; hana's server keeps running
+        hub = start_hub(tmp_path, token=hub.token)
+        again = hub.lifetimes("GET", "/users/hana/server", token=token).json()
+        assert again["started"] == extended["started"] and again["deadline"] == extended["deadline"]
+        assert again["extended_hours"] == pytest.approx(0.01)
+    finally:
+        hub.stop()
