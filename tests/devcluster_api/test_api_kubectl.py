@@ -247,3 +247,22 @@ def test_namespaces_and_errors(kubectl):
     assert "No resources found" in kubectl("get", "pods").stderr
     ssa = kubectl("apply", "--server-side", "-f", "-", input=POD, check=False)
     assert "server-side apply" in ssa.stderr
+
+
+def test_imperative_commands_sending_protobuf(kubectl):
+    # kubectl's typed clients send these as application/vnd.kubernetes.protobuf
+    kubectl("create", "job", "hello", "--image=busybox", "--", "echo", "hi")
+    job = json.loads(kubectl("get", "job", "hello", "-o", "json").stdout)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["echo", "hi"] and container["image"] == "busybox"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert "workingDir" not in container  # Go's empty non-pointer fields are not turned into ""
+    kubectl("create", "service", "clusterip", "web", "--tcp=80:8080")
+    svc = json.loads(kubectl("get", "svc", "web", "-o", "json").stdout)
+    assert svc["spec"]["ports"] == [{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]
+    assert svc["spec"]["clusterIP"].startswith("10.96.")
+    kubectl("run", "nb", "--image=busybox", "--port=8888", "-l", "app=nb")
+    kubectl("expose", "pod", "nb", "--port=80", "--target-port=8888")
+    assert kubectl("get", "svc", "nb", "-o", "jsonpath={.spec.selector.app}").stdout == "nb"
+    bad = kubectl("create", "service", "clusterip", "1bad", "--tcp=80", check=False)
+    assert "DNS-1035 label" in bad.stderr

@@ -316,7 +316,9 @@ class Store:
             meta.pop(drop, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
-        if kind.has_status:
+        if kind.group:
+            # Jobs and custom resources carry a generation (controllers report observedGeneration); core kinds
+            # of Kubernetes 1.32 do not.
             meta["generation"] = 1
         _builtin_defaults(kind, new)
         if kind.kind == "Service":
@@ -447,7 +449,7 @@ class Store:
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
             return copy.deepcopy(old)  # a no-op write: no new resourceVersion and no event, like Kubernetes
-        if kind.has_status and new.get("spec") != old.get("spec") and "generation" in old["metadata"]:
+        if _spec_changed(kind, old, new) and "generation" in old["metadata"]:
             new["metadata"]["generation"] = old["metadata"]["generation"] + 1
         for hook in self._hooks:
             hook(kind, "UPDATE", new, copy.deepcopy(old))
@@ -605,6 +607,14 @@ class Store:
                 watcher._offer(change)
         self._watchers.add(watcher)
         return watcher
+
+
+def _spec_changed(kind: Kind, old: Obj, new: Obj) -> bool:
+    """What bumps metadata.generation: for custom resources anything but metadata and status, else the spec."""
+    if kind.group and kind.group != "batch":
+        strip = ("metadata", "status")
+        return {k: v for k, v in old.items() if k not in strip} != {k: v for k, v in new.items() if k not in strip}
+    return old.get("spec") != new.get("spec")
 
 
 def _builtin_defaults(kind: Kind, obj: Obj) -> None:
