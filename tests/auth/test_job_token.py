@@ -10,13 +10,13 @@ def test_job_gets_the_token_as_a_secret_file(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("tok-123\n")
     parts = job_token_secret("train-7", "aifacility", read_session_token(token_file),
-                             token_file="/var/run/aifacility/token")
+                             token_file="/tmp/aifacility/token")
     secret = parts["secret"]
     assert secret["metadata"]["name"] == "train-7-token"
     assert base64.b64decode(secret["data"]["token"]).decode() == "tok-123"
     assert parts["volume"]["secret"]["items"] == [{"key": "token", "path": "token"}]
-    assert parts["volume_mount"] == {"name": "aifacility-token", "mountPath": "/var/run/aifacility", "readOnly": True}
-    assert {"name": "BEARER_TOKEN_FILE", "value": "/var/run/aifacility/token"} in parts["env"]
+    assert parts["volume_mount"] == {"name": "aifacility-token", "mountPath": "/tmp/aifacility", "readOnly": True}
+    assert {"name": "BEARER_TOKEN_FILE", "value": "/tmp/aifacility/token"} in parts["env"]
     assert "tok-123" not in str(parts["env"]) + str(parts["volume"])
 
 

@@ -11,7 +11,7 @@ from aifacility.auth.authenticator import IAMAuthenticator
 from aifacility.facility.model import Facility
 
 TEMPLATES = str(Path(__file__).resolve().parent / "templates")
-DEFAULT_TOKEN_FILE = "/var/run/aifacility/{username}/token"
+DEFAULT_TOKEN_FILE = "/tmp/aifacility/token"
 NOTEBOOK_EXTENSION = "aifacility.notebook"
 
 
@@ -52,9 +52,9 @@ def configure(
     - `issuer`: the IAM (or embedded provider) issuer URL; `client_id` defaults to `facility.iam.client_id`.
     - `callback_url`: the hub's `.../hub/oauth_callback` as registered at IAM.
     - `crypt_key`: 32 bytes for `auth_state` encryption; None keeps `JUPYTERHUB_CRYPT_KEY` from the environment.
-    - `token_file`: where the notebook keeps the user's access token; `{username}` is replaced (useful for local
-      process spawners, where sessions share a filesystem). Exported as AIFACILITY_TOKEN_FILE and the WLCG
-      bearer-token-discovery variable BEARER_TOKEN_FILE.
+    - `token_file`: where the notebook keeps the user's access token (default: under the pod's own /tmp);
+      `{username}` is replaced (for local process spawners, where sessions share a filesystem). Exported as
+      AIFACILITY_TOKEN_FILE and as the WLCG bearer-token-discovery variable BEARER_TOKEN_FILE.
     - `token_min_lifetime`: the hub renews an access token that has fewer seconds than this left (default:
       `facility.iam.token_min_lifetime`).
     """
@@ -105,11 +105,11 @@ def configure(
 
 
 def session_token_volume(token_file: str = DEFAULT_TOKEN_FILE) -> dict[str, Any]:
-    """KubeSpawner settings for a pod-private, memory-backed directory holding the token file.
+    """KubeSpawner settings for a pod-private, memory-backed directory holding the token file (optional).
 
-    Use as `c.KubeSpawner.volumes += v["volumes"]; c.KubeSpawner.volume_mounts += v["volume_mounts"]`
-    (KubeSpawner expands `{username}` in mount paths). The emptyDir lives as long as the pod, is not on the
-    shared filesystem, and is readable only inside the pod.
+    The default token path is under the pod's own /tmp, which works without any volume; mounting this emptyDir
+    there keeps the token off the node's disk. Use as `c.KubeSpawner.volumes += v["volumes"]` and
+    `c.KubeSpawner.volume_mounts += v["volume_mounts"]`.
     """
     directory = str(Path(token_file).parent)
     return {

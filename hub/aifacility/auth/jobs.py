@@ -32,7 +32,7 @@ def read_session_token(path: str | os.PathLike[str] | None = None) -> str:
 
 
 def job_token_secret(job_name: str, namespace: str, token: str, *,
-                     token_file: str = "/var/run/aifacility/token") -> dict[str, Any]:
+                     token_file: str = "/tmp/aifacility/token") -> dict[str, Any]:
     """The Secret, pod volume, container mount and env that give a job's pod the token at `token_file`.
 
     Returns {"secret": <v1 Secret>, "volume": ..., "volume_mount": ..., "env": [...]}; the Secret is named
