@@ -12,15 +12,18 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from typing import Any
 
 from aifacility.devcluster import kinds
+from aifacility.devcluster.agent.events import parse_time
 from aifacility.devcluster.agent.informer import cancel_all, follow
 from aifacility.devcluster.kinds import Kind
 from aifacility.devcluster.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
+EVENT_TTL_SECONDS = 3600
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 Ref = tuple[Kind, str, str]  # kind, namespace ("" for cluster-scoped), name
@@ -44,6 +47,20 @@ class GarbageCollector:
                 follow(cluster.store, kind, functools.partial(self._on_event, kind), synced=synced)))
         await asyncio.gather(*(e.wait() for e in events))
         self.sweep()
+        self._tasks.append(asyncio.create_task(self._expire_events()))
+
+    async def _expire_events(self) -> None:
+        """Events live one hour, like the API server's --event-ttl default, so the store does not grow forever."""
+        while True:
+            assert self._store is not None
+            cutoff = time.time() - EVENT_TTL_SECONDS
+            items, _ = self._store.list(kinds.EVENT)
+            for ev in items:
+                stamp = parse_time(ev.get("lastTimestamp") or ev["metadata"].get("creationTimestamp"))
+                if stamp is not None and stamp < cutoff:
+                    with contextlib.suppress(StoreError):
+                        self._store.delete(kinds.EVENT, ev["metadata"].get("namespace"), ev["metadata"]["name"])
+            await asyncio.sleep(60)
 
     async def stop(self) -> None:
         await cancel_all(self._tasks)

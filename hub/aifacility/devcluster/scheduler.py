@@ -307,12 +307,14 @@ class Scheduler:
         self._trigger = Trigger()
         self._store: Store | None = None
         self._events: EventRecorder | None = None
+        self._seen: dict[str, tuple[Any, ...]] = {}  # pod uid -> what scheduling looks at
         self.rounds = 0
 
     async def start(self, cluster: Any) -> None:
         self._store = cluster.store
         self._events = EventRecorder(cluster.store, SCHEDULER_NAME)
-        for kind in (kinds.POD, kinds.NODE, kinds.PVC):
+        self._tasks.append(asyncio.create_task(follow(cluster.store, kinds.POD, self._pod_changed)))
+        for kind in (kinds.NODE, kinds.PVC):
             self._tasks.append(asyncio.create_task(follow(cluster.store, kind, self._changed)))
         self._tasks.append(asyncio.create_task(self._loop()))
 
@@ -321,6 +323,21 @@ class Scheduler:
 
     def _changed(self, _type: str, _obj: dict[str, Any]) -> None:
         self._trigger.fire()
+
+    def _pod_changed(self, event: str, pod: dict[str, Any]) -> None:
+        """A round only when a pod's scheduling-relevant state changed, not at every status update of a
+        running pod (the node agent writes many), so rounds stay rare however many pods run."""
+        uid = pod["metadata"].get("uid", "")
+        if event == "DELETED":
+            self._seen.pop(uid, None)
+            self._trigger.fire()
+            return
+        spec = pod.get("spec") or {}
+        key = (spec.get("nodeName"), (pod.get("status") or {}).get("phase") in TERMINAL_PHASES,
+               bool(spec.get("schedulingGates")), bool(pod["metadata"].get("deletionTimestamp")))
+        if self._seen.get(uid) != key:
+            self._seen[uid] = key
+            self._trigger.fire()
 
     async def _loop(self) -> None:
         while True:
