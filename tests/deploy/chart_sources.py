@@ -1,15 +1,21 @@
-"""The umbrella chart's `values.schema.json`: a hand-written root plus the facility file's schema from the model.
+"""The two generated parts of the umbrella chart, kept in step with the facility model and the demo facility.
 
-The facility part is generated from `aifacility.facility.model.Facility` so that `helm install/lint/template`
-reject a typo in `facility:` the same way `aifacility check` does (cross-field checks, such as a profile naming
-an unknown image, stay with the model: helm cannot run them). Regenerate after a model change with
+- `values.schema.json`: a hand-written root plus the facility file's schema from
+  `aifacility.facility.model.Facility`, so that `helm install/lint/template` reject a typo in `facility:` the same
+  way `aifacility check` does (cross-field checks, such as a profile naming an unknown image, stay with the
+  model: helm cannot run them);
+- the `facility:` block of `values.yaml`: the demo facility with the values a production site must set (its
+  name, the IAM issuer, the images it built), comments included.
 
-    .venv/bin/python tests/deploy/chart_schema.py --write
+After a change of the model or of the demo facility, regenerate both with
+
+    .venv/bin/python tests/deploy/chart_sources.py --write
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,19 @@ from aifacility.facility.model import Facility
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "charts" / "aifacility" / "values.schema.json"
+VALUES_PATH = REPO / "charts" / "aifacility" / "values.yaml"
+DEMO_PATH = REPO / "hub" / "aifacility" / "demo" / "facility.yaml"
+# The facility block sits between these two lines of values.yaml.
+BLOCK_START = "facility:\n"
+BLOCK_END = "\n# --- subcharts"
+# What a production site sets differently from the demo: (pattern on the demo's line, replacement).
+SITE_VALUES = [
+    (r"^name: demo$", "name: aifacility"),
+    (r"^  issuer: .*$",
+     "  issuer: https://iam.example.org/   # SET THIS: your INDIGO IAM issuer (its /.well-known/openid-configuration)"),
+    (r"^(    image: )\S+/notebook-(ml|hep):\S+$",
+     r"\1registry.example.org/aifacility/notebook-\2:0.1.0   # built from images/notebook-\2"),
+]
 
 
 def _draft07_refs(node: Any) -> Any:
@@ -69,13 +88,38 @@ def values_schema() -> dict[str, Any]:
     }
 
 
-def render() -> str:
+def render_schema() -> str:
     return json.dumps(values_schema(), indent=2, sort_keys=False) + "\n"
+
+
+def facility_block() -> str:
+    """The demo facility with the site values, indented under `facility:`."""
+    lines = DEMO_PATH.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("apiVersion:"))  # after the header comment
+    out = []
+    applied = [0] * len(SITE_VALUES)
+    for line in lines[start:]:
+        for n, (pattern, repl) in enumerate(SITE_VALUES):
+            line, count = re.subn(pattern, repl, line)
+            applied[n] += count
+        out.append(f"  {line}" if line.strip() else "")
+    missing = [SITE_VALUES[n][0] for n, count in enumerate(applied) if not count]
+    if missing:
+        raise ValueError(f"{DEMO_PATH}: no line matches {missing}; update SITE_VALUES in {__file__}")
+    return "\n".join(out) + "\n"
+
+
+def render_values() -> str:
+    text = VALUES_PATH.read_text()
+    head, rest = text.split(BLOCK_START, 1)
+    _old, tail = rest.split(BLOCK_END, 1)
+    return head + BLOCK_START + facility_block() + BLOCK_END + tail
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
-        SCHEMA_PATH.write_text(render())
-        print(f"wrote {SCHEMA_PATH.relative_to(REPO)}")
+        SCHEMA_PATH.write_text(render_schema())
+        VALUES_PATH.write_text(render_values())
+        print(f"wrote {SCHEMA_PATH.relative_to(REPO)} and the facility block of {VALUES_PATH.relative_to(REPO)}")
     else:
-        sys.stdout.write(render())
+        sys.stdout.write(render_schema())
