@@ -159,3 +159,40 @@ spec:
                                                             "json").stdout)["items"], timeout=30)
     held = running.get("job", "held")
     assert held["status"].get("active", 0) == 0 and held["status"].get("failed", 0) == 0
+
+
+SLEEPY_JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: NAME}
+spec:
+  parallelism: 2
+  completions: 2
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers: [{name: main, image: x, command: [sleep, "300"]}]
+"""
+
+
+def _job_pods(running: RunningCluster, job: str) -> list[dict[str, Any]]:
+    items = json.loads(running.kubectl("get", "pods", "-o", "json").stdout)["items"]
+    return [p for p in items if p["metadata"].get("labels", {}).get("job-name") == job]
+
+
+def test_cascading_deletion_policies(running: RunningCluster) -> None:
+    running.apply(SLEEPY_JOB.replace("NAME", "keep") + "---" + SLEEPY_JOB.replace("NAME", "fore"))
+    running.wait_for(lambda: running.get("job", "keep")["status"].get("active") == 2
+                     and running.get("job", "fore")["status"].get("active") == 2)
+    running.kubectl("delete", "job", "keep", "--cascade=orphan")
+    pods = _job_pods(running, "keep")
+    assert len(pods) == 2
+    running.wait_for(lambda: all(not p["metadata"].get("ownerReferences") for p in _job_pods(running, "keep")))
+    running.kubectl("delete", "job", "fore", "--cascade=foreground", "--wait=false")
+    # Foreground: the Job stays (with its finalizer) until its pods are gone.
+    job = running.get("job", "fore")
+    assert "foregroundDeletion" in job["metadata"].get("finalizers", [])
+    running.wait_for(lambda: running.kubectl("get", "job", "fore", check=False).returncode != 0, timeout=30)
+    assert not _job_pods(running, "fore")
+    assert len(_job_pods(running, "keep")) == 2

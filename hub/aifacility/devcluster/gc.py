@@ -70,7 +70,7 @@ class GarbageCollector:
         nodes that are gone (the facility file no longer lists them), as the pod garbage collector does."""
         for uid, owners in list(self._owners.items()):
             if owners and not any(o in self._objects for o in owners):
-                self._delete(uid)
+                self._collect(uid)
         nodes = {name for kind, _, name in self._objects.values() if kind is kinds.NODE}
         self._delete_pods_of_missing_nodes(nodes)
 
@@ -98,9 +98,7 @@ class GarbageCollector:
                 self._dependents.get(owner, set()).discard(uid)
                 self._check_foreground(owner)
             for dep in list(self._dependents.pop(uid, set())):
-                owners = self._owners.get(dep, set())
-                if not any(o in self._objects for o in owners):
-                    self._delete(dep)
+                self._collect(dep)
             return
         self._objects[uid] = (kind, str(meta.get("namespace") or ""), str(meta["name"]))
         owners = {str(r.get("uid")) for r in meta.get("ownerReferences") or [] if r.get("uid")}
@@ -119,6 +117,36 @@ class GarbageCollector:
                 for dep in list(self._dependents.get(uid, set())):
                     self._delete(dep, propagation="Foreground")
                 self._check_foreground(uid)
+
+    def _owner_alive(self, ref: dict[str, Any], namespace: str) -> bool:
+        assert self._store is not None
+        try:
+            kind = kinds.by_kind(str(ref.get("apiVersion", "")), str(ref.get("kind", "")))
+        except KeyError:
+            return False  # a kind this cluster does not serve cannot own anything here
+        try:
+            owner = self._store.get(kind, namespace if kind.namespaced else None, str(ref.get("name", "")))
+        except StoreError:
+            return False
+        return owner["metadata"].get("uid") == ref.get("uid")
+
+    def _collect(self, uid: str) -> None:
+        """Delete a dependent whose owners are all gone, checked against the store itself: the watch events
+        of different kinds arrive in no particular order, so the index alone may be stale (as upstream, the
+        collector verifies with a live read before it deletes)."""
+        assert self._store is not None
+        where = self._objects.get(uid)
+        if where is None:
+            return
+        kind, ns, name = where
+        try:
+            obj = self._store.get(kind, ns or None, name)
+        except StoreError:
+            return
+        refs = obj["metadata"].get("ownerReferences") or []
+        if not refs or any(self._owner_alive(r, ns) for r in refs):
+            return
+        self._delete(uid)
 
     def _delete(self, uid: str, propagation: str = "Background") -> None:
         assert self._store is not None
