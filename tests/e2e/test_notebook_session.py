@@ -37,10 +37,10 @@ def test_alice_runs_a_cell_in_a_mig_pod_and_stopping_removes_it(facility: Runnin
     login(browser, facility.url, "alice", shot="login-iam")
     form = wait(browser, 90).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form#spawn_form")))
     choice = form.find_element(By.CSS_SELECTOR, 'input[name="profile"][value="mig-1g-10gb"]')
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", choice)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", choice)
     screenshot(browser, "spawn-page")
-    browser.execute_script("arguments[0].click();", choice)
-    form.find_element(By.CSS_SELECTOR, "[type=submit]").click()
+    submit = form.find_element(By.CSS_SELECTOR, "[type=submit]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", submit)
 
     wait(browser, 240).until(lambda d: "/user/alice/lab" in d.current_url)
     wait(browser, 120).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LauncherCard")))

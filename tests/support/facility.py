@@ -41,6 +41,7 @@ class RunningFacility:
         return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
 
     def start(self, timeout: float = 180) -> RunningFacility:
+        self.state_dir.parent.mkdir(parents=True, exist_ok=True)
         log = (self.state_dir.parent / f"up-{self.port}.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aifacility.cli", "up", "--state-dir", str(self.state_dir),

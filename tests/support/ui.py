@@ -31,7 +31,8 @@ def login(driver: webdriver.Chrome, base_url: str, username: str, password: str 
 
 
 def run_cell(driver: webdriver.Chrome, code: str, expect: str, timeout: float = 120) -> str:
-    """Open a new Python notebook from the JupyterLab launcher, run `code` in it and return the cell's output."""
+    """Open a new Python notebook from the JupyterLab launcher, run `code` in it and return the first output
+    that starts with `expect` (an error's traceback quotes the code, so a match anywhere would mislead)."""
     w = wait(driver, timeout)
     w.until(ec.element_to_be_clickable(
         (By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]'))).click()
@@ -40,5 +41,8 @@ def run_cell(driver: webdriver.Chrome, code: str, expect: str, timeout: float = 
     editor.send_keys(code)
     editor.send_keys(Keys.SHIFT, Keys.ENTER)
     out = w.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
-                                  if expect in e.text), None))
+                                  if e.text.startswith(expect)
+                                  or "Traceback" in e.text or "Error" in e.text), None))
+    if not out.text.startswith(expect):
+        raise AssertionError(f"the cell failed:\n{out.text}")
     return str(out.text)

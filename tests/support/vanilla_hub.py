@@ -54,10 +54,11 @@ def start_vanilla_hub(workdir: Path) -> VanillaHub:
         c.Authenticator.allow_all = True
         c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
         c.SimpleLocalProcessSpawner.home_dir_template = "{workdir}/home/{{username}}"
+        c.Spawner.cmd = ["{Path(sys.executable).parent / 'jupyterhub-singleuser'}"]
         c.Spawner.args = ["--allow-root"]
         c.Spawner.default_url = "/lab"
         c.JupyterHub.services = [{{"name": "bench", "api_token": "{hub.token}"}}]
-        c.JupyterHub.load_roles = [{{"name": "bench", "scopes": ["admin:users", "admin:servers"],
+        c.JupyterHub.load_roles = [{{"name": "bench", "scopes": ["admin:users", "admin:servers", "tokens"],
                                      "services": ["bench"]}}]
     """))
     log = (workdir / "hub.log").open("wb")

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from aifacility.facility.model import Facility
 from aifacility.launcher.secrets import persistent_secret
-from aifacility.launcher.supervisor import Component, free_port, http_ok
+from aifacility.launcher.supervisor import Component, free_port, http_ok, port_in_use
+from aifacility.oidc.launcher import EmbeddedOIDCProvider
 
 if TYPE_CHECKING:
     from aifacility.launcher.up import UpOptions
@@ -17,8 +18,29 @@ if TYPE_CHECKING:
 HUB_CONFIG = Path(__file__).resolve().parents[2] / "jupyterhub_config.py"
 
 
-def cluster_component(opts: UpOptions, facility: Facility, logs: Path) -> Component:
+def stable_port(state_dir: Path, name: str) -> int:
+    """The port `name` used last time if it is still free, else a new one (remembered for next time).
+
+    Addresses that others keep (the issuer inside tokens and sessions, the API server in a user's kubeconfig)
+    then stay the same across restarts of the facility."""
+    path = state_dir / "ports" / name
+    if path.exists():
+        port = int(path.read_text())
+        if not port_in_use("127.0.0.1", port):
+            return port
     port = free_port()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(port))
+    return port
+
+
+def public_url(opts: UpOptions) -> str:
+    host = "127.0.0.1" if opts.host in ("0.0.0.0", "localhost") else opts.host
+    return f"http://{host}:{opts.port}"
+
+
+def cluster_component(opts: UpOptions, facility: Facility, logs: Path) -> Component:
+    port = stable_port(opts.state_dir, "devcluster")
     return Component(
         name="development cluster",
         argv=[sys.executable, "-m", "aifacility.devcluster", "--facility", str(opts.facility),
@@ -28,14 +50,46 @@ def cluster_component(opts: UpOptions, facility: Facility, logs: Path) -> Compon
     )
 
 
-def extra_components(opts: UpOptions, facility: Facility, logs: Path, cluster: Component) -> Iterator[Component]:
-    """Components between the cluster and the hub (the OIDC provider, interLink plugins)."""
-    yield from ()
+class OIDCComponent(Component):
+    """The embedded OIDC provider (a Node process its own launcher supervises) as a facility component."""
+
+    def __init__(self, provider: EmbeddedOIDCProvider) -> None:
+        super().__init__(name="OIDC provider", argv=(), log=provider.log_path)
+        self.provider = provider
+
+    def start(self) -> None:
+        self.provider.start()
+
+    def alive(self) -> bool:
+        proc = self.provider._proc
+        return proc is not None and proc.poll() is None
+
+    def stop(self, grace: float = 15.0) -> None:
+        self.provider.stop()
+
+    def hub_env(self) -> dict[str, str]:
+        return {"AIFACILITY_IAM_ISSUER": self.provider.issuer,
+                "AIFACILITY_IAM_CLIENT_SECRET": self.provider.client_secret}
 
 
-def hub_env(opts: UpOptions) -> dict[str, str]:
+def oidc_provider(opts: UpOptions) -> EmbeddedOIDCProvider:
+    return EmbeddedOIDCProvider(
+        state_dir=opts.state_dir / "oidc", port=stable_port(opts.state_dir, "oidc"),
+        redirect_uris=[f"{public_url(opts)}/hub/oauth_callback"],
+    )
+
+
+def extra_components(opts: UpOptions, facility: Facility, logs: Path) -> Iterator[Component]:
+    """Components between the cluster and the hub: the embedded OIDC provider when no IAM is configured."""
+    if not facility.iam.issuer:
+        yield OIDCComponent(oidc_provider(opts))
+
+
+def hub_env(opts: UpOptions, extra: dict[str, str]) -> dict[str, str]:
     state = opts.state_dir
     return {
+        **extra,
+        "AIFACILITY_PUBLIC_URL": public_url(opts),
         "AIFACILITY_FACILITY": str(opts.facility),
         "AIFACILITY_STATE_DIR": str(state),
         "AIFACILITY_HUB_DATA": str(state / "hub"),
@@ -50,15 +104,14 @@ def hub_env(opts: UpOptions) -> dict[str, str]:
     }
 
 
-def hub_component(opts: UpOptions, facility: Facility, logs: Path) -> Component:
+def hub_component(opts: UpOptions, logs: Path, env: dict[str, str]) -> Component:
     data = opts.state_dir / "hub"
     data.mkdir(parents=True, exist_ok=True)
-    host = "127.0.0.1" if opts.host in ("0.0.0.0", "localhost") else opts.host
     return Component(
         name="JupyterHub",
         argv=[sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
-        env=hub_env(opts),
+        env=hub_env(opts, env),
         cwd=data,
         log=logs / "hub.log",
-        ready=http_ok(f"http://{host}:{opts.port}/hub/health", accept=lambda code: code == 200),
+        ready=http_ok(f"{public_url(opts)}/hub/health", accept=lambda code: code == 200),
     )

@@ -78,6 +78,10 @@ class Component:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def hub_env(self) -> dict[str, str]:
+        """Environment the hub needs to reach this component (none by default)."""
+        return {}
+
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM the component, then SIGKILL its whole process group if it lingers."""
         if self.proc is None:

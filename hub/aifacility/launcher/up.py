@@ -64,10 +64,12 @@ def run_up(opts: UpOptions) -> int:
     sup = Supervisor()
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        cluster = sup.start(cluster_component(opts, facility, logs), timeout=60)
-        for component in extra_components(opts, facility, logs, cluster):
+        sup.start(cluster_component(opts, facility, logs), timeout=60)
+        hub_env: dict[str, str] = {}
+        for component in extra_components(opts, facility, logs):
             sup.start(component, timeout=60)
-        sup.start(hub_component(opts, facility, logs), timeout=120)
+            hub_env.update(component.hub_env())
+        sup.start(hub_component(opts, logs, hub_env), timeout=120)
         _banner(opts, facility.name)
         while True:
             dead = sup.first_dead()
