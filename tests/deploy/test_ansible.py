@@ -19,7 +19,7 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.playbook.task import Task
-from deploy_support import ANSIBLE
+from deploy_support import ANSIBLE, CHART
 
 from aifacility.facility.model import Facility
 
@@ -275,3 +275,11 @@ def test_provisioned_vms_join_the_inventory_with_their_addresses(collections_pat
                                         "private_ip": "192.168.42.10"}
     assert report["hosts"]["gpu-a100-01"] == {"ansible_host": "192.168.42.11", "ansible_user": "ubuntu",
                                               "private_ip": "192.168.42.11"}
+
+
+def test_the_chart_install_adds_every_https_repository_the_chart_needs() -> None:
+    chart = _yaml(CHART / "Chart.yaml")
+    needed = {d["repository"] for d in chart["dependencies"] if d["repository"].startswith("https://")}
+    tasks = _yaml(ANSIBLE / "roles" / "aifacility" / "tasks" / "main.yml")
+    (repos,) = [t for t in tasks if "kubernetes.core.helm_repository" in t]
+    assert {r["url"] for r in repos["loop"]} == needed
