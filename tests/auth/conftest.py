@@ -14,7 +14,8 @@ from aifacility.oidc import DEMO_USERS, DemoUser, EmbeddedOIDCProvider
 ACCESS_TOKEN_TTL = 20
 TOKEN_MIN_LIFETIME = 8
 # "Alice" normalises to the same facility username as "alice" but is another IAM account.
-TEST_USERS = (*DEMO_USERS, DemoUser("Alice", ("physics",), name="Another Alice"))
+TEST_USERS = (*DEMO_USERS, DemoUser("Alice", ("physics",), name="Another Alice"),
+              DemoUser("___", ("physics",), name="No Letters"))
 
 
 @pytest.fixture(scope="session")

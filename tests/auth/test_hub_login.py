@@ -55,6 +55,12 @@ def test_a_second_iam_account_with_the_same_username_is_refused(hub: LocalHub) -
     assert hub.api("GET", "/users/alice").json()["auth_state"]["oauth_user"]["sub"] == sub
 
 
+def test_an_iam_name_without_letters_or_digits_is_refused(hub: LocalHub) -> None:
+    _, resp = login(hub, "___")
+    assert resp.status_code == 403
+    assert "cannot be given a facility username" in resp.text and "no letters or digits" in resp.text
+
+
 def test_forged_state_is_refused(hub: LocalHub) -> None:
     session = requests.Session()
     callback = submit_login(session, provider_login_page(session, hub), "bob")

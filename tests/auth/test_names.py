@@ -30,3 +30,13 @@ def test_group_prefix_is_removed() -> None:
     assert normalize_group("physics") == "physics"
     assert normalize_group("/cms/analysis") == "cms/analysis"
     assert normalize_group("#ml", "#") == "ml"
+
+
+def test_the_authenticator_lets_invalid_names_fail_validation_not_crash() -> None:
+    from aifacility.auth import IAMAuthenticator
+
+    auth = IAMAuthenticator(issuer="http://127.0.0.1:1", client_id="x", client_secret="y")
+    assert auth.normalize_username("Alice.Smith") == "alice-smith"
+    assert auth.normalize_username("___") == "___"
+    assert not auth.validate_username("___")
+    assert auth.validate_username("alice-smith")

@@ -84,7 +84,13 @@ class IAMAuthenticator(GenericOAuthenticator):
     # ---- usernames ----
 
     def normalize_username(self, username: str) -> str:
-        return names.normalize_username(super().normalize_username(username))
+        # Also called on config and REST API names: an unusable one is returned as is, so that
+        # validate_username refuses it with a 400 instead of a 500.
+        username = super().normalize_username(username)
+        try:
+            return names.normalize_username(username)
+        except names.InvalidUsername:
+            return username
 
     def validate_username(self, username: str) -> bool:
         return names.is_valid_username(username) and super().validate_username(username)
@@ -149,12 +155,16 @@ class IAMAuthenticator(GenericOAuthenticator):
     # ---- login ----
 
     async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict[str, Any] | None:
-        try:
-            model = await super().authenticate(handler, data, **kwargs)
-        except names.InvalidUsername as e:
-            handler.aifacility_refusal = Refusal("username", detail=str(e))
-            return None
+        model = await super().authenticate(handler, data, **kwargs)
         user_info = model["auth_state"][self.user_auth_state_key]
+        if not names.is_valid_username(model["name"]):
+            try:
+                names.normalize_username(model["name"])
+                detail = f"'{model['name']}' is not a valid facility username"
+            except names.InvalidUsername as e:
+                detail = str(e)
+            handler.aifacility_refusal = Refusal("username", iam_username=model["name"], detail=detail)
+            return None
         refusal = await self._collision(handler, model["name"], user_info)
         if refusal:
             handler.aifacility_refusal = refusal
