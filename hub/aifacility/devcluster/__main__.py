@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aifacility.facility import FacilityError, load_facility
 
@@ -22,6 +24,20 @@ def _listen(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"'{value}' is not HOST:PORT (e.g. 127.0.0.1:6443)")
     return host, int(port)
+
+
+def _load_plugin(spec: str) -> Callable[[Any], None]:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--plugin {spec!r}: expected MODULE:FUNCTION (e.g. mypackage.vk:install)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"--plugin {spec!r}: cannot import {module_name}: {e}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"--plugin {spec!r}: {module_name} has no function {attr}")
+    return fn
 
 
 async def _serve(cluster: DevCluster) -> None:
@@ -45,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facility", help="facility file (default: $AIFACILITY_FACILITY or the demo facility)")
     parser.add_argument("--state-dir", required=True, type=Path, help="where the cluster keeps its state")
     parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 0), help="HOST:PORT of the API server")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE:FUNCTION",
+                        help="call FUNCTION(cluster) at start, e.g. to serve interLink virtual nodes (repeatable)")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -54,12 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     except FacilityError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        plugins = [_load_plugin(spec) for spec in args.plugin]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     host, port = args.listen
     # Imported only now: a bad facility file is reported without loading the whole cluster.
     from aifacility.devcluster.cluster import DevCluster
 
     try:
-        asyncio.run(_serve(DevCluster(facility, args.state_dir, host, port)))
+        asyncio.run(_serve(DevCluster(facility, args.state_dir, host, port, plugins=plugins)))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             print(f"error: cannot listen on {host}:{port}: the address is already in use", file=sys.stderr)

@@ -41,6 +41,7 @@ class DevCluster:
 
     def __init__(self, facility: Facility, state_dir: Path, host: str = "127.0.0.1", port: int = 0, *,
                  extensions: Iterable[Callable[[web.Application], None]] = (),
+                 plugins: Iterable[Callable[[DevCluster], None]] = (),
                  backoff_base: float = 1.0) -> None:
         self.facility = facility
         self.state_dir = Path(state_dir).resolve()
@@ -52,6 +53,10 @@ class DevCluster:
         self.scheduler = Scheduler()
         self.kueue = KueueController()
         self._extensions = list(extensions)
+        # Called at start with the store open, before the API and the controllers start: the place to
+        # register providers for virtual nodes (self.agent.register_provider), their log providers
+        # (self.logs.register), API extensions and controllers.
+        self._plugins = list(plugins)
         self._controllers: list[Any] = [VolumeBinder(), self.scheduler, self.agent, JobController(),
                                         GarbageCollector(), self.kueue]
         self._started: list[Any] = []
@@ -85,6 +90,8 @@ class DevCluster:
             apply_nodes(self.store, self.facility)
             self._ensure_namespace(self.facility.namespace)
             self.kueue.install(self.store)
+            for plugin in self._plugins:
+                plugin(self)
             app = make_app(self.store, logs=self.logs,
                            extensions=[make_visibility_extension(self.store), *self._extensions])
             # Open watches are what is left at shutdown; waiting for them gains nothing.

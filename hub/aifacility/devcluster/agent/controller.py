@@ -62,7 +62,7 @@ class NodeAgent:
             node = store.get(kinds.NODE, None, name)
             ctx = NodeContext(
                 name=name, ip=node_ip(node), allocatable=dict((node.get("status") or {}).get("allocatable") or {}),
-                state_dir=cluster.state_dir, lookup=self._lookup, notify=self._notify, events=events,
+                state_dir=cluster.state_dir, lookup=self._lookup, notify=self.notify, events=events,
                 api_host=cluster.host, api_port=cluster.port,
                 backoff_base=self._backoff[0], backoff_max=self._backoff[1])
             provider = LocalProcessProvider(ctx, self.ips)
@@ -102,7 +102,8 @@ class NodeAgent:
 
         return lookup
 
-    def _notify(self, pod: Pod, status: dict[str, Any]) -> None:
+    def notify(self, pod: Pod, status: dict[str, Any]) -> None:
+        """Write a provider's status for a pod (virtual-kubelet's NotifyPods); conditions are merged."""
         assert self._store is not None
         uid = pod["metadata"]["uid"]
 
