@@ -163,3 +163,84 @@ spec:
     running.wait_for(lambda: waiting_reason() == "CreateContainerError")
     message = running.get("pod", "nocommand")["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
     assert "has no command" in message
+
+
+VOLUMES_POD = """
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {token: s3cr3t}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vols, labels: {team: physics}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: x
+    command: [sh, -c]
+    args:
+    - >-
+      cat /secrets/token; echo; cat /info/labels; echo; cat /projected/name; echo; cat /projected/tok; echo;
+      echo shared > /shared/group/file; cat /sub/only.txt; ls /dev/shm >/dev/null && echo shm;
+      stat -c %a /secrets/token
+    volumeMounts:
+    - {name: creds, mountPath: /secrets}
+    - {name: info, mountPath: /info}
+    - {name: proj, mountPath: /projected}
+    - {name: nfs, mountPath: /shared/group}
+    - {name: nfs, mountPath: /sub, subPath: inner}
+    - {name: shm, mountPath: /dev/shm}
+  volumes:
+  - {name: creds, secret: {secretName: creds, defaultMode: 0400}}
+  - name: info
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+  - name: proj
+    projected:
+      sources:
+      - downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}
+      - secret: {name: creds, items: [{key: token, path: tok}]}
+  - {name: nfs, nfs: {server: fs.example.org, path: /export/groups/physics}}
+  - {name: shm, emptyDir: {medium: Memory, sizeLimit: 1Gi}}
+"""
+
+
+def test_volume_kinds(running: RunningCluster) -> None:
+    assert running.cluster is not None
+    inner = running.cluster.state_dir / "nfs" / "fs.example.org" / "export" / "groups" / "physics" / "inner"
+    inner.mkdir(parents=True)
+    (inner / "only.txt").write_text("from-subpath\n")
+    running.apply(VOLUMES_POD)
+    running.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/vols", "--timeout=30s")
+    assert running.kubectl("logs", "vols").stdout.splitlines() == [
+        "s3cr3t", 'team="physics"', "vols", "s3cr3t", "from-subpath", "shm", "400"]
+    # NFS data lives outside the pod, so it stays when the pod goes.
+    assert (inner.parent / "file").read_text() == "shared\n"
+
+
+def test_exec_and_tcp_readiness_probes(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: probed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: late
+    image: x
+    command: [sh, -c, 'sleep 1; touch /tmp/ready; exec sleep 300']
+    readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}
+  - name: tcp
+    image: x
+    command: [python, -m, http.server, --bind, $(POD_IP), "8766"]
+    env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+    readinessProbe: {tcpSocket: {port: 8766}, periodSeconds: 1}
+""")
+    running.wait_for(lambda: any(s["name"] == "late" and s["state"].get("running")
+                                 for s in running.get("pod", "probed")["status"].get("containerStatuses", [])))
+    statuses = {s["name"]: s for s in running.get("pod", "probed")["status"]["containerStatuses"]}
+    assert statuses["late"]["ready"] is False
+    running.kubectl("wait", "--for=condition=Ready", "pod/probed", "--timeout=30s")
+    statuses = {s["name"]: s for s in running.get("pod", "probed")["status"]["containerStatuses"]}
+    assert statuses["late"]["ready"] and statuses["tcp"]["ready"]

@@ -196,3 +196,33 @@ def test_cascading_deletion_policies(running: RunningCluster) -> None:
     running.wait_for(lambda: running.kubectl("get", "job", "fore", check=False).returncode != 0, timeout=30)
     assert not _job_pods(running, "fore")
     assert len(_job_pods(running, "keep")) == 2
+
+
+def test_job_deadline_and_ttl(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: batch/v1
+kind: Job
+metadata: {name: slow}
+spec:
+  activeDeadlineSeconds: 1
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers: [{name: main, image: x, command: [sleep, "300"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: shortlived}
+spec:
+  ttlSecondsAfterFinished: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: x, command: ["true"]}]
+""")
+    running.kubectl("wait", "--for=condition=Failed", "job/slow", "--timeout=30s")
+    failed = next(c for c in running.get("job", "slow")["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "DeadlineExceeded"
+    running.wait_for(lambda: not _job_pods(running, "slow"), timeout=15)
+    running.wait_for(lambda: running.kubectl("get", "job", "shortlived", check=False).returncode != 0, timeout=15)
