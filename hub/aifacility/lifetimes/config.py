@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,22 @@ def _current(section: Any, key: str, default: Any) -> Any:
     return section[key] if key in section else default
 
 
+def _free_port() -> int:
+    # Several facilities (developers, CI jobs) share a machine: a fixed default port would collide.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | None = None,
               port: int | None = None, url: str | None = None, base_url: str = "/") -> None:
     """Add the lifetimes services, scopes, roles and templates to the JupyterHub config `c`.
 
     `data_dir` is the hub's data directory (default `$AIFACILITY_HUB_DATA`): the extension store and the
-    facility the services enforce live there. `port` is the service's loopback port (default
-    `$AIFACILITY_LIFETIMES_PORT`, else 10101). `url` is where the proxy and the sessions reach the service
-    (default `$AIFACILITY_LIFETIMES_URL`, else `http://127.0.0.1:<port>`; on Kubernetes e.g. `http://hub:10101`
-    with that port on the hub's Service). Call it after `Authenticator.admin_users` is set.
+    facility the services enforce live there. `url` is where the proxy and the sessions reach the service
+    (default `$AIFACILITY_LIFETIMES_URL`; on Kubernetes e.g. `http://hub:10101` with that port on the hub's
+    Service); without it the service listens on `http://127.0.0.1:<port>`, `port` defaulting to
+    `$AIFACILITY_LIFETIMES_PORT`, else a free port. Call it after `Authenticator.admin_users` is set.
     """
     data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
     data.mkdir(parents=True, exist_ok=True)
@@ -47,8 +55,13 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     # The services enforce exactly the facility the hub was configured with (not a file that may have changed).
     facility_file = data / "lifetimes-facility.json"
     facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
-    port = port or int(os.environ.get("AIFACILITY_LIFETIMES_PORT", "10101"))
-    url = (url or os.environ.get("AIFACILITY_LIFETIMES_URL") or f"http://127.0.0.1:{port}").rstrip("/")
+    url = (url or os.environ.get("AIFACILITY_LIFETIMES_URL") or "").rstrip("/")
+    if not url:
+        raw = os.environ.get("AIFACILITY_LIFETIMES_PORT") or "0"
+        if not raw.isdigit() or int(raw) > 65535:
+            raise ValueError(f"AIFACILITY_LIFETIMES_PORT must be a TCP port number, not {raw!r}")
+        port = port or int(raw) or _free_port()
+        url = f"http://127.0.0.1:{port}"
     env = {"AIFACILITY_FACILITY": str(facility_file), DB_ENV: str(store.path), "PYTHONUNBUFFERED": "1"}
 
     c.JupyterHub.custom_scopes = {
