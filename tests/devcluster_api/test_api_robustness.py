@@ -92,3 +92,23 @@ def test_weird_queries_never_500(server):
     ):
         code, answer = _send(server.url + path, "GET", None)
         assert code == 404 and answer["kind"] == "Status", path
+
+
+def test_stopping_ends_open_watches(server):
+    import threading
+    import time
+
+    finished = threading.Event()
+
+    def watch() -> None:
+        with urllib.request.urlopen(f"{server.url}/api/v1/namespaces?watch=1&timeoutSeconds=60", timeout=30) as r:
+            r.read()
+        finished.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    server.stop()
+    assert finished.wait(10)
+    assert time.monotonic() - started < 5  # not the 60 s the watch asked for
+    server.start()

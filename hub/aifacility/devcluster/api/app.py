@@ -13,7 +13,7 @@ from ..store import NotFound, Store
 from . import discovery, openapi
 from .errors import status_middleware
 from .handlers import dispatch
-from .state import API_GROUPS_KEY, SETTINGS_KEY, STORE_KEY
+from .state import API_GROUPS_KEY, OPEN_WATCHES_KEY, SETTINGS_KEY, STORE_KEY
 from .validation import admission_hook
 
 Extension = Callable[[web.Application], None]
@@ -35,6 +35,8 @@ def make_app(
     app[STORE_KEY] = store
     app[API_GROUPS_KEY] = {}
     app[SETTINGS_KEY] = {"bookmark_interval": bookmark_interval}
+    app[OPEN_WATCHES_KEY] = set()
+    app.on_shutdown.append(_end_watches)
     if logs is None:
         logs = LogRegistry(store.state_dir)
     if logs.pod_getter is None:
@@ -52,6 +54,12 @@ def make_app(
         app.router.add_route(method, "/api/{version:v1}/{tail:.+}", dispatch)
         app.router.add_route(method, "/apis/{group}/{version}/{tail:.+}", dispatch)
     return app
+
+
+async def _end_watches(app: web.Application) -> None:
+    """Shutting down: end every watch stream cleanly (clients re-watch), instead of waiting for their timeouts."""
+    for watcher in list(app[OPEN_WATCHES_KEY]):
+        watcher.close()
 
 
 def _pod_or_none(store: Store, namespace: str, name: str) -> dict | None:

@@ -12,3 +12,5 @@ STORE_KEY: web.AppKey[Store] = web.AppKey("devcluster_store", Store)
 # (group, version) -> APIResource entries added by extensions (e.g. the Kueue visibility API)
 API_GROUPS_KEY: web.AppKey[dict[tuple[str, str], list[dict[str, Any]]]] = web.AppKey("devcluster_api_groups", dict)
 SETTINGS_KEY: web.AppKey[dict[str, Any]] = web.AppKey("devcluster_api_settings", dict)
+# Watches being served, closed on shutdown so that a stopping server does not wait for them to time out.
+OPEN_WATCHES_KEY: web.AppKey[set[Any]] = web.AppKey("devcluster_open_watches", set)

@@ -13,7 +13,7 @@ from ..store import StoreError, WatchEvent
 from . import tables
 from .errors import ApiError
 from .request import Target, flag, integer
-from .state import SETTINGS_KEY, STORE_KEY
+from .state import OPEN_WATCHES_KEY, SETTINGS_KEY, STORE_KEY
 
 Obj = dict[str, Any]
 DEFAULT_TIMEOUT_SECONDS = 1800  # the real server picks 30-60 minutes; clients re-watch anyway
@@ -68,8 +68,9 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
             await response.write_eof()
         return response
 
+    open_watches = request.app[OPEN_WATCHES_KEY]
+    open_watches.add(watcher)
     response = _start(request)
-    await response.prepare(request)
     headers_sent = False
 
     def render(ev_type: str, obj: Obj) -> bytes:
@@ -84,6 +85,7 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
+        await response.prepare(request)
         for obj in initial_items:
             await response.write(render("ADDED", obj))
         if send_initial == "true" and bookmarks:
@@ -119,6 +121,7 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
         pass  # the client went away (aiohttp's ClientConnectionResetError is a ConnectionResetError)
     finally:
         watcher.close()
+        open_watches.discard(watcher)
     return response
 
 
