@@ -88,6 +88,9 @@ def bob_server(hub: LocalHub) -> Iterator[dict[str, str]]:
     login(hub, "bob")
     assert hub.api("POST", "/users/bob/server").status_code in (201, 202)
     hub.wait_server("bob")
+    deadline = time.monotonic() + 30  # the session's extension fetches the token once the server is up
+    while not hub.token_file("bob").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
     yield hub.server_env("bob")
     hub.api("DELETE", "/users/bob/server")
 
@@ -140,6 +143,55 @@ def test_personal_tokens_cookies_and_services_cannot_read_tokens(hub: LocalHub, 
     assert service.status_code == 403 and "access_token" not in service.text
     browser, _ = login(hub, "bob")
     assert browser.get(f"{hub.url}/hub/api/aifacility/token", timeout=30).status_code == 403
+
+
+async def _run_in_kernel(hub: LocalHub, user: str, token: str, code: str) -> str:
+    """Start a kernel in the user's server (through the proxy, as JupyterLab does) and return its stdout."""
+    import uuid
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    base = f"{hub.url}/user/{user}/api/kernels"
+    headers = {"Authorization": f"token {token}"}
+    http = AsyncHTTPClient()
+    resp = await http.fetch(base, method="POST", headers=headers, body=json.dumps({"name": "python3"}),
+                            request_timeout=60)
+    kernel = json.loads(resp.body)
+    try:
+        ws = await websocket_connect(HTTPRequest(f"{base.replace('http', 'ws', 1)}/{kernel['id']}/channels",
+                                                 headers=headers))
+        msg_id = uuid.uuid4().hex
+        await ws.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": user, "session": msg_id,
+                       "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False, "allow_stdin": False}}))
+        out = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            raw = await ws.read_message()
+            if raw is None:
+                break
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out += msg["content"]["text"]
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        ws.close()
+        return out
+    finally:
+        await http.fetch(f"{base}/{kernel['id']}", method="DELETE", headers=headers, request_timeout=30)
+
+
+async def test_kernels_see_the_token_in_access_token(hub: LocalHub, bob_server: dict[str, str]) -> None:
+    out = await _run_in_kernel(hub, "bob", bob_server["JUPYTERHUB_API_TOKEN"], (
+        "import os\n"
+        "tok = open(os.environ['BEARER_TOKEN_FILE']).read().strip()\n"
+        "print('SAME' if os.environ.get('ACCESS_TOKEN') == tok and tok else 'DIFFERENT')\n"))
+    assert out.strip() == "SAME"
 
 
 def test_no_token_reaches_a_log(hub: LocalHub, provider: EmbeddedOIDCProvider) -> None:
