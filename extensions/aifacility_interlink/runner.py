@@ -132,6 +132,8 @@ class ScriptBuilder:
             f"# aifacility-interlink runner for pod {meta.namespace}/{meta.name} ({meta.uid})",
             _PRELUDE.strip("\n"),
             f"CTN={_q(job_dir / 'ctn')}",
+            "# a requeued job starts afresh: earlier exit statuses would report it finished",
+            'rm -f -- "$CTN"/*.status "$CTN"/*.started',
         ]
         names: set[str] = set()
         groups = [("init", spec.initContainers or []), ("run", spec.containers)]

@@ -58,6 +58,14 @@ def _hand_over(job_dir: Path, sc: PodSecurityContext | None) -> None:
             os.chown(os.path.join(root, name), sc.runAsUser, gid, follow_symlinks=False)
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 class UnknownPod(LookupError):
     """The plugin has no record of this pod (or container)."""
 
@@ -188,11 +196,13 @@ class PluginService:
         )
 
     def _build(self, row: PodRow, info: JobInfo | None) -> tuple[PodStatus, bool]:
-        ctn_dir = row.job_dir / "ctn"
-        try:
-            present = set(os.listdir(ctn_dir))
-        except OSError:
-            present = set()
+        ctn_dir = row.dir + "/ctn"
+        present: set[str] = set()
+        if info is None or info.state != "pending":  # a pending job has not written anything yet
+            try:
+                present = set(os.listdir(ctn_dir))
+            except OSError:
+                pass
         if info is None and time.time() - row.created < LOST_AFTER_SECONDS:
             info = JobInfo("pending", "UNLISTED", "Submitted", "waiting for the batch system to list the job")
         if info is None:
@@ -218,13 +228,13 @@ class PluginService:
         return st, all_done
 
     @staticmethod
-    def _ctn_state(ctn_dir: Path, base: str, present: set[str], info: JobInfo, init_failed: bool,
+    def _ctn_state(ctn_dir: str, base: str, present: set[str], info: JobInfo, init_failed: bool,
                    init_running: bool) -> ContainerState:
         started = None
         if f"{base}.started" in present:
-            started = (ctn_dir / f"{base}.started").read_text().strip() or None
+            started = _read(f"{ctn_dir}/{base}.started") or None
         if f"{base}.status" in present:
-            code, _, finished = (ctn_dir / f"{base}.status").read_text().strip().partition(" ")
+            code, _, finished = _read(f"{ctn_dir}/{base}.status").partition(" ")
             ec = int(code) if code.lstrip("-").isdigit() else 1
             return ContainerState(terminated=ContainerStateTerminated(
                 exitCode=ec, reason="Completed" if ec == 0 else "Error",

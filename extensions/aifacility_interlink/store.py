@@ -35,7 +35,7 @@ class PodRow:
     uid: str
     namespace: str
     name: str
-    job_dir: Path
+    dir: str  # the job dir; a str, as building 500 Path objects per /status poll is measurable
     jid: str | None
     phase: str
     created: float
@@ -43,9 +43,14 @@ class PodRow:
     delete_error: str | None
     containers: str
 
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.dir)
+
 
 class Store:
-    """Thread-safe (one connection, one lock); WAL with synchronous=FULL: a commit is on disk when it returns."""
+    """Thread-safe (one connection, one lock); WAL with synchronous=FULL: a commit is on disk when it returns
+    (the row written before a job is submitted, and a delete request); see _exec for the other records."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,11 +67,20 @@ class Store:
     def _rows(self, sql: str, args: Iterable[object] = ()) -> list[PodRow]:
         with self._lock:
             cur = self._db.execute(sql, tuple(args))
-            return [PodRow(r[0], r[1], r[2], Path(r[3]), *r[4:]) for r in cur.fetchall()]
+            return [PodRow(*r) for r in cur.fetchall()]
 
-    def _exec(self, sql: str, args: Iterable[object]) -> None:
+    def _exec(self, sql: str, args: Iterable[object], durable: bool = True) -> None:
+        """durable=False for records the plugin can rebuild from the batch system and the job dir: they
+        survive a crash of the plugin (WAL), only not a power loss, and save an fsync on the hot path."""
         with self._lock:
-            self._db.execute(sql, tuple(args))
+            if durable:
+                self._db.execute(sql, tuple(args))
+                return
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute(sql, tuple(args))
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     _COLS = "uid, namespace, name, job_dir, jid, phase, created, final_status, delete_error, containers"
 
@@ -95,19 +109,22 @@ class Store:
         )
 
     def submitted(self, uid: str, jid: str) -> None:
-        self._exec("UPDATE pods SET jid = ?, phase = 'submitted' WHERE uid = ?", (jid, uid))
+        # Rebuildable: a "submitting" row is resolved by looking the job up by name (the pod uid).
+        self._exec("UPDATE pods SET jid = ?, phase = 'submitted' WHERE uid = ?", (jid, uid), durable=False)
 
     def forget(self, uid: str) -> None:
         self._exec("DELETE FROM pods WHERE uid = ?", (uid,))
 
     def set_final(self, uid: str, status_json: str) -> None:
-        self._exec("UPDATE pods SET final_status = ? WHERE uid = ?", (status_json, uid))
+        # Rebuildable from the exit-status files in the job dir.
+        self._exec("UPDATE pods SET final_status = ? WHERE uid = ?", (status_json, uid), durable=False)
 
     def mark_deleting(self, uid: str) -> None:
         self._exec("UPDATE pods SET phase = 'deleting' WHERE uid = ?", (uid,))
 
     def delete_failed(self, uid: str, error: str) -> None:
-        self._exec("UPDATE pods SET delete_error = ? WHERE uid = ?", (error, uid))
+        self._exec("UPDATE pods SET delete_error = ? WHERE uid = ?", (error, uid), durable=False)
 
     def mark_deleted(self, uid: str) -> None:
-        self._exec("UPDATE pods SET phase = 'deleted', delete_error = NULL WHERE uid = ?", (uid,))
+        # Rebuildable: a pod still marked "deleting" is checked again and found ended.
+        self._exec("UPDATE pods SET phase = 'deleted', delete_error = NULL WHERE uid = ?", (uid,), durable=False)

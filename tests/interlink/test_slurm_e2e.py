@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 from collections import Counter
 
 import pytest
@@ -226,3 +227,32 @@ async def test_crash_between_sbatch_and_record_does_not_submit_twice(slurm, plug
         assert (await c.create(retrieved(p))).PodJID == jid
     assert "sbatch" not in calls.read_text().split()
     assert squeue(slurm, "--states=all", "--name", uid, "-o", "%i").split() == [jid]
+
+
+async def test_jobs_slurm_forgot_are_answered_from_exit_files(slurm, plugin_factory) -> None:
+    """Without slurmdbd, SLURM forgets a job MinJobAge after it ends: the runner's files still answer; a job
+    that left nothing is reported lost (never pending forever)."""
+    plugin = plugin_factory(slurm, runtime="none")
+    done = pod("forgotten", [container("main", "echo bye; exit 4")])
+    async with plugin.client() as c:
+        jid = (await c.create(retrieved(done))).PodJID
+    for _ in range(100):
+        if squeue(slurm, "--states=all", "-j", jid, "-o", "%T").strip() in ("COMPLETED", "FAILED"):
+            break
+        await asyncio.sleep(0.2)
+    plugin.kill(signal.SIGKILL)
+    lost = pod("lost", [container("main", "true")])
+    db = sqlite3.connect(plugin.data_root / "plugin.sqlite")
+    # job ids SLURM never had stand for jobs it has purged
+    db.execute("UPDATE pods SET jid = '987654' WHERE uid = ?", (done["metadata"]["uid"],))
+    db.execute("INSERT INTO pods (uid, namespace, name, job_dir, jid, phase, created, containers) VALUES "
+               "(?, 'physics', 'lost', ?, '987655', 'submitted', 0, ?)",
+               (lost["metadata"]["uid"], str(plugin.data_root / "nowhere"), '{"init": [], "run": [["main", "x"]]}'))
+    db.commit()
+    db.close()
+    plugin.start()
+    async with plugin.client() as c:
+        [st] = await c.status([done])  # a single unknown id: squeue fails on it, the plugin must not
+        assert st.containers[0].state.terminated.exitCode == 4
+        [st] = await c.status([lost])
+        assert st.containers[0].state.terminated.reason == "JobLost"

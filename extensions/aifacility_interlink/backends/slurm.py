@@ -86,7 +86,7 @@ class SlurmBackend(Backend):
         self.s = cfg.slurm
         self.calls = 0
 
-    async def _run(self, *argv: str, check: bool = True) -> str:
+    async def _run(self, *argv: str, unknown_job_ok: bool = False) -> str:
         self.calls += 1
         cmd = [*self.s.command_prefix, *argv]
         try:
@@ -101,8 +101,9 @@ class SlurmBackend(Backend):
             proc.kill()
             await proc.wait()
             raise BackendError(f"{argv[0]} did not answer within {self.s.command_timeout:.0f} s") from exc
-        if check and proc.returncode != 0:
-            raise BackendError(f"{argv[0]} failed ({proc.returncode}): {err.decode(errors='replace').strip()}")
+        message = err.decode(errors="replace").strip()
+        if proc.returncode != 0 and not (unknown_job_ok and "Invalid job id" in message):
+            raise BackendError(f"{argv[0]} failed ({proc.returncode}): {message}")
         return out.decode(errors="replace")
 
     # ---- submission ------------------------------------------------------------------------------------
@@ -171,17 +172,17 @@ class SlurmBackend(Backend):
         result: dict[str, JobInfo] = {}
         if not jids:
             return result
-        # squeue ignores ids it no longer knows; --states=all keeps finished jobs for MinJobAge.
-        for i in range(0, len(jids), 5000):
-            chunk = jids[i : i + 5000]
-            out = await self._run("squeue", "-h", "--states=all", "-j", ",".join(chunk), "-o", "%i|%T|%r")
-            for line in out.splitlines():
-                parts = line.strip().split("|", 2)
-                if len(parts) != 3:
-                    continue
-                jid, state, reason = parts
-                state = state.split()[0] if state else ""
-                result[jid] = self._info(state, reason)
+        # One call for all pods (-j works for jobs of any user, e.g. submitted with --uid). squeue ignores
+        # unknown ids in a list but fails on a single unknown id, hence unknown_job_ok.
+        out = await self._run("squeue", "-h", "--states=all", "-j", ",".join(jids), "-o", "%i|%T|%r",
+                              unknown_job_ok=True)
+        wanted = set(jids)
+        for line in out.splitlines():
+            parts = line.strip().split("|", 2)
+            if len(parts) != 3 or parts[0] not in wanted:
+                continue
+            jid, state, reason = parts
+            result[jid] = self._info(state.split()[0] if state else "", reason)
         return result
 
     @staticmethod
