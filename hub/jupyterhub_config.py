@@ -33,10 +33,13 @@ c.JupyterHub.cleanup_servers = env("AIFACILITY_CLEANUP_SERVERS", "1") == "1"
 c.JupyterHub.last_activity_interval = 60
 
 # --- operations: a service token for the facility's own tools (tests, benchmarks, admin CLI) -------------------
+# Appended, not assigned: the chart (z2jh) and the other parts below declare services and roles of their own.
 if env("AIFACILITY_ADMIN_TOKEN"):
-    c.JupyterHub.services = [{"name": "aifacility-admin", "api_token": env("AIFACILITY_ADMIN_TOKEN")}]
-    c.JupyterHub.load_roles = [{"name": "aifacility-admin", "scopes": ["admin:users", "admin:servers",
-                                "admin:groups", "read:hub", "admin-ui", "tokens"], "services": ["aifacility-admin"]}]
+    c.JupyterHub.services = [*c.JupyterHub.get("services", []),
+                             {"name": "aifacility-admin", "api_token": env("AIFACILITY_ADMIN_TOKEN")}]
+    c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []),
+                               {"name": "aifacility-admin", "services": ["aifacility-admin"],
+                                "scopes": ["admin:users", "admin:servers", "admin:groups", "read:hub", "tokens"]}]
 
 # --- notebooks: profiles, storage, quotas, queued sessions on Kubernetes ---------------------------------------
 from aifacility.spawner import configure as configure_spawner  # noqa: E402
