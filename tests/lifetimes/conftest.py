@@ -136,9 +136,7 @@ def start_hub(workdir: Path, token: str | None = None) -> LifetimesHub:
         c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
         c.SimpleLocalProcessSpawner.home_dir_template = "{workdir}/home/{{username}}"
         c.Spawner.cmd = ["{singleuser}"]
-        # the in-session notice, as the notebook image enables it
-        c.Spawner.args = ["--allow-root",
-                          "--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice"]
+        c.Spawner.args = ["--allow-root"]  # configure() adds the in-session notice
         c.Spawner.ip = "127.0.0.1"
         c.JupyterHub.services = [{{"name": "tester", "api_token": "{hub.token}"}}]
         c.JupyterHub.load_roles = [{{"name": "tester", "scopes": ["admin:users", "admin:servers", "tokens"],

@@ -36,6 +36,7 @@ def test_configure_merges_with_existing_services_roles_and_templates(tmp_path: P
     assert c.JupyterHub.template_paths[1:] == ["/elsewhere"]
     assert c.Spawner.environment == {"KEEP": "1",
                                      "AIFACILITY_LIFETIMES_API": "http://hub:10101/services/lifetimes/api"}
+    assert c.Spawner.args == ["--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice"]
     assert isinstance(c.JupyterHub.template_vars["aifacility_lifetimes"], HubSessions)
     # the services enforce the facility the hub was given
     assert load_facility(tmp_path / "lifetimes-facility.json") == facility()

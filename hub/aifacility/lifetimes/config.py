@@ -25,6 +25,7 @@ from aifacility.lifetimes.store import DB_ENV, DB_NAME, ExtensionStore
 SERVICE = "lifetimes"
 CULLER = "lifetimes-culler"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+NOTICE_FLAG = "--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice"
 
 
 def _current(section: Any, key: str, default: Any) -> Any:
@@ -40,14 +41,17 @@ def _free_port() -> int:
 
 
 def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | None = None,
-              port: int | None = None, url: str | None = None, base_url: str = "/") -> None:
+              port: int | None = None, url: str | None = None, base_url: str = "/",
+              session_notice: bool = True) -> None:
     """Add the lifetimes services, scopes, roles and templates to the JupyterHub config `c`.
 
     `data_dir` is the hub's data directory (default `$AIFACILITY_HUB_DATA`): the extension store and the
     facility the services enforce live there. `url` is where the proxy and the sessions reach the service
     (default `$AIFACILITY_LIFETIMES_URL`; on Kubernetes e.g. `http://hub:10101` with that port on the hub's
     Service); without it the service listens on `http://127.0.0.1:<port>`, `port` defaulting to
-    `$AIFACILITY_LIFETIMES_PORT`, else a free port. Call it after `Authenticator.admin_users` is set.
+    `$AIFACILITY_LIFETIMES_PORT`, else a free port. `session_notice` adds the JupyterLab notice to the
+    sessions' command line (their image must have the aifacility package). Call it after
+    `Authenticator.admin_users` is set.
     """
     data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
     data.mkdir(parents=True, exist_ok=True)
@@ -119,6 +123,12 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     # Where sessions reach the service directly (the proxy does not strip prefixes, so the path is the same).
     c.Spawner.environment = {**_current(c.Spawner, "environment", {}),
                              "AIFACILITY_LIFETIMES_API": f"{url}/services/{SERVICE}/api"}
+    if session_notice:
+        # JupyterLab's update check, answered with the session's end (see session.py); the notebook images
+        # carry the aifacility package already (aifacility[notebook]).
+        args = list(_current(c.Spawner, "args", []))
+        if NOTICE_FLAG not in args:
+            c.Spawner.args = [*args, NOTICE_FLAG]
 
     c.JupyterHub.template_paths = [str(TEMPLATES), *_current(c.JupyterHub, "template_paths", [])]
     page = f"{base_url.rstrip('/')}/services/{SERVICE}/"

@@ -5,9 +5,9 @@ shown in the notification centre) and lets a site replace that check: `LabApp.ch
 answers with the session's schedule from the lifetimes service instead, e.g. "This session ends at 18:05 UTC (in
 45 min)". Reloading the page refreshes it; the live countdown and the Extend button are on the hub's home page.
 
-Enable it in the notebook image (it needs the `aifacility` package there):
-
-    c.LabApp.check_for_updates_class = "aifacility.lifetimes.session.SessionNotice"
+`aifacility.lifetimes.configure` enables it on the sessions' command line
+(`--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice`); the notebook images carry the
+`aifacility` package.
 
 It uses what the hub gives every server: JUPYTERHUB_API_TOKEN (whose `server` role `configure` widens with
 `custom:lifetimes:read!user` and access to the service), JUPYTERHUB_USER, JUPYTERHUB_SERVER_NAME, plus
