@@ -62,19 +62,31 @@ async def test_background_cascade(cluster: DevCluster) -> None:
 
 
 async def test_orphan_keeps_dependents_without_the_reference(cluster: DevCluster) -> None:
-    family(cluster, "or", ["orphan"])
-    cluster.store.delete(kinds.CONFIGMAP, "default", "or")
+    family(cluster, "or")
+    cluster.store.delete(kinds.CONFIGMAP, "default", "or", propagation_policy="Orphan")
     await until(lambda: not exists(cluster, kinds.CONFIGMAP, "or"))
     child = cluster.store.get(kinds.CONFIGMAP, "default", "or-child-0")
     assert not child["metadata"].get("ownerReferences")
 
 
 async def test_foreground_deletes_dependents_first(cluster: DevCluster) -> None:
-    family(cluster, "fg", ["foregroundDeletion"])
-    cluster.store.delete(kinds.CONFIGMAP, "default", "fg")
+    family(cluster, "fg")
+    watcher = cluster.store.watch(kinds.CONFIGMAP, "default")
+    cluster.store.delete(kinds.CONFIGMAP, "default", "fg", propagation_policy="Foreground")
+    marked = cluster.store.get(kinds.CONFIGMAP, "default", "fg")
+    assert "foregroundDeletion" in marked["metadata"]["finalizers"]
     await until(lambda: not exists(cluster, kinds.CONFIGMAP, "fg"))
     assert not exists(cluster, kinds.CONFIGMAP, "fg-child-0")
     assert not exists(cluster, kinds.CONFIGMAP, "fg-child-1")
+    deleted = []
+    async with asyncio.timeout(5):
+        async for event in watcher:
+            if event.type == "DELETED":
+                deleted.append(event.object["metadata"]["name"])
+            if "fg" in deleted:
+                break
+    watcher.close()
+    assert deleted[-1] == "fg" and set(deleted[:-1]) == {"fg-child-0", "fg-child-1"}
 
 
 async def test_a_new_owner_with_the_same_name_does_not_adopt(cluster: DevCluster) -> None:
