@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+from aifacility.devcluster import kinds
 
 if TYPE_CHECKING:
     from conftest import RunningCluster
@@ -244,3 +246,32 @@ spec:
     running.kubectl("wait", "--for=condition=Ready", "pod/probed", "--timeout=30s")
     statuses = {s["name"]: s for s in running.get("pod", "probed")["status"]["containerStatuses"]}
     assert statuses["late"]["ready"] and statuses["tcp"]["ready"]
+
+
+def test_sigkill_after_the_grace_period(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: main, image: x, command: [sh, -c, 'trap "" TERM; echo trapped; while true; do sleep 0.1; done']}
+""")
+    running.kubectl("wait", "--for=condition=Ready", "pod/stubborn", "--timeout=30s")
+    running.wait_for(lambda: running.kubectl("logs", "stubborn").stdout == "trapped\n")
+    assert running.cluster is not None
+    store = running.cluster.store
+    seen: list[dict[str, Any]] = []
+
+    def record() -> None:
+        seen.append(store.get(kinds.POD, "default", "stubborn"))
+
+    running.kubectl("delete", "pod", "stubborn", "--wait=false")
+    running.call(record)
+    assert seen[0]["metadata"]["deletionTimestamp"]  # marked, not gone: the agent stops it first
+    running.wait_for(lambda: running.kubectl("get", "pod", "stubborn", check=False).returncode != 0, timeout=15)
+    events = json.loads(running.kubectl("get", "events", "--field-selector", "involvedObject.name=stubborn",
+                                        "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "Killing" and e["message"] == "Stopping container main" for e in events)
+    assert not _pod_processes("trap")
