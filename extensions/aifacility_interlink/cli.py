@@ -11,10 +11,16 @@ from .backends.base import Backend
 from .config import ConfigError, PluginConfig, load_config
 
 
-def _listen(value: str) -> tuple[str, int]:
+def _listen(value: str) -> tuple[str, int] | str:
+    """HOST:PORT, or unix:///path/to.sock (interLink reaches plugins over either)."""
+    if value.startswith("unix:"):
+        path = value.removeprefix("unix:").removeprefix("//")
+        if not path.startswith("/"):
+            raise argparse.ArgumentTypeError(f"{value!r}: the socket path must be absolute (unix:///run/x.sock)")
+        return path
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:4000)")
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:4000) or unix:///path")
     return host.strip("[]"), int(port)
 
 
@@ -23,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the plugin server")
     s.add_argument("--backend", choices=["slurm", "htcondor"])
-    s.add_argument("--listen", type=_listen, default=("127.0.0.1", 4000), help="HOST:PORT (default 127.0.0.1:4000)")
+    s.add_argument("--listen", type=_listen, default=("127.0.0.1", 4000),
+                   help="HOST:PORT or unix:///path.sock (default 127.0.0.1:4000)")
     s.add_argument("--data-root", type=Path, help="job dirs and the state database (on the shared filesystem)")
     s.add_argument("--runtime", choices=["apptainer", "singularity", "bwrap", "none"])
     s.add_argument("--config", type=Path, help="YAML file: flavors, resource mappings, token, ping settings")
@@ -62,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # e.g. an unwritable data root, missing HTCondor bindings
         print(f"aifacility-interlink: cannot start: {exc}", file=sys.stderr)
         return 2
-    host, port = args.listen
-    uvicorn.run(create_app(service, token), host=host, port=port, log_level=args.log_level, access_log=False)
+    app = create_app(service, token)
+    if isinstance(args.listen, str):
+        uvicorn.run(app, uds=args.listen, log_level=args.log_level, access_log=False)
+    else:
+        host, port = args.listen
+        uvicorn.run(app, host=host, port=port, log_level=args.log_level, access_log=False)
     return 0
 
 

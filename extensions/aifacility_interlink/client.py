@@ -33,7 +33,13 @@ def _dump(obj: Any) -> Any:
 
 
 class PluginClient:
+    """``url`` is ``http://host:port`` or ``unix:///path/to.sock``."""
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        self._socket: str | None = None
+        if url.startswith("unix:"):
+            self._socket = url.removeprefix("unix:").removeprefix("//")
+            url = "http://localhost"
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -54,7 +60,8 @@ class PluginClient:
 
     def _s(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+            connector = aiohttp.UnixConnector(path=self._socket) if self._socket else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers, connector=connector)
         return self._session
 
     async def _call(self, method: str, path: str, body: Any) -> tuple[int, bytes]:

@@ -6,11 +6,17 @@ refused before the batch system is asked anything.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
+from asyncio.subprocess import PIPE
 
 import aiohttp
 import pytest
 from interlink_helpers import container, pod, retrieved
+
+from aifacility_interlink.client import PluginClient
 
 
 @pytest.fixture
@@ -129,3 +135,28 @@ async def test_bearer_token(plugin_factory) -> None:
     assert status == 401
     status, body = await call(plugin.url, "GET", "/status", b"[]", token="letmein")
     assert status == 200 and body["status"] == "ok"
+
+
+async def test_unix_socket_listener(tmp_path) -> None:
+    """interLink can reach its plugin over a unix socket; bad listen values are refused with a message."""
+    sock = tmp_path / "plugin.sock"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aifacility_interlink", "serve", "--backend", "slurm", "--listen", f"unix://{sock}",
+        "--data-root", str(tmp_path / "data"), "--runtime", "none",
+        env={**os.environ, "SLURM_CONF": str(tmp_path / "none.conf")})
+    try:
+        async with PluginClient(f"unix://{sock}") as c:
+            for _ in range(100):
+                try:
+                    ping = await c.ping()
+                    break
+                except (aiohttp.ClientError, OSError):
+                    await asyncio.sleep(0.1)
+            assert ping.status == "ok"
+    finally:
+        proc.terminate()
+        await proc.wait()
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aifacility_interlink", "serve", "--listen", "localhost", stderr=PIPE)
+    _, err = await bad.communicate()
+    assert bad.returncode == 2 and b"is not HOST:PORT" in err

@@ -1,0 +1,7 @@
+"""`python -m aifacility_interlink serve ...`"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
