@@ -233,3 +233,47 @@ def test_bookmarks(k8s, server):
         events = [json.loads(line) for line in resp.read().splitlines()]
     assert events and all(e["type"] == "BOOKMARK" for e in events)
     assert events[0]["object"]["metadata"]["resourceVersion"] == rv
+
+
+def test_events_in_both_api_shapes(k8s):
+    core = client.CoreV1Api(k8s)
+    events_v1 = client.EventsV1Api(k8s)
+    core.create_namespaced_event(
+        "default",
+        {
+            "metadata": {"name": "nb.1"},
+            "involvedObject": {"kind": "Pod", "name": "nb", "namespace": "default"},
+            "reason": "Scheduled",
+            "message": "assigned to node-1",
+            "type": "Normal",
+            "count": 1,
+            "source": {"component": "default-scheduler"},
+        },
+    )
+    seen = events_v1.read_namespaced_event("nb.1", "default")
+    assert seen.regarding.name == "nb" and seen.note == "assigned to node-1" and seen.deprecated_count == 1
+    events_v1.create_namespaced_event(
+        "default",
+        {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": "nb.2"},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "aifacility/kueue",
+            "reportingInstance": "kueue-1",
+            "action": "Admit",
+            "reason": "Admitted",
+            "type": "Normal",
+            "regarding": {"kind": "Pod", "name": "nb", "namespace": "default"},
+            "note": "admitted by cq",
+        },
+    )
+    legacy = core.read_namespaced_event("nb.2", "default")
+    assert legacy.message == "admitted by cq" and legacy.involved_object.name == "nb"
+    assert legacy.reporting_component == "aifacility/kueue"
+    by_regarding = events_v1.list_namespaced_event("default", field_selector="regarding.name=nb,reason=Admitted")
+    assert [e.metadata.name for e in by_regarding.items] == ["nb.2"]
+    events_v1.patch_namespaced_event("nb.2", "default", {"note": "admitted again"})
+    assert core.read_namespaced_event("nb.2", "default").message == "admitted again"
+    events_v1.delete_namespaced_event("nb.2", "default")
+    assert [e.metadata.name for e in core.list_namespaced_event("default").items] == ["nb.1"]

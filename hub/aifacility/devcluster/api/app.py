@@ -12,8 +12,9 @@ from ..logs import LOG_REGISTRY_KEY, LogRegistry
 from ..store import NotFound, Store
 from . import discovery, openapi
 from .errors import status_middleware
+from .eventsv1 import ApiStore
 from .handlers import dispatch
-from .state import API_GROUPS_KEY, OPEN_WATCHES_KEY, SETTINGS_KEY, STORE_KEY
+from .state import API_GROUPS_KEY, API_STORE_KEY, OPEN_WATCHES_KEY, SETTINGS_KEY, STORE_KEY
 from .validation import admission_hook
 
 Extension = Callable[[web.Application], None]
@@ -33,6 +34,7 @@ def make_app(
 ) -> web.Application:
     app = web.Application(middlewares=[status_middleware], client_max_size=3 * 1024 * 1024)
     app[STORE_KEY] = store
+    app[API_STORE_KEY] = ApiStore(store)
     app[API_GROUPS_KEY] = {}
     app[SETTINGS_KEY] = {"bookmark_interval": bookmark_interval}
     app[OPEN_WATCHES_KEY] = set()
@@ -58,7 +60,8 @@ def make_app(
 
 async def _end_watches(app: web.Application) -> None:
     """Shutting down: end every watch stream cleanly (clients re-watch), instead of waiting for their timeouts."""
-    for watcher in list(app[OPEN_WATCHES_KEY]):
+    watches: set[Any] = app[OPEN_WATCHES_KEY]
+    for watcher in list(watches):
         watcher.close()
 
 

@@ -12,9 +12,10 @@ from aiohttp import web
 from .. import kinds
 from ..kinds import Kind, name_problems
 from ..patch import PATCH_TYPES, PatchError, apply_patch
-from ..store import AlreadyExists, Conflict, NotFound, Store, invalid, now_rfc3339
+from ..store import AlreadyExists, Conflict, NotFound, invalid, now_rfc3339
 from . import tables
 from .errors import ApiError, json_response
+from .eventsv1 import ApiStore
 from .podlogs import pod_log
 from .request import (
     Target,
@@ -25,7 +26,7 @@ from .request import (
     read_body,
     require_json_content,
 )
-from .state import STORE_KEY
+from .state import API_STORE_KEY
 from .validation import admission_hook
 from .watch import serve_watch, wants_watch
 
@@ -35,8 +36,8 @@ Obj = dict[str, Any]
 _MUTABLE_POD_FIELDS = ("activeDeadlineSeconds", "tolerations", "schedulingGates", "terminationGracePeriodSeconds")
 
 
-def _store(request: web.Request) -> Store:
-    return request.app[STORE_KEY]
+def _store(request: web.Request) -> ApiStore:
+    return request.app[API_STORE_KEY]
 
 
 def target_of(request: web.Request) -> Target:
@@ -182,7 +183,7 @@ async def create(request: web.Request, t: Target) -> web.Response:
     return respond(request, t.kind, store.create(t.kind, body), 201)
 
 
-def _dry_run_create(store: Store, t: Target, body: Obj) -> Obj:
+def _dry_run_create(store: ApiStore, t: Target, body: Obj) -> Obj:
     """Everything create checks, without storing: the answer is the object as it would be stored."""
     obj = copy.deepcopy(body)
     meta = obj["metadata"]

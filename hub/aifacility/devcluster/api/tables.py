@@ -226,7 +226,8 @@ def _event_object(ev: Obj) -> str:
 
 
 def _event_last_seen(ev: Obj) -> str:
-    stamp = ev.get("lastTimestamp") or ev.get("eventTime") or _get(ev, "series.lastObservedTime")
+    stamp = ev.get("lastTimestamp") or ev.get("deprecatedLastTimestamp") or _get(ev, "series.lastObservedTime")
+    stamp = stamp or ev.get("eventTime")
     stamp = stamp or _get(ev, "metadata.creationTimestamp")
     return age(str(stamp)[:19] + "Z" if stamp else None)
 

@@ -13,7 +13,7 @@ from ..store import StoreError, WatchEvent
 from . import tables
 from .errors import ApiError
 from .request import Target, flag, integer
-from .state import OPEN_WATCHES_KEY, SETTINGS_KEY, STORE_KEY
+from .state import API_STORE_KEY, OPEN_WATCHES_KEY, SETTINGS_KEY
 
 Obj = dict[str, Any]
 DEFAULT_TIMEOUT_SECONDS = 1800  # the real server picks 30-60 minutes; clients re-watch anyway
@@ -29,7 +29,7 @@ def _line(event_type: str, obj: Obj) -> bytes:
 
 async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
     q = request.query
-    store = request.app[STORE_KEY]
+    store = request.app[API_STORE_KEY]
     settings = request.app[SETTINGS_KEY]
     timeout = integer(request, "timeoutSeconds", 0)
     if timeout is None:
