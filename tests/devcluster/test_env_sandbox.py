@@ -64,7 +64,7 @@ def test_env_sources_and_order() -> None:
 
 
 def test_missing_secret_is_a_config_error_unless_optional() -> None:
-    ref = {"name": "T", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}
+    ref: dict[str, Any] = {"name": "T", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}
     with pytest.raises(ConfigError, match='secret "nope" not found'):
         container_env(POD, {"name": "c", "env": [ref]}, lookup, {})
     ref["valueFrom"]["secretKeyRef"]["optional"] = True

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -111,9 +111,9 @@ spec:
 """)
     running.kubectl("wait", "-n", "aifacility", "--for=condition=Ready", "pod/clients", "--timeout=30s")
     api = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(running.kubeconfig)))
-    pod = api.read_namespaced_pod("clients", "aifacility")
-    assert pod.status.phase == "Running" and pod.status.pod_ip.startswith("127.")
-    assert pod.status.container_statuses[0].state.running.started_at is not None
+    status: Any = api.read_namespaced_pod("clients", "aifacility").status
+    assert status.phase == "Running" and status.pod_ip.startswith("127.")
+    assert status.container_statuses[0].state.running.started_at is not None
 
     async def read_async() -> tuple[str, bool]:
         await kubernetes_asyncio.config.load_kube_config(config_file=str(running.kubeconfig))
