@@ -146,9 +146,11 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: 
                 if ref.get("optional"):
                     continue
                 raise ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
-            data = obj.get("data") or {}
-            for k, v in data.items():
+            for k, v in (obj.get("data") or {}).items():
                 env[prefix + k] = base64.b64decode(v).decode(errors="replace") if kind == "Secret" else str(v)
+            if kind == "Secret":
+                for k, v in (obj.get("stringData") or {}).items():
+                    env[prefix + k] = str(v)
     for var in container.get("env") or []:
         name = str(var.get("name", ""))
         if "valueFrom" not in var:
