@@ -112,3 +112,13 @@ def test_stopping_ends_open_watches(server):
     assert finished.wait(10)
     assert time.monotonic() - started < 5  # not the 60 s the watch asked for
     server.start()
+
+
+def test_metadata_only_answers(server):
+    accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+    req = urllib.request.Request(f"{server.url}/api/v1/namespaces", headers={"Accept": accept})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        listed = json.loads(resp.read())
+    assert listed["kind"] == "PartialObjectMetadataList"
+    assert {i["kind"] for i in listed["items"]} == {"PartialObjectMetadata"}
+    assert "spec" not in listed["items"][0] and listed["items"][0]["metadata"]["name"]

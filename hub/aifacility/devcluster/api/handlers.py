@@ -77,6 +77,8 @@ def respond(request: web.Request, kind: Kind, obj: Obj, status: int = 200) -> we
     if tables.wants_table(request.headers.get("Accept", "")):
         body = tables.table(kind, [obj], obj["metadata"].get("resourceVersion", ""), _include_object(request))
         return json_response(body, status)
+    if tables.wants_metadata_only(request.headers.get("Accept", "")):
+        return json_response(tables.partial(obj), status)
     return json_response(obj, status)
 
 
@@ -137,6 +139,11 @@ def list_objects(request: web.Request, t: Target) -> web.Response:
     if tables.wants_table(request.headers.get("Accept", "")):
         body = tables.table(t.kind, items, rv, _include_object(request), continue_token=next_token)
         return json_response(body)
+    if tables.wants_metadata_only(request.headers.get("Accept", "")):
+        partials = [tables.partial(i) for i in items]
+        return json_response(
+            {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": partials}
+        )
     return json_response({"kind": t.kind.list_kind, "apiVersion": t.kind.api_version, "metadata": meta, "items": items})
 
 

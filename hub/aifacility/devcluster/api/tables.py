@@ -444,3 +444,13 @@ def wants_table(accept: str) -> bool:
     """Whether the client asked for a Table first (kubectl sends Table, then plain JSON as a fallback)."""
     first = accept.split(",")[0]
     return "as=Table" in first and "g=meta.k8s.io" in first
+
+
+def wants_metadata_only(accept: str) -> bool:
+    """`as=PartialObjectMetadata[List]`: what client-go's metadata client (e.g. the garbage collector) asks for."""
+    first = accept.split(",")[0]
+    return "as=PartialObjectMetadata" in first and "g=meta.k8s.io" in first
+
+
+def partial(obj: Obj) -> Obj:
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata") or {}}

@@ -38,6 +38,7 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
     send_initial = q.get("sendInitialEvents")
     rv = q.get("resourceVersion") or None
     as_table = tables.wants_table(request.headers.get("Accept", ""))
+    metadata_only = tables.wants_metadata_only(request.headers.get("Accept", ""))
     include = q.get("includeObject", "Metadata") or "Metadata"
     if send_initial not in (None, "", "true", "false"):
         raise ApiError(400, "sendInitialEvents: Invalid value: must be true or false")
@@ -80,6 +81,8 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
                 t.kind, [obj], obj["metadata"].get("resourceVersion", ""), include, headers=not headers_sent
             )
             headers_sent = True
+        elif metadata_only and ev_type in ("ADDED", "MODIFIED", "DELETED"):
+            obj = tables.partial(obj)
         return _line(ev_type, obj)
 
     loop = asyncio.get_running_loop()
