@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import re
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from .backends.base import Backend, BackendError, JobInfo
@@ -81,7 +83,8 @@ class PluginService:
         cfg.data_root.mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.data_root / "plugin.sqlite")
         self.scripts = ScriptBuilder(cfg)
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = defaultdict(int)
         self._capacity: PingResources | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -106,6 +109,20 @@ class PluginService:
                 log.exception("background task %s failed; retrying in %.0f s", fn, every)
             await asyncio.sleep(every)
 
+    @contextlib.asynccontextmanager
+    async def _pod_lock(self, uid: str) -> AsyncIterator[None]:
+        """One request at a time per pod; the lock is dropped when nobody holds or waits for it."""
+        lock = self._locks.setdefault(uid, asyncio.Lock())
+        self._lock_users[uid] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[uid] -= 1
+            if not self._lock_users[uid]:
+                del self._lock_users[uid]
+                self._locks.pop(uid, None)
+
     # ---- create ------------------------------------------------------------------------------------------
     def job_dir(self, namespace: str, uid: str) -> Path:
         return self.cfg.data_root / f"{namespace}-{uid}"
@@ -120,7 +137,7 @@ class PluginService:
             raise PodError(f"pod.metadata.name {meta.name!r} is not a valid Kubernetes pod name")
         if data.pod.spec is None:
             raise PodError("pod.spec is missing")
-        async with self._locks[meta.uid]:
+        async with self._pod_lock(meta.uid):
             row = self.store.get(meta.uid)
             if row is not None and row.phase == "submitted" and row.jid:
                 return CreateStruct(PodUID=meta.uid, PodJID=row.jid)  # a retried /create: same job
@@ -256,7 +273,7 @@ class PluginService:
     # ---- delete ------------------------------------------------------------------------------------------
     async def delete(self, pod: Pod) -> str:
         uid = pod.metadata.uid
-        async with self._locks[uid]:
+        async with self._pod_lock(uid):
             row = self.store.get(uid)
             if row is None:
                 raise UnknownPod(f"pod {pod.metadata.namespace}/{pod.metadata.name} ({uid}) is not known")

@@ -256,3 +256,12 @@ async def test_jobs_slurm_forgot_are_answered_from_exit_files(slurm, plugin_fact
         assert st.containers[0].state.terminated.exitCode == 4
         [st] = await c.status([lost])
         assert st.containers[0].state.terminated.reason == "JobLost"
+
+
+async def test_concurrent_creates_of_one_pod_submit_once(slurm, plugin_factory) -> None:
+    plugin = plugin_factory(slurm, runtime="none")
+    p = pod("racy", [container("main", "true")])
+    async with plugin.client() as c:
+        answers = await asyncio.gather(*(c.create(retrieved(p)) for _ in range(5)))
+    assert len({a.PodJID for a in answers}) == 1
+    assert squeue(slurm, "--states=all", "--name", p["metadata"]["uid"], "-o", "%i").split() == [answers[0].PodJID]
