@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -130,11 +131,17 @@ class LocalSlurm:
         self.conf.write_text("\n".join(lines) + "\n")
         gres_lines = ["AutoDetect=off"]
         if self.gpus:
-            # slurmd only reports GPUs that have device files; plain files stand in for /dev/nvidiaN.
+            # slurmd only reports GPUs that have device files (Count= alone reports 0 and drains the node):
+            # character devices like /dev/null stand in for /dev/nvidiaN, plain files where mknod is refused.
             devdir = w / "dev"
             devdir.mkdir(exist_ok=True)
             for i in range(self.gpus):
-                (devdir / f"gpu{i}").touch()
+                dev = devdir / f"gpu{i}"
+                if not dev.exists():
+                    try:
+                        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+                    except OSError:
+                        dev.touch()
             gres_lines.append(
                 f"NodeName={self.nodename} Name=gpu Count={self.gpus} File={devdir}/gpu[0-{self.gpus - 1}]"
             )
