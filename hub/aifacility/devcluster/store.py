@@ -321,10 +321,10 @@ class Store:
             # of Kubernetes 1.32 do not.
             meta["generation"] = 1
         _builtin_defaults(kind, new)
-        if kind.kind == "Service":
-            self._allocate_cluster_ip(new)
         for hook in self._hooks:
             hook(kind, "CREATE", new, None)
+        if kind.kind == "Service":  # after the hooks, so that a rejected Service does not hold an address
+            self._allocate_cluster_ip(new)
         stored = self._commit(kind, "ADDED", new, None)
         if kind is NAMESPACE:
             self._create_default_service_account(name)
