@@ -29,8 +29,11 @@ def model(user: str, profile: str | None, started: datetime, last_activity: date
             "user_options": {"profile": profile} if profile else {}}
 
 
-def arbiter(tmp_path: Path, now: datetime) -> tuple[Arbiter, ExtensionStore]:
+def arbiter(tmp_path: Path, now: datetime, ready_at: datetime | None = T0) -> tuple[Arbiter, ExtensionStore]:
+    """An arbiter whose clock says `now`, for servers spawned at T0 and (unless None) first seen ready then."""
     store = ExtensionStore(tmp_path / "l.sqlite")
+    for user in ("bob", "carol", "dave") if ready_at else ():
+        store.observe(user, "", T0, ready_at)
     return Arbiter(facility(accelerator_idle_timeout_minutes=30), store, clock=lambda: now), store
 
 
@@ -58,3 +61,16 @@ def test_arbiter_leaves_unknown_shapes_alone(tmp_path: Path) -> None:
     assert cull(server={"name": ""}) is False
     assert cull(server={"full_name": "dave/", "started": None}) is False
     assert cull(server=model("dave", "cpu", T0, None) | {"started": None}) is False
+
+
+def test_a_queued_spawn_starts_its_clocks_when_ready(tmp_path: Path) -> None:
+    # spawned at T0, waited 5 h in the Kueue queue: longer than the gpu lifetime (4 h) and the idle timeout
+    ready = T0 + timedelta(hours=5)
+    server = model("erin", "gpu", T0, T0)  # the hub stamps activity at the spawn request
+    cull, store = arbiter(tmp_path, ready, ready_at=None)
+    assert cull(server=server) is False  # first seen ready now: the clocks start here
+    assert store.observe("erin", "", T0, T0 + timedelta(hours=9)) == (ready, timedelta(0))  # recorded once
+    later, _ = arbiter(tmp_path, ready + timedelta(minutes=29))
+    assert later(server=server) is False
+    idle, _ = arbiter(tmp_path, ready + timedelta(minutes=31))
+    assert idle(server=server) is True

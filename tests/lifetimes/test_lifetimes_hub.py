@@ -43,7 +43,7 @@ def test_owner_reads_and_extends_up_to_the_cap_and_nobody_else_can(hub: Lifetime
     assert moved.total_seconds() == pytest.approx(18, abs=0.01)
     # on disk before the answer: another process (the culler, a restarted service) sees it
     stored = ExtensionStore(hub.workdir / "data" / "lifetimes.sqlite")
-    assert stored.extended("bob", "", parse_time(after["started"])).total_seconds() == pytest.approx(18)  # type: ignore[arg-type]
+    assert stored.extended("bob", "", parse_time(after["spawned"])).total_seconds() == pytest.approx(18)  # type: ignore[arg-type]
 
     # above the cap: a 400 that says the cap and when the session ends
     r = hub.lifetimes("POST", "/users/bob/server/extend", token=bob, json={"hours": 0.01})

@@ -44,11 +44,12 @@ class Arbiter:
         user, _sep, name = str(server.get("full_name", "")).rpartition("/")
         if not user:
             return False  # not a server model we understand: leave it to the humans
+        now = self.clock()
         times = session_times(self.facility, self.store, user, name, started=server.get("started"),
-                              last_activity=server.get("last_activity"), user_options=server.get("user_options"))
+                              last_activity=server.get("last_activity"), user_options=server.get("user_options"),
+                              now=now)
         if times is None:
             return False
-        now = self.clock()
         if times.expired(now):
             why = ("idle since " + when(times.last_activity or times.started)) if times.reason == "idle" \
                 else f"lifetime of profile {times.limits.profile} ended at {when(times.deadline)}"

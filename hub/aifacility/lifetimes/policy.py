@@ -67,9 +67,15 @@ class SessionTimes:
     """The schedule of one running server."""
 
     limits: Limits
-    started: datetime
+    started: datetime  # when the lifetime clock started: the server was first seen ready
     extended: timedelta
     last_activity: datetime | None
+    # The hub's `started` (spawn requested), which keys the stored extension; None means `started`.
+    spawned: datetime | None = None
+
+    @property
+    def key(self) -> datetime:
+        return self.spawned or self.started
 
     @property
     def deadline(self) -> datetime:
@@ -86,7 +92,9 @@ class SessionTimes:
         """When the server is culled if it stays idle; None when its profile is never culled for idleness."""
         if self.limits.idle_timeout is None:
             return None
-        return (self.last_activity or self.started) + self.limits.idle_timeout
+        # Activity before the server was ready (the hub stamps the spawn request) does not count.
+        base = max(self.last_activity, self.started) if self.last_activity else self.started
+        return base + self.limits.idle_timeout
 
     @property
     def stop_at(self) -> datetime:

@@ -1,12 +1,12 @@
 """From a JupyterHub server (its REST model, or the hub's own Spawner) to its schedule and a JSON description.
 
-The server's profile is read from `user_options["profile"]` and its start from the hub's `started`, so nothing
-has to be recorded at spawn time and the spawner needs no hook.
+The server's profile is read from `user_options["profile"]` and the server run is identified by the hub's
+`started`, so the spawner needs no hook; the lifetime clock starts when the server is first seen ready.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aifacility.facility.model import Facility
@@ -22,13 +22,17 @@ def profile_of(user_options: object) -> str | None:
 
 def session_times(facility: Facility, store: ExtensionStore, user: str, server: str, *,
                   started: str | datetime | None, last_activity: str | datetime | None,
-                  user_options: object) -> SessionTimes | None:
-    """The schedule of a running server, or None when the hub reports no start time (not started)."""
-    start = parse_time(started)
-    if start is None:
+                  user_options: object, now: datetime | None = None) -> SessionTimes | None:
+    """The schedule of a *ready* server, or None when the hub reports no start time (not started).
+
+    Callers pass only ready servers: the first call for a server run records `now` as its ready time.
+    """
+    spawned = parse_time(started)
+    if spawned is None:
         return None
-    return SessionTimes(limits=limits_for(facility, profile_of(user_options)), started=start,
-                        extended=store.extended(user, server, start), last_activity=parse_time(last_activity))
+    ready_at, extended = store.observe(user, server, spawned, now or datetime.now(UTC))
+    return SessionTimes(limits=limits_for(facility, profile_of(user_options)), started=ready_at,
+                        extended=extended, last_activity=parse_time(last_activity), spawned=spawned)
 
 
 def times_from_model(facility: Facility, store: ExtensionStore, user: str, model: dict[str, Any]
@@ -58,7 +62,8 @@ def describe(user: str, server: str, times: SessionTimes, now: datetime) -> dict
         "user": user,
         "server": server,
         "profile": times.limits.profile,
-        "started": times.started.isoformat(),
+        "spawned": times.key.isoformat(),  # the hub's `started`: when the spawn was requested
+        "started": times.started.isoformat(),  # when it was first seen ready: the lifetime counts from here
         "deadline": times.deadline.isoformat(),
         "cap": times.cap.isoformat(),
         "idle_deadline": idle.isoformat() if idle else None,

@@ -18,7 +18,7 @@ from pathlib import Path
 DB_ENV = "AIFACILITY_LIFETIMES_DB"
 DB_NAME = "lifetimes.sqlite"
 
-SCHEMA = """
+SCHEMA = ["""
 CREATE TABLE IF NOT EXISTS extensions (
     user TEXT NOT NULL,
     server TEXT NOT NULL,
@@ -27,8 +27,14 @@ CREATE TABLE IF NOT EXISTS extensions (
     updated TEXT NOT NULL,
     updated_by TEXT NOT NULL,
     PRIMARY KEY (user, server, started)
-)
-"""
+)""", """
+CREATE TABLE IF NOT EXISTS ready (
+    user TEXT NOT NULL,
+    server TEXT NOT NULL,
+    started TEXT NOT NULL,
+    ready_at TEXT NOT NULL,
+    PRIMARY KEY (user, server, started)
+)"""]
 
 
 def default_path() -> Path:
@@ -48,7 +54,8 @@ class ExtensionStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(SCHEMA)
+            for table in SCHEMA:
+                db.execute(table)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -75,8 +82,25 @@ class ExtensionStore:
                 "extended_seconds=excluded.extended_seconds, updated=excluded.updated, updated_by=excluded.updated_by",
                 (user, server, _key_time(started), extended.total_seconds(), now, by))
 
+    def observe(self, user: str, server: str, started: datetime, now: datetime) -> tuple[datetime, timedelta]:
+        """(when the server was first seen ready, its extension), recording `now` as the former if it is new.
+
+        The hub's `started` is when the spawn *began*: a GPU session waiting hours in the Kueue queue would
+        otherwise lose its lifetime (and count as idle) before the user ever saw it. Whoever sees the server
+        ready first (the culler's periodic pass, the service, a hub page) starts its clock.
+        """
+        key = (user, server, _key_time(started))
+        with self._connect() as db:
+            db.execute("INSERT OR IGNORE INTO ready (user, server, started, ready_at) VALUES (?, ?, ?, ?)",
+                       (*key, _key_time(max(now, started))))
+            ready_at = db.execute("SELECT ready_at FROM ready WHERE user=? AND server=? AND started=?",
+                                  key).fetchone()[0]
+            row = db.execute("SELECT extended_seconds FROM extensions WHERE user=? AND server=? AND started=?",
+                             key).fetchone()
+        return datetime.fromisoformat(ready_at), timedelta(seconds=row[0] if row else 0)
+
     def forget_before(self, cutoff: datetime) -> int:
         """Drop rows of servers started before `cutoff` (long stopped); returns how many."""
         with self._connect() as db:
-            cur = db.execute("DELETE FROM extensions WHERE started < ?", (_key_time(cutoff),))
-            return cur.rowcount
+            n = db.execute("DELETE FROM extensions WHERE started < ?", (_key_time(cutoff),)).rowcount
+            return n + db.execute("DELETE FROM ready WHERE started < ?", (_key_time(cutoff),)).rowcount

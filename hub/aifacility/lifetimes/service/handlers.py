@@ -12,6 +12,7 @@ server gets 404, as from the hub's own API, so that the existence of other users
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -86,9 +87,8 @@ class Base(HubOAuthenticated, web.RequestHandler):
             total = check_extension(times, add_hours, t)
         except ExtensionRefused as e:
             raise web.HTTPError(400, f"Cannot extend: {e}.") from None
-        self.store.set_extended(owner, server, times.started, total, by=self.who()["name"])
-        return SessionTimes(limits=times.limits, started=times.started, extended=total,
-                            last_activity=times.last_activity)
+        self.store.set_extended(owner, server, times.key, total, by=self.who()["name"])
+        return dataclasses.replace(times, extended=total)
 
 
 class APIHandler(Base):
