@@ -32,8 +32,9 @@ def model(user: str, profile: str | None, started: datetime, last_activity: date
 def arbiter(tmp_path: Path, now: datetime, ready_at: datetime | None = T0) -> tuple[Arbiter, ExtensionStore]:
     """An arbiter whose clock says `now`, for servers spawned at T0 and (unless None) first seen ready then."""
     store = ExtensionStore(tmp_path / "l.sqlite")
-    for user in ("bob", "carol", "dave") if ready_at else ():
-        store.observe(user, "", T0, ready_at)
+    if ready_at is not None:
+        for user in ("bob", "carol", "dave"):
+            store.observe(user, "", T0, ready_at)
     return Arbiter(facility(accelerator_idle_timeout_minutes=30), store, clock=lambda: now), store
 
 
