@@ -227,3 +227,32 @@ spec:
     assert failed["reason"] == "DeadlineExceeded"
     running.wait_for(lambda: not _job_pods(running, "slow"), timeout=15)
     running.wait_for(lambda: running.kubectl("get", "job", "shortlived", check=False).returncode != 0, timeout=15)
+
+
+def test_indexed_job(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 3
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: x, command: [sh, -c, 'echo index=$JOB_COMPLETION_INDEX host=$(hostname)']}]
+""")
+    running.kubectl("wait", "--for=condition=Complete", "job/indexed", "--timeout=30s")
+    job = running.get("job", "indexed")
+    assert job["status"]["completedIndexes"] == "0-2" and job["status"]["succeeded"] == 3
+    logs = sorted(running.kubectl("logs", p["metadata"]["name"]).stdout.strip() for p in _job_pods(running, "indexed"))
+    assert logs == [f"index={i} host=indexed-{i}" for i in range(3)]
+
+
+def test_completed_indexes_format() -> None:
+    from aifacility.devcluster.jobs import format_indexes, parse_indexes
+
+    assert format_indexes({0, 1, 2, 4, 6, 7}) == "0-2,4,6-7"
+    assert parse_indexes("0-2,4,6-7") == {0, 1, 2, 4, 6, 7}
+    assert format_indexes(set()) == "" and parse_indexes("") == set()

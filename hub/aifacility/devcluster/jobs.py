@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 JOB_NAME = "batch.kubernetes.io/job-name"
 COUNTED = "batch.aifacility.io/counted"
+INDEX = "batch.kubernetes.io/job-completion-index"
 FAILURE_BACKOFF_BASE = 1.0
 FAILURE_BACKOFF_MAX = 60.0
 
@@ -66,6 +67,33 @@ def _set_condition(status: dict[str, Any], type_: str, state: bool, reason: str,
                   "lastProbeTime": stamp, "lastTransitionTime": stamp})
 
 
+def parse_indexes(text: str | None) -> set[int]:
+    """`status.completedIndexes` ("0-2,4") as a set."""
+    out: set[int] = set()
+    for part in (text or "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def format_indexes(indexes: set[int]) -> str:
+    """A set of indexes as `status.completedIndexes` writes it ("0-2,4")."""
+    ranges: list[list[int]] = []
+    for i in sorted(indexes):
+        if ranges and ranges[-1][1] == i - 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def _index_of(pod: dict[str, Any]) -> int | None:
+    value = (pod["metadata"].get("annotations") or {}).get(INDEX)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
 def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
@@ -80,7 +108,7 @@ class JobController:
         self._events: EventRecorder | None = None
         # Pods this controller deleted on purpose (not failures), and deletions still to be counted.
         self._expected_deletions: set[str] = set()
-        self._uncounted: dict[str, dict[str, set[str]]] = {}
+        self._uncounted: dict[str, dict[str, dict[str, int | None]]] = {}  # job uid -> bucket -> pod uid -> index
         self._last_failure: dict[str, float] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
@@ -125,7 +153,8 @@ class JobController:
                                 if r.get("kind") == "Job"), "")
                 phase = (pod.get("status") or {}).get("phase")
                 bucket = "succeeded" if phase == "Succeeded" else "failed"
-                self._uncounted.setdefault(str(job_uid), {"succeeded": set(), "failed": set()})[bucket].add(uid)
+                buckets = self._uncounted.setdefault(str(job_uid), {"succeeded": {}, "failed": {}})
+                buckets[bucket][uid] = _index_of(pod)
         self._mark(owner)
 
     async def _loop(self) -> None:
@@ -164,6 +193,8 @@ class JobController:
         status = copy.deepcopy(job.get("status") or {})
         succeeded = int(status.get("succeeded") or 0)
         failed = int(status.get("failed") or 0)
+        indexed = spec.get("completionMode") == "Indexed"
+        completed = parse_indexes(status.get("completedIndexes"))
         for pod in pods:
             phase = (pod.get("status") or {}).get("phase")
             if phase in ("Succeeded", "Failed") and not (pod["metadata"].get("annotations") or {}).get(COUNTED):
@@ -173,6 +204,8 @@ class JobController:
                     continue
                 if phase == "Succeeded":
                     succeeded += 1
+                    if (index := _index_of(pod)) is not None:
+                        completed.add(index)
                 else:
                     failed += 1
                     self._last_failure[uid] = time.monotonic()
@@ -180,11 +213,16 @@ class JobController:
         pending = self._uncounted.pop(uid, None)
         if pending:
             succeeded += len(pending["succeeded"])
+            completed.update(i for i in pending["succeeded"].values() if i is not None)
             failed += len(pending["failed"])
             if pending["failed"]:
                 self._last_failure[uid] = time.monotonic()
         active = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
                   and not p["metadata"].get("deletionTimestamp")]
+        if indexed:
+            # A index that succeeded twice (a retried pod raced its predecessor) counts once.
+            succeeded = len(completed)
+            status["completedIndexes"] = format_indexes(completed)
         status["succeeded"], status["failed"] = succeeded, failed
         key = (namespace, name)
 
@@ -260,8 +298,13 @@ class JobController:
                 if wait > 0:
                     self._later(key, wait)
                 else:
-                    for _ in range(want - len(active)):
-                        created = self._create_pod(job)
+                    running_indexes = {_index_of(p) for p in active}
+                    missing = [i for i in range(int(completions or 0))
+                               if i not in completed and i not in running_indexes] if indexed else []
+                    for n in range(want - len(active)):
+                        if indexed and n >= len(missing):
+                            break
+                        created = self._create_pod(job, missing[n] if indexed else None)
                         if created is not None:
                             active.append(created)
             elif want < len(active):
@@ -305,12 +348,12 @@ class JobController:
         pods, _ = self._store.list(kinds.POD, job["metadata"].get("namespace"))
         return [p for p in pods if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])]
 
-    def _create_pod(self, job: dict[str, Any]) -> dict[str, Any] | None:
+    def _create_pod(self, job: dict[str, Any], index: int | None = None) -> dict[str, Any] | None:
         assert self._store is not None
         meta = job["metadata"]
         template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
         tmeta = template.get("metadata") or {}
-        pod = {
+        pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
@@ -323,6 +366,17 @@ class JobController:
             },
             "spec": template.get("spec") or {},
         }
+        if index is not None:
+            # What the upstream controller does for Indexed Jobs: the index as annotation, label, hostname
+            # and JOB_COMPLETION_INDEX in every container.
+            pod["metadata"]["generateName"] = f"{meta['name']}-{index}-"
+            pod["metadata"]["annotations"][INDEX] = str(index)
+            pod["metadata"]["labels"][INDEX] = str(index)
+            pod["spec"].setdefault("hostname", f"{meta['name']}-{index}")
+            ref = {"name": "JOB_COMPLETION_INDEX",
+                   "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX}']"}}}
+            for c in [*(pod["spec"].get("initContainers") or []), *(pod["spec"].get("containers") or [])]:
+                c["env"] = [*(c.get("env") or []), ref]
         try:
             created = self._store.create(kinds.POD, pod)
         except StoreError as e:

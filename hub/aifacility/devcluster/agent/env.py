@@ -172,7 +172,8 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: 
             env[name] = value
     env["PATH"] = default_path(env.get("PATH"))
     env.setdefault("HOME", "/root")
-    env.setdefault("HOSTNAME", str((pod.get("metadata") or {}).get("name", "")))
+    hostname = (pod.get("spec") or {}).get("hostname") or (pod.get("metadata") or {}).get("name", "")
+    env.setdefault("HOSTNAME", str(hostname)[:63])
     # Kubernetes' service env vars for the API server, so in-cluster clients find it.
     return env
 

@@ -141,6 +141,11 @@ class PodRunner:
     def name(self) -> str:
         return str(self.pod["metadata"]["name"])
 
+    @property
+    def hostname(self) -> str:
+        """spec.hostname, else the pod name (cut to a DNS label, as the kubelet does)."""
+        return str(self.pod["spec"].get("hostname") or self.name)[:63]
+
     def phase(self) -> str:
         return pod_phase(self.init, self.containers, self.restart_policy, self.init_failed)
 
@@ -315,7 +320,7 @@ class PodRunner:
             return 128
         uid, gid = run_as(self.pod, spec)
         argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts,
-                             working_dir=spec.get("workingDir") or None, hostname=self.name[:63], uid=uid, gid=gid)
+                             working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid)
         log_path = self.dir / f"{cs.name}.log"
         if log_path.exists():
             log_path.replace(self.dir / f"{cs.name}.log.1")
@@ -389,7 +394,7 @@ class PodRunner:
 
     async def _exec(self, command: list[str], mounts: list[Mount], env: dict[str, str], seconds: float,
                     user: tuple[int | None, int | None]) -> int:
-        argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts, hostname=self.name[:63],
+        argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts, hostname=self.hostname,
                              uid=user[0], gid=user[1])
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.DEVNULL,
