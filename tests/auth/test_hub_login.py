@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import pytest
 import requests
 from auth_harness import LocalHub, login, provider_login_page, submit_login
+from conftest import TOKEN_MIN_LIFETIME
 
 from aifacility.oidc import EmbeddedOIDCProvider
 
@@ -143,6 +144,32 @@ def test_personal_tokens_cookies_and_services_cannot_read_tokens(hub: LocalHub, 
     assert service.status_code == 403 and "access_token" not in service.text
     browser, _ = login(hub, "bob")
     assert browser.get(f"{hub.url}/hub/api/aifacility/token", timeout=30).status_code == 403
+
+
+def test_concurrent_renewals_share_one_refresh(hub: LocalHub, provider: EmbeddedOIDCProvider,
+                                               bob_server: dict[str, str]) -> None:
+    """IAM rotates refresh tokens and revokes the grant if a spent one is shown: racing renewals must not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    token = bob_server["JUPYTERHUB_API_TOKEN"]
+    expires_at = _token_api(hub, token).json()["expires_at"]
+    time.sleep(max(0.0, expires_at - TOKEN_MIN_LIFETIME + 1 - time.time()))  # now inside the renewal margin
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: _token_api(hub, token), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    fresh = {a.json()["access_token"] for a in answers}
+    assert len(fresh) == 1
+    assert _valid(provider, fresh.pop())
+    # The grant is intact: the refresh token the hub keeps is still active at the provider.
+    state = hub.api("GET", "/users/bob").json()["auth_state"]
+    check = requests.post(f"{provider.issuer}/token/introspection", timeout=10, data={
+        "token": state["refresh_token"], "client_id": provider.client_id, "client_secret": provider.client_secret})
+    assert check.json()["active"] is True, check.text
+
+
+def _valid(provider: EmbeddedOIDCProvider, access_token: str) -> bool:
+    me = requests.get(f"{provider.issuer}/me", headers={"Authorization": f"Bearer {access_token}"}, timeout=10)
+    return me.status_code == 200
 
 
 async def _run_in_kernel(hub: LocalHub, user: str, token: str, code: str) -> str:

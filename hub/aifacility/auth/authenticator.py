@@ -13,6 +13,7 @@ What it adds to the stock class (which it keeps for the code flow, PKCE, `auth_s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -62,6 +63,10 @@ class IAMAuthenticator(GenericOAuthenticator):
 
     _discovery: OIDCDiscovery | None = None
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
+
     @property
     def discovery(self) -> OIDCDiscovery:
         if self._discovery is None or self._discovery.issuer != self.issuer.rstrip("/"):
@@ -105,8 +110,14 @@ class IAMAuthenticator(GenericOAuthenticator):
             raise web.HTTPError(503, f"The identity provider cannot be used: {e}") from None
         except HTTPClientError as e:
             # The body (logged by OAuthenticator) is the IdP's error object; it holds no token.
+            if e.code >= 500:  # 599: timeout or connection failure
+                raise web.HTTPError(503, f"The identity provider is not answering (HTTP {e.code}); "
+                                         f"try again later") from None
             raise web.HTTPError(403, f"The identity provider refused the token request (HTTP {e.code}); "
                                      f"start the login again") from None
+        except OSError as e:
+            raise web.HTTPError(503, f"The identity provider cannot be reached ({e.strerror or e}); "
+                                     f"try again later") from None
         token_info["received_at"] = time.time()
         id_token = token_info.get("id_token")
         if id_token:
@@ -205,7 +216,14 @@ class IAMAuthenticator(GenericOAuthenticator):
 
         Returns False (log in again) when the refresh token is gone or refused, or when the user has left
         every allowed group; IdP outages keep the current state rather than logging everybody out.
+        One refresh per user at a time: IAM rotates refresh tokens, and presenting a spent one (two requests
+        racing) would make the provider revoke the whole grant.
         """
+        lock = self._refresh_locks.setdefault(user.name, asyncio.Lock())
+        async with lock:
+            return await self._refresh_user(user, handler)
+
+    async def _refresh_user(self, user: Any, handler: Any) -> bool | dict[str, Any]:
         auth_state = await user.get_auth_state()
         if not auth_state:
             return False
@@ -237,9 +255,15 @@ class IAMAuthenticator(GenericOAuthenticator):
                 fresh.setdefault("id_token", token_info.get("id_token"))
                 model = await self._token_to_auth_model(fresh)
             except (web.HTTPError, HTTPClientError, OSError) as e:
+                if isinstance(e, OSError) or getattr(e, "status_code", None) == 503:
+                    self.log.warning("IAM unreachable while renewing the token of %s; keeping the current one",
+                                     user.name)
+                    return True
                 self.log.info("Refreshing the IAM tokens of %s failed (%s): a new login is needed",
                               user.name, getattr(e, "log_message", None) or type(e).__name__)
                 return False
+            # Saved at once, so that a request waiting on the lock sees the new tokens, not the spent ones.
+            await user.save_auth_state(model["auth_state"])
             self.log.info("Renewed the IAM access token of %s", user.name)
         if model["name"] != user.name:
             return False
