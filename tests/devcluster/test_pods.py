@@ -275,3 +275,19 @@ spec:
                                         "-o", "json").stdout)["items"]
     assert any(e["reason"] == "Killing" and e["message"] == "Stopping container main" for e in events)
     assert not _pod_processes("trap")
+
+
+def test_pod_active_deadline(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: bounded}
+spec:
+  activeDeadlineSeconds: 1
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: x, command: [sleep, "300"]}]
+""")
+    running.kubectl("wait", "--for=jsonpath={.status.phase}=Failed", "pod/bounded", "--timeout=30s")
+    status = running.get("pod", "bounded")["status"]
+    assert status["reason"] == "DeadlineExceeded"
+    assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from aifacility.devcluster.agent.env import ConfigError, Lookup, container_env, expand_command
-from aifacility.devcluster.agent.events import EventRecorder, now, now_nano
+from aifacility.devcluster.agent.events import EventRecorder, now, now_nano, parse_time
 from aifacility.devcluster.agent.probes import readiness_loop
 from aifacility.devcluster.agent.provider import Notify
 from aifacility.devcluster.agent.sandbox import Mount, bwrap_command
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # gets its own writable copies, the way a container image's root home is writable in its own layer.
 HOME_WRITABLE = (".local", ".cache", ".config", ".jupyter", ".ipython")
 RETRY_SECONDS = 2.0
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
 @dataclass
@@ -124,6 +125,8 @@ class PodRunner:
         self.sandbox_ready = False
         self.stopping = False
         self.shutting_down = False
+        self.deadline_exceeded = False
+        self._deadline: asyncio.Task[None] | None = None
         self.volumes: dict[str, PreparedVolume] = {}
         self._running: dict[str, _Running] = {}
         self._task: asyncio.Task[None] | None = None
@@ -150,7 +153,7 @@ class PodRunner:
         return pod_phase(self.init, self.containers, self.restart_policy, self.init_failed)
 
     def status(self) -> dict[str, Any]:
-        phase = self.phase()
+        phase = "Failed" if self.deadline_exceeded else self.phase()
         status: dict[str, Any] = {
             "phase": phase,
             "conditions": conditions(self.init, self.containers, phase, self.sandbox_ready),
@@ -164,6 +167,9 @@ class PodRunner:
         }
         if self.init:
             status["initContainerStatuses"] = [c.to_status() for c in self.init]
+        if self.deadline_exceeded:
+            status["reason"] = "DeadlineExceeded"
+            status["message"] = DEADLINE_MESSAGE
         return status
 
     def publish(self) -> None:
@@ -189,6 +195,20 @@ class PodRunner:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+        deadline = self.pod["spec"].get("activeDeadlineSeconds")
+        if deadline is not None:
+            started = parse_time(self.start_time) or time.time()
+            self._deadline = asyncio.create_task(self._enforce_deadline(started + int(deadline) - time.time()))
+
+    async def _enforce_deadline(self, seconds: float) -> None:
+        """spec.activeDeadlineSeconds: the kubelet stops the pod and fails it (the pod object stays)."""
+        await asyncio.sleep(max(seconds, 0))
+        if self.stopping or self.phase() in ("Succeeded", "Failed"):
+            return
+        self._event("DeadlineExceeded", DEADLINE_MESSAGE, warning=True)
+        await self.stop(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)), keep_deadline=True)
+        self.deadline_exceeded = True
+        self.publish()
 
     async def wait(self) -> None:
         await self._done.wait()
@@ -409,12 +429,14 @@ class PodRunner:
 
     # ---- stop ------------------------------------------------------------------------------------------------
 
-    async def stop(self, grace: float, *, shutdown: bool = False) -> None:
+    async def stop(self, grace: float, *, shutdown: bool = False, keep_deadline: bool = False) -> None:
         """SIGTERM every container's processes, SIGKILL what is left after `grace` seconds.
 
         `shutdown`: the whole cluster stops; no events and no status, as when a kubelet goes down."""
         self.stopping = True
         self.shutting_down = shutdown
+        if self._deadline is not None and not keep_deadline:
+            self._deadline.cancel()
         self._stop_event.set()
         running = dict(self._running)
         for name, r in running.items():
