@@ -175,9 +175,11 @@ class PluginService:
         self.store.begin_submit(meta.uid, meta.namespace, meta.name, job_dir, json.dumps(containers))
         try:
             jid = await self.backend.submit(script, job_dir)
-        except BackendError:
-            self.store.forget(meta.uid)
-            shutil.rmtree(job_dir, ignore_errors=True)
+        except BackendError as exc:
+            if not exc.uncertain:  # refused: nothing was submitted, forget the attempt
+                self.store.forget(meta.uid)
+                shutil.rmtree(job_dir, ignore_errors=True)
+            # else the row stays "submitting": interLink's retry looks the job up by name first
             raise
         self.store.submitted(meta.uid, jid)
         (job_dir / "JobID.jid").write_text(jid + "\n")

@@ -265,3 +265,18 @@ async def test_concurrent_creates_of_one_pod_submit_once(slurm, plugin_factory) 
         answers = await asyncio.gather(*(c.create(retrieved(p)) for _ in range(5)))
     assert len({a.PodJID for a in answers}) == 1
     assert squeue(slurm, "--states=all", "--name", p["metadata"]["uid"], "-o", "%i").split() == [answers[0].PodJID]
+
+
+async def test_sbatch_timeout_is_looked_up_not_repeated(slurm, plugin_factory, tmp_path) -> None:
+    """sbatch that submits but answers too late: /create fails (502), interLink's retry finds the job."""
+    slow = tmp_path / "slow-sbatch"
+    slow.write_text('#!/bin/bash\nif [[ $1 == sbatch ]]; then "$@"; sleep 3; exit 0; fi\nexec "$@"\n')
+    slow.chmod(0o755)
+    plugin = plugin_factory(slurm, runtime="none", slurm={"command_prefix": [str(slow)], "command_timeout": 1})
+    p = pod("slow", [container("main", "true")])
+    async with plugin.client() as c:
+        with pytest.raises(PluginError) as err:
+            await c.create(retrieved(p))
+        assert err.value.status == 502 and "did not answer" in err.value.message
+        jid = (await c.create(retrieved(p))).PodJID
+    assert squeue(slurm, "--states=all", "--name", p["metadata"]["uid"], "-o", "%i").split() == [jid]

@@ -13,7 +13,15 @@ JobState = Literal["pending", "running", "finished"]
 
 
 class BackendError(RuntimeError):
-    """The batch system refused or could not be reached; the message carries its own words."""
+    """The batch system refused or could not be reached; the message carries its own words.
+
+    ``uncertain`` is set when the command may have taken effect anyway (it timed out): a submission then
+    must be looked up, not repeated.
+    """
+
+    def __init__(self, message: str, uncertain: bool = False) -> None:
+        super().__init__(message)
+        self.uncertain = uncertain
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,11 @@ class HTCondorBackend(Backend):
             sub = self.htcondor.Submit(script.read_text())
             return str(self._get_schedd().submit(sub, count=1).cluster())
 
-        return await self._call(go)
+        try:
+            return await self._call(go)
+        except BackendError as exc:
+            # the schedd may have queued the job before the error reached us: look it up on retry
+            raise BackendError(str(exc), uncertain=True) from exc
 
     async def _ads(self, constraint: str) -> list[Any]:
         def go() -> list[Any]:

@@ -100,7 +100,8 @@ class SlurmBackend(Backend):
         except TimeoutError as exc:
             proc.kill()
             await proc.wait()
-            raise BackendError(f"{argv[0]} did not answer within {self.s.command_timeout:.0f} s") from exc
+            raise BackendError(f"{argv[0]} did not answer within {self.s.command_timeout:.0f} s",
+                               uncertain=True) from exc
         message = err.decode(errors="replace").strip()
         if proc.returncode != 0 and not (unknown_job_ok and "Invalid job id" in message):
             raise BackendError(f"{argv[0]} failed ({proc.returncode}): {message}")
