@@ -122,3 +122,14 @@ def test_metadata_only_answers(server):
     assert listed["kind"] == "PartialObjectMetadataList"
     assert {i["kind"] for i in listed["items"]} == {"PartialObjectMetadata"}
     assert "spec" not in listed["items"][0] and listed["items"][0]["metadata"]["name"]
+
+
+def test_unindexed_field_selectors_are_refused_like_kubernetes(server):
+    code, answer = _send(f"{_collection(server, kinds.POD)}?fieldSelector=spec.containers=x", "GET", None)
+    assert code == 400 and answer["message"] == "field label not supported: spec.containers"
+    code, answer = _send(f"{_collection(server, kinds.POD)}?fieldSelector=spec.nodeName%3Dn1", "GET", None)
+    assert code == 200 and answer["items"] == []
+    code, answer = _send(
+        f"{_collection(server, kinds.WORKLOAD)}?fieldSelector=status.admission.clusterQueue%3Dcq", "GET", None
+    )
+    assert code == 200

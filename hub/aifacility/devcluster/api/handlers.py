@@ -16,6 +16,7 @@ from ..store import AlreadyExists, Conflict, NotFound, invalid, now_rfc3339
 from . import tables
 from .errors import ApiError, json_response
 from .eventsv1 import ApiStore
+from .fields import check_field_selector
 from .podlogs import pod_log
 from .request import (
     Target,
@@ -121,6 +122,7 @@ def list_objects(request: web.Request, t: Target) -> web.Response:
         raise ApiError(
             400, f'resourceVersionMatch: Unsupported value: "{rvm}": supported values: "NotOlderThan", "Exact"'
         )
+    check_field_selector(t.kind, q.get("fieldSelector"))
     items, rv = _store(request).list(t.kind, t.namespace, q.get("labelSelector"), q.get("fieldSelector"))
     limit = integer(request, "limit", 0)
     integer(request, "timeoutSeconds", 0)  # only meaningful for watches, but a malformed one is still an error
@@ -371,6 +373,7 @@ async def delete(request: web.Request, t: Target) -> web.Response:
 
 async def delete_collection(request: web.Request, t: Target) -> web.Response:
     opts = await _delete_options(request)
+    check_field_selector(t.kind, request.query.get("fieldSelector"))
     store = _store(request)
     items, _ = store.list(t.kind, t.namespace, request.query.get("labelSelector"), request.query.get("fieldSelector"))
     deleted: list[Obj] = []

@@ -12,6 +12,7 @@ from aiohttp import web
 from ..store import StoreError, WatchEvent
 from . import tables
 from .errors import ApiError
+from .fields import check_field_selector
 from .request import Target, flag, integer
 from .state import API_STORE_KEY, OPEN_WATCHES_KEY, SETTINGS_KEY
 
@@ -45,6 +46,7 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
     # Without a resourceVersion (or with "0") a watch starts with the current state as ADDED events.
     initial = rv in (None, "0") if send_initial in (None, "") else send_initial == "true"
 
+    check_field_selector(t.kind, q.get("fieldSelector"))
     initial_items: list[Obj] = []
     start_rv = rv
     try:
