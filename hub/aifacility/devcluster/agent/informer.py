@@ -25,7 +25,7 @@ async def follow(store: Store, kind: Kind, handler: Handler, *, synced: asyncio.
     while True:
         items, rv = store.list(kind)
         for item in items:
-            handler("ADDED", item)
+            _call(handler, kind, "ADDED", item)
         if synced is not None:
             synced.set()
         try:
@@ -38,15 +38,20 @@ async def follow(store: Store, kind: Kind, handler: Handler, *, synced: asyncio.
                     continue
                 if event.type == "ERROR":
                     break  # cut off (410): list again
-                try:
-                    handler(event.type, event.object)
-                except Exception:
-                    log.exception("handler for %s %s failed", kind.plural, event.type)
+                _call(handler, kind, event.type, event.object)
             else:
                 # The watcher ended without an error (store closed): stop following.
                 return
         finally:
             watcher.close()
+
+
+def _call(handler: Handler, kind: Kind, event: str, obj: dict[str, Any]) -> None:
+    """One bad object must not stop a controller from seeing all the others."""
+    try:
+        handler(event, obj)
+    except Exception:
+        log.exception("handler for %s %s failed", kind.plural, event)
 
 
 class Trigger:
