@@ -55,10 +55,12 @@ def test_owner_reads_and_extends_up_to_the_cap_and_nobody_else_can(hub: Lifetime
     # bad input: clear 400s, never a 500
     for body, expect in [(b"not json", "must be JSON"), (b"[1]", '"hours"'), (b"{}", '"hours"'),
                          (b'{"hours": "two"}', "number of hours"), (b'{"hours": -1}', "positive"),
-                         (b'{"hours": 1, "why": 1}', "Unknown field")]:
+                         (b'{"hours": 1, "why": 1}', "Unknown field"), (b'{"hours": 1, "%s%d": 1}', "%s%d")]:
         r = hub.lifetimes("POST", "/users/bob/server/extend", token=bob, data=body)
         assert r.status_code == 400 and expect in r.json()["message"], (body, r.text)
     assert hub.lifetimes("GET", "/users/bob/servers/nope", token=bob).status_code == 404
+    r = hub.lifetimes("GET", "/users/b%25s%25d/server", token=bob)  # user input in a message is not a format
+    assert r.status_code == 404 and "b%s%d has no running" in r.json()["message"]
 
     # another user can neither read nor extend bob's server; the answer does not say it exists
     for method, path in [("GET", "/users/bob/server"), ("POST", "/users/bob/server/extend"), ("GET", "/users/bob")]:

@@ -37,6 +37,18 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def fail(status: int, message: str) -> web.HTTPError:
+    """An HTTPError with a message for people. Tornado treats `log_message` as a %-format (and logs it), so the
+    message, which may quote user input such as a user name or a JSON key, goes in as an argument."""
+    return web.HTTPError(status, "%s", message)
+
+
+def error_text(exc: BaseException | None, status: int) -> str:
+    if isinstance(exc, web.HTTPError) and exc.log_message:
+        return exc.log_message % exc.args
+    return HTTPStatus(status).phrase
+
+
 class Base(HubOAuthenticated, web.RequestHandler):
     @property
     def facility(self) -> Facility:
@@ -53,7 +65,7 @@ class Base(HubOAuthenticated, web.RequestHandler):
     def who(self) -> dict[str, Any]:
         user = self.current_user
         if not user:
-            raise web.HTTPError(403, "Missing or invalid credentials.")
+            raise fail(403, "Missing or invalid credentials.")
         return user
 
     def may(self, scope: str, owner: str) -> bool:
@@ -62,7 +74,7 @@ class Base(HubOAuthenticated, web.RequestHandler):
     async def server_times(self, owner: str, server: str) -> SessionTimes:
         """The running server's schedule; 404 unless it exists, runs and the caller may read it."""
         label = f"server {server!r}" if server else "default server"
-        not_found = web.HTTPError(404, f"{owner} has no running {label} that you can see.")
+        not_found = fail(404, f"{owner} has no running {label} that you can see.")
         if not self.may(READ, owner):
             raise not_found
         servers = await self.user_servers(owner)
@@ -76,17 +88,17 @@ class Base(HubOAuthenticated, web.RequestHandler):
         try:
             return await self.hub.servers(owner)
         except (HTTPClientError, OSError) as e:
-            raise web.HTTPError(502, f"The hub did not answer about {owner}'s servers ({e}); try again.") from None
+            raise fail(502, f"The hub did not answer about {owner}'s servers ({e}); try again.") from None
 
     def extend(self, owner: str, server: str, times: SessionTimes, add_hours: object) -> SessionTimes:
         """Apply an extension (policy-checked, stored before we answer); 403 for readers without extend."""
         if not self.may(EXTEND, owner):
-            raise web.HTTPError(403, f"You may see but not extend {owner}'s servers.")
+            raise fail(403, f"You may see but not extend {owner}'s servers.")
         t = now()
         try:
             total = check_extension(times, add_hours, t)
         except ExtensionRefused as e:
-            raise web.HTTPError(400, f"Cannot extend: {e}.") from None
+            raise fail(400, f"Cannot extend: {e}.") from None
         self.store.set_extended(owner, server, times.key, total, by=self.who()["name"])
         return dataclasses.replace(times, extended=total)
 
@@ -95,8 +107,7 @@ class APIHandler(Base):
     """JSON in, JSON out; errors as {"status", "message"} like the hub's own API."""
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or HTTPStatus(status_code).phrase
+        message = error_text(kwargs.get("exc_info", (None, None, None))[1], status_code)
         if status_code >= 500 and status_code != 502:
             message = "The lifetimes service failed on this request; the administrators can find why in its log."
         self.set_header("Content-Type", "application/json")
@@ -112,10 +123,10 @@ class UserSessionsAPI(APIHandler):
 
     async def get(self, user: str) -> None:
         if not self.may(READ, user):
-            raise web.HTTPError(404, f"No user {user} that you can see.")
+            raise fail(404, f"No user {user} that you can see.")
         servers = await self.user_servers(user)
         if servers is None:
-            raise web.HTTPError(404, f"No user {user} that you can see.")
+            raise fail(404, f"No user {user} that you can see.")
         t = now()
         out = []
         for name, model in sorted(servers.items()):
@@ -142,12 +153,12 @@ class ExtendAPI(APIHandler):
         try:
             body = json.loads(self.request.body or b"null")
         except ValueError:
-            raise web.HTTPError(400, 'The body must be JSON, e.g. {"hours": 2}.') from None
+            raise fail(400, 'The body must be JSON, e.g. {"hours": 2}.') from None
         if not isinstance(body, dict) or "hours" not in body:
-            raise web.HTTPError(400, 'The body must be a JSON object with "hours", e.g. {"hours": 2}.')
+            raise fail(400, 'The body must be a JSON object with "hours", e.g. {"hours": 2}.')
         unknown = sorted(set(body) - {"hours"})
         if unknown:
-            raise web.HTTPError(400, f"Unknown field(s) {', '.join(unknown)}; only \"hours\" is accepted.")
+            raise fail(400, f"Unknown field(s) {', '.join(unknown)}; only \"hours\" is accepted.")
         times = await self.server_times(user, server)
         times = self.extend(user, server, times, body["hours"])
         self.write_json(describe(user, server, times, now()))
@@ -157,8 +168,7 @@ class PageHandler(Base):
     """The page the hub's "Extend" button leads to: the signed-in user's sessions, with extend forms."""
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or HTTPStatus(status_code).phrase
+        message = error_text(kwargs.get("exc_info", (None, None, None))[1], status_code)
         if status_code >= 500 and status_code != 502:
             message = "This page failed; the administrators can find why in the lifetimes service's log."
         self.finish(f"<!doctype html><title>{status_code}</title><p>{xhtml_escape(message)}</p>"
@@ -182,7 +192,7 @@ class PageHandler(Base):
             times = self.extend(owner, server, times, add_hours)
         except web.HTTPError as e:
             self.set_status(e.status_code)
-            await self.show(error=e.log_message, notice=None)
+            await self.show(error=error_text(e, e.status_code), notice=None)
             return
         self.redirect(f"{self.settings['prefix']}?notice=" + url_escape(
             f"Extended: the session now ends at {when(times.deadline)}."))
