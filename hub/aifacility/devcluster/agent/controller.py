@@ -13,7 +13,7 @@ from typing import Any
 from aifacility.devcluster import kinds
 from aifacility.devcluster.agent.events import EventRecorder
 from aifacility.devcluster.agent.informer import cancel_all, follow
-from aifacility.devcluster.agent.ipam import PodIPs
+from aifacility.devcluster.agent.ipam import PodIPs, choose_block
 from aifacility.devcluster.agent.local import LocalProcessProvider
 from aifacility.devcluster.agent.provider import Pod, PodLifecycleHandler
 from aifacility.devcluster.agent.runner import NodeContext
@@ -57,6 +57,7 @@ class NodeAgent:
     async def start(self, cluster: Any) -> None:
         store: Store = cluster.store
         self._store = store
+        self.ips = PodIPs(choose_block(cluster.state_dir))
         events = EventRecorder(store, "kubelet")
         for name in local_node_names(cluster.facility):
             node = store.get(kinds.NODE, None, name)
