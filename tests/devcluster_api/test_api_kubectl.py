@@ -10,6 +10,8 @@ import time
 
 import yaml
 
+from aifacility.devcluster import kinds
+
 POD = """apiVersion: v1
 kind: Pod
 metadata:
@@ -147,7 +149,7 @@ def test_watch_delete_and_wait(kubectl, server):
         watcher.communicate()
 
     # A pod that is bound to a node is only marked; kubectl wait sees it go once the "node" removes it.
-    server.call(lambda: server.store.modify(KIND_POD(), "default", "web", lambda p: p["spec"].update(nodeName="n1")))
+    server.call(lambda: server.store.modify(kinds.POD, "default", "web", lambda p: p["spec"].update(nodeName="n1")))
     deleted = kubectl("delete", "pod", "web", "--wait=false")
     assert deleted.stdout.strip() == 'pod "web" deleted'
     assert "Terminating" in kubectl("get", "pod", "web").stdout
@@ -159,16 +161,10 @@ def test_watch_delete_and_wait(kubectl, server):
         text=True,
     )
     time.sleep(0.5)
-    server.call(lambda: server.store.remove(KIND_POD(), "default", "web"))
+    server.call(lambda: server.store.remove(kinds.POD, "default", "web"))
     out, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 0, err
     assert "pod/web condition met" in out or "deleted" in out
-
-
-def KIND_POD():
-    from aifacility.devcluster import kinds
-
-    return kinds.POD
 
 
 def test_wait_for_condition_and_jsonpath(kubectl, server):
