@@ -277,3 +277,14 @@ def test_events_in_both_api_shapes(k8s):
     assert core.read_namespaced_event("nb.2", "default").message == "admitted again"
     events_v1.delete_namespaced_event("nb.2", "default")
     assert [e.metadata.name for e in core.list_namespaced_event("default").items] == ["nb.1"]
+
+
+def test_bookmarks_through_the_client(k8s):
+    core = client.CoreV1Api(k8s)
+    rv = core.list_namespaced_pod("default").metadata.resource_version
+    events = list(
+        watch.Watch().stream(
+            core.list_namespaced_pod, "default", resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=2
+        )
+    )
+    assert events and {e["type"] for e in events} == {"BOOKMARK"}
