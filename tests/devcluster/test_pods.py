@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -291,3 +292,27 @@ spec:
     status = running.get("pod", "bounded")["status"]
     assert status["reason"] == "DeadlineExceeded"
     assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143
+
+
+def test_lifecycle_hooks(running: RunningCluster, tmp_path: Path) -> None:
+    host = tmp_path / "hooks"
+    host.mkdir()
+    running.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: x
+    command: [sh, -c, 'while ! test -f /data/post; do sleep 0.1; done; echo saw-post; exec sleep 300']
+    volumeMounts: [{{name: data, mountPath: /data}}]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, 'echo post > /data/post']}}}}
+      preStop: {{exec: {{command: [sh, -c, 'echo pre > /data/pre']}}}}
+  volumes: [{{name: data, hostPath: {{path: {host}}}}}]
+""")
+    running.wait_for(lambda: running.kubectl("logs", "hooked", check=False).stdout == "saw-post\n", timeout=30)
+    running.kubectl("delete", "pod", "hooked", "--timeout=30s")
+    assert (host / "pre").read_text() == "pre\n"

@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ import psutil
 
 from aifacility.devcluster.agent.env import ConfigError, Lookup, container_env, expand_command
 from aifacility.devcluster.agent.events import EventRecorder, now, now_nano, parse_time
-from aifacility.devcluster.agent.probes import readiness_loop
+from aifacility.devcluster.agent.hooks import run_hook
+from aifacility.devcluster.agent.probes import ExecRunner, readiness_loop
 from aifacility.devcluster.agent.provider import Notify
 from aifacility.devcluster.agent.sandbox import Mount, bwrap_command
 from aifacility.devcluster.agent.status import ContainerState, conditions, pod_phase
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 # gets its own writable copies, the way a container image's root home is writable in its own layer.
 HOME_WRITABLE = (".local", ".cache", ".config", ".jupyter", ".ipython")
 RETRY_SECONDS = 2.0
+# postStart hooks block the container's start; one that hangs longer than this counts as failed.
+HOOK_SECONDS = 120.0
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
@@ -97,6 +100,8 @@ def qos_class(pod: dict[str, Any]) -> str:
 class _Running:
     proc: asyncio.subprocess.Process
     started: float
+    spec: dict[str, Any]
+    exec_runner: ExecRunner
     probe: asyncio.Task[None] | None = None
 
 
@@ -359,15 +364,23 @@ class PodRunner:
         cs.state = {"running": {"startedAt": started_at}}
         probe = spec.get("readinessProbe")
         cs.ready = probe is None
-        running = _Running(proc, time.monotonic())
+        def exec_runner(cmd: list[str], seconds: float) -> Awaitable[int]:
+            return self._exec(cmd, mounts, env, seconds, (uid, gid))
+
+        running = _Running(proc, time.monotonic(), spec, exec_runner)
         self._running[cs.name] = running
         self._event("Created", f"Created container {cs.name}", container=cs.name)
         self._event("Started", f"Started container {cs.name}", container=cs.name)
         self.publish()
+        post_start = (spec.get("lifecycle") or {}).get("postStart")
+        if post_start and not await run_hook(post_start, spec, self.pod_ip, exec_runner, HOOK_SECONDS):
+            # As the kubelet: a failed postStart hook kills the container, which then restarts per policy.
+            self._event("FailedPostStartHook", f"PostStartHook failed for container {cs.name}", warning=True,
+                        container=cs.name)
+            _signal_tree(proc.pid, signal.SIGKILL)
         if probe is not None:
             running.probe = asyncio.create_task(readiness_loop(
-                probe, spec, self.pod_ip, lambda cmd, t: self._exec(cmd, mounts, env, t, (uid, gid)),
-                lambda ok: self._set_ready(cs, ok)))
+                probe, spec, self.pod_ip, exec_runner, lambda ok: self._set_ready(cs, ok)))
         try:
             code = await proc.wait()
             # Everything in the sandbox died with its command (pid namespace), so the pipes close promptly.
@@ -439,13 +452,25 @@ class PodRunner:
             self._deadline.cancel()
         self._stop_event.set()
         running = dict(self._running)
-        for name, r in running.items():
+        for name in running:
             if not shutdown:
                 self._event("Killing", f"Stopping container {name}", container=name)
+        started = time.monotonic()
+        hooks = [(name, r) for name, r in running.items() if (r.spec.get("lifecycle") or {}).get("preStop")]
+        if hooks and not shutdown:
+            # preStop hooks run first and use up the grace period (the kubelet then adds 2 s for SIGTERM).
+            results = await asyncio.gather(*(run_hook(r.spec["lifecycle"]["preStop"], r.spec, self.pod_ip,
+                                                      r.exec_runner, max(grace, 0)) for _, r in hooks))
+            for (name, _), ok in zip(hooks, results, strict=True):
+                if not ok:
+                    self._event("FailedPreStopHook", f"PreStopHook failed for container {name}", warning=True,
+                                container=name)
+        left = max(grace - (time.monotonic() - started), 2.0 if hooks and not shutdown else 0.0)
+        for r in running.values():
             _signal_tree(r.proc.pid, signal.SIGTERM)
         if running:
             waits = [asyncio.create_task(r.proc.wait()) for r in running.values()]
-            _done, pending = await asyncio.wait(waits, timeout=max(grace, 0))
+            _done, pending = await asyncio.wait(waits, timeout=left)
             for r in running.values():
                 if r.proc.returncode is None:
                     _signal_tree(r.proc.pid, signal.SIGKILL)
