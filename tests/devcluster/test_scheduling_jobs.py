@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from typing import TYPE_CHECKING, Any
 
 from aifacility.devcluster import kinds
@@ -256,3 +258,22 @@ def test_completed_indexes_format() -> None:
     assert format_indexes({0, 1, 2, 4, 6, 7}) == "0-2,4,6-7"
     assert parse_indexes("0-2,4,6-7") == {0, 1, 2, 4, 6, 7}
     assert format_indexes(set()) == "" and parse_indexes("") == set()
+
+
+def test_unemulated_job_features_are_refused(running: RunningCluster) -> None:
+    manifest = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: policy}
+spec:
+  podFailurePolicy: {rules: [{action: Ignore, onPodConditions: [{type: DisruptionTarget}]}]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: x, command: ["true"]}]
+"""
+    env = {**os.environ, "KUBECONFIG": str(running.kubeconfig)}
+    out = subprocess.run(["kubectl", "apply", "-f", "-"], input=manifest, env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode != 0
+    assert "spec.podFailurePolicy: Forbidden: the development cluster's Job controller does not emulate" in out.stderr

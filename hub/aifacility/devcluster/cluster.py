@@ -15,7 +15,7 @@ from aifacility.devcluster import kinds
 from aifacility.devcluster.agent.controller import NodeAgent
 from aifacility.devcluster.api import make_app
 from aifacility.devcluster.gc import GarbageCollector
-from aifacility.devcluster.jobs import JobController
+from aifacility.devcluster.jobs import JobController, job_admission_hook
 from aifacility.devcluster.kueue import KueueController, make_visibility_extension
 from aifacility.devcluster.logs import LogRegistry
 from aifacility.devcluster.nodes import apply_nodes
@@ -90,6 +90,7 @@ class DevCluster:
             apply_nodes(self.store, self.facility)
             self._ensure_namespace(self.facility.namespace)
             self.kueue.install(self.store)
+            self.store.add_hook(job_admission_hook)
             for plugin in self._plugins:
                 plugin(self)
             app = make_app(self.store, logs=self.logs,

@@ -18,7 +18,7 @@ from typing import Any
 from aifacility.devcluster import kinds
 from aifacility.devcluster.agent.events import EventRecorder, now, parse_time
 from aifacility.devcluster.agent.informer import Trigger, cancel_all, follow
-from aifacility.devcluster.store import NotFound, Store, StoreError
+from aifacility.devcluster.store import NotFound, Store, StoreError, invalid
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,30 @@ COUNTED = "batch.aifacility.io/counted"
 INDEX = "batch.kubernetes.io/job-completion-index"
 FAILURE_BACKOFF_BASE = 1.0
 FAILURE_BACKOFF_MAX = 60.0
+
+
+# Job features this controller does not emulate: refused at admission rather than silently ignored.
+UNSUPPORTED_FIELDS = {
+    "podFailurePolicy": "pod failure policies",
+    "successPolicy": "success policies",
+    "backoffLimitPerIndex": "per-index back-off limits",
+    "maxFailedIndexes": "per-index back-off limits",
+}
+
+
+def job_admission_hook(kind: kinds.Kind, operation: str, new: dict[str, Any] | None,
+                       old: dict[str, Any] | None) -> None:
+    """Refuse Jobs using features the development cluster's Job controller does not implement."""
+    if kind is not kinds.JOB or operation not in ("CREATE", "UPDATE") or new is None:
+        return
+    spec: dict[str, Any] = new["spec"] if isinstance(new.get("spec"), dict) else {}
+    causes = [(f"spec.{f}", f"Forbidden: the development cluster's Job controller does not emulate {what}")
+              for f, what in UNSUPPORTED_FIELDS.items() if spec.get(f) is not None]
+    managed_by = spec.get("managedBy")
+    if managed_by not in (None, "kubernetes.io/job-controller"):
+        causes.append(("spec.managedBy", f"Forbidden: no controller {managed_by!r} runs in the development cluster"))
+    if causes:
+        raise invalid(kinds.JOB, str((new.get("metadata") or {}).get("name", "")), causes)
 
 
 def _owner_job(pod: dict[str, Any]) -> tuple[str, str] | None:
