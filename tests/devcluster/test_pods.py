@@ -316,3 +316,20 @@ spec:
     running.wait_for(lambda: running.kubectl("logs", "hooked", check=False).stdout == "saw-post\n", timeout=30)
     running.kubectl("delete", "pod", "hooked", "--timeout=30s")
     assert (host / "pre").read_text() == "pre\n"
+
+
+def test_deleting_a_namespace_stops_its_pods(running: RunningCluster) -> None:
+    running.kubectl("create", "namespace", "scratch")
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: inside, namespace: scratch}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: main, image: x, command: [sh, -c, 'exec sleep 3333']}]
+""")
+    running.kubectl("wait", "-n", "scratch", "--for=condition=Ready", "pod/inside", "--timeout=30s")
+    assert _pod_processes("sleep 3333")
+    running.kubectl("delete", "namespace", "scratch", "--timeout=60s")
+    assert running.kubectl("get", "namespace", "scratch", check=False).returncode != 0
+    assert not _pod_processes("sleep 3333")
