@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,8 +28,17 @@ from aifacility.lifetimes.store import ExtensionStore
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
+# Rows of server runs spawned longer ago than the longest cap plus this are of servers long gone.
+KEEP_AFTER_CAP = timedelta(days=7)
+
+
 def make_app() -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/lifetimes/")
+    facility = load_facility()
+    store = ExtensionStore()
+    longest = max(timedelta(hours=p.max_lifetime_hours) for p in facility.profiles)
+    dropped = store.forget_before(datetime.now(UTC) - longest - KEEP_AFTER_CAP)
+    logging.getLogger("aifacility.lifetimes").info("forgot %d record(s) of long-stopped servers", dropped)
     user = r"(?P<user>[^/]+)"
     server = r"(?:server|servers/(?P<server>[^/]+))"
     api = url_path_join(prefix, "api/users/")
@@ -42,8 +52,8 @@ def make_app() -> web.Application:
     ]
     return web.Application(
         routes,
-        facility=load_facility(),
-        store=ExtensionStore(),
+        facility=facility,
+        store=store,
         hub=HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]),
         prefix=prefix,
         hub_home=url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/home"),
