@@ -14,7 +14,15 @@ from aifacility.devcluster.selectors import (
     object_matcher,
     parse_label_selector,
 )
-from aifacility.devcluster.store import AlreadyExists, Forbidden, Gone, Invalid, NotFound, Store
+from aifacility.devcluster.store import (
+    AlreadyExists,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    Store,
+    TooLargeResourceVersion,
+)
 
 POD_SPEC = {
     "containers": [
@@ -220,6 +228,8 @@ async def test_watch_bookmarks_and_history(tmp_path):
         store.create(kinds.CONFIGMAP, {"metadata": {"name": f"c{i}"}})
     with pytest.raises(Gone):
         store.watch(kinds.CONFIGMAP, resource_version=rv)
+    with pytest.raises(TooLargeResourceVersion):
+        store.watch(kinds.CONFIGMAP, resource_version=str(int(store.resource_version) + 10))
     watcher = store.watch(kinds.CONFIGMAP, resource_version=store.resource_version, bookmark_interval=0.05)
     event = await asyncio.wait_for(watcher.__anext__(), 2)
     assert event.type == "BOOKMARK" and event.object["metadata"]["resourceVersion"] == store.resource_version

@@ -72,6 +72,12 @@ class Gone(StoreError):
     code, reason = 410, "Expired"
 
 
+class TooLargeResourceVersion(StoreError):
+    """A watch from a resourceVersion this store has not reached (e.g. the state was reset): clients re-list."""
+
+    code, reason = 504, "Timeout"
+
+
 class BadRequest(StoreError):
     code, reason = 400, "BadRequest"
 
@@ -601,6 +607,14 @@ class Store:
                 raise BadRequest(f"resourceVersion {resource_version!r} is not a valid resource version") from None
             if start < self._floor:
                 raise Gone(f"too old resource version: {start} ({self._floor})")
+            if start > self._rv:
+                raise TooLargeResourceVersion(
+                    f"Timeout: Too large resource version: {start}, current: {self._rv}",
+                    details={
+                        "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                        "retryAfterSeconds": 1,
+                    },
+                )
         watcher = Watcher(self, kind, namespace if kind.namespaced else None, match, bookmark_interval)
         for change in self._history:
             if change.rv > start:

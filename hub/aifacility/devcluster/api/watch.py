@@ -61,9 +61,9 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
             bookmark_interval=settings["bookmark_interval"] if bookmarks else None,
         )
     except StoreError as e:
-        if e.code != 410:
+        if e.code not in (410, 504):
             raise
-        # A too-old resourceVersion is reported in the stream, which is where clients look for it.
+        # A too-old (or too-new) resourceVersion is reported in the stream, which is where clients look for it.
         response = _start(request)
         await response.prepare(request)
         with contextlib.suppress(ConnectionResetError):
