@@ -40,6 +40,13 @@ def _load_plugin(spec: str) -> Callable[[Any], None]:
     return fn
 
 
+def _interlink(value: str) -> tuple[str, str]:
+    node, sep, url = value.partition("=")
+    if not sep or not node or not url:
+        raise argparse.ArgumentTypeError(f"'{value}' is not NODE=URL (e.g. vk-hpc-leonardo=http://127.0.0.1:4000)")
+    return node, url
+
+
 async def _serve(cluster: DevCluster) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 0), help="HOST:PORT of the API server")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE:FUNCTION",
                         help="call FUNCTION(cluster) at start, e.g. to serve interLink virtual nodes (repeatable)")
+    parser.add_argument("--interlink", action="append", default=[], type=_interlink, metavar="NODE=URL",
+                        help="the interLink plugin serving virtual node NODE (overrides its interlink.url; repeatable)")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -82,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     from aifacility.devcluster.cluster import DevCluster
 
     try:
-        asyncio.run(_serve(DevCluster(facility, args.state_dir, host, port, plugins=plugins)))
+        cluster = DevCluster(facility, args.state_dir, host, port, plugins=plugins,
+                             interlink_urls=dict(args.interlink))
+    except ValueError as e:  # an unknown virtual node or a bad plugin URL
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(cluster))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             print(f"error: cannot listen on {host}:{port}: the address is already in use", file=sys.stderr)

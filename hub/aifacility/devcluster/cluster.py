@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from aifacility.devcluster.nodes import apply_nodes
 from aifacility.devcluster.pv import VolumeBinder
 from aifacility.devcluster.scheduler import Scheduler
 from aifacility.devcluster.store import AlreadyExists, Store
+from aifacility.devcluster.virtualnode import VirtualNodes
 from aifacility.facility.model import Facility
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class DevCluster:
     def __init__(self, facility: Facility, state_dir: Path, host: str = "127.0.0.1", port: int = 0, *,
                  extensions: Iterable[Callable[[web.Application], None]] = (),
                  plugins: Iterable[Callable[[DevCluster], None]] = (),
-                 backoff_base: float = 1.0) -> None:
+                 backoff_base: float = 1.0, interlink_urls: Mapping[str, str] | None = None) -> None:
         self.facility = facility
         self.state_dir = Path(state_dir).resolve()
         self.host = host
@@ -52,13 +53,16 @@ class DevCluster:
         self.agent = NodeAgent(backoff_base=backoff_base)
         self.scheduler = Scheduler()
         self.kueue = KueueController()
+        # interLink virtual nodes: a plugin URL per node from the facility file or `interlink_urls` (which wins);
+        # ValueError names an unknown node or a bad URL.
+        self.virtual_nodes = VirtualNodes(facility, interlink_urls)
         self._extensions = list(extensions)
         # Called at start with the store open, before the API and the controllers start: the place to
         # register providers for virtual nodes (self.agent.register_provider), their log providers
         # (self.logs.register), API extensions and controllers.
-        self._plugins = list(plugins)
+        self._plugins = [*plugins, self.virtual_nodes.prepare]
         self._controllers: list[Any] = [VolumeBinder(), self.scheduler, self.agent, JobController(),
-                                        GarbageCollector(), self.kueue]
+                                        GarbageCollector(), self.kueue, self.virtual_nodes]
         self._started: list[Any] = []
         self._runner: web.AppRunner | None = None
 
