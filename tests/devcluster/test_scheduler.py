@@ -139,3 +139,44 @@ def test_unschedulable_node_and_pod_count(facility: Facility) -> None:
     assert best is None
     assert "1 node(s) were unschedulable" in message
     assert "1 Too many pods" in message
+
+
+def _labelled(name: str, node: str | None = None, **labels: str) -> dict[str, Any]:
+    p = pod(name, node=node)
+    p["metadata"]["labels"] = labels
+    return p
+
+
+def _with_affinity(p: dict[str, Any], kind: str, labels: dict[str, str],
+                   key: str = "kubernetes.io/hostname") -> dict[str, Any]:
+    p["spec"]["affinity"] = {kind: {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": labels}, "topologyKey": key}]}}
+    return p
+
+
+def test_required_pod_anti_affinity_spreads_replicas(facility: Facility) -> None:
+    placed: list[dict[str, Any]] = []
+    names = []
+    for i in range(3):
+        p = _with_affinity(_labelled(f"r{i}", app="dask"), "podAntiAffinity", {"app": "dask"})
+        best, message = choose_node(p, node_states(nodes(facility), placed))
+        if best is None:
+            assert "2 node(s) didn't match pod anti-affinity rules" in message
+            names.append(None)
+            continue
+        names.append(best.name)
+        placed.append({**p, "spec": {**p["spec"], "nodeName": best.name}, "status": {"phase": "Running"}})
+    assert names == ["cpu-01", "cpu-02", None]
+
+
+def test_existing_pods_anti_affinity_and_pod_affinity(facility: Facility) -> None:
+    lonely = _with_affinity(_labelled("lonely", node="cpu-01", app="db"), "podAntiAffinity", {"app": "web"})
+    states = node_states(nodes(facility), [lonely])
+    best, _ = choose_node(_labelled("web", app="web"), states)
+    assert best is not None and best.name == "cpu-02"  # cpu-01's resident refuses web pods
+    follower = _with_affinity(_labelled("follower"), "podAffinity", {"app": "db"})
+    best, _ = choose_node(follower, states)
+    assert best is not None and best.name == "cpu-01"
+    nobody = _with_affinity(_labelled("x"), "podAffinity", {"app": "none"})
+    best, message = choose_node(nobody, states)
+    assert best is None and "node(s) didn't match pod affinity rules" in message

@@ -21,6 +21,7 @@ from typing import Any
 from aifacility.devcluster import kinds
 from aifacility.devcluster.agent.events import EventRecorder, now
 from aifacility.devcluster.agent.informer import Trigger, cancel_all, follow
+from aifacility.devcluster.selectors import SelectorError, matches_label_selector_dict
 from aifacility.devcluster.store import NotFound, Store, StoreError
 from aifacility.facility.quantity import parse_quantity
 
@@ -160,15 +161,23 @@ class NodeState:
     allocatable: dict[str, Decimal]
     requested: dict[str, Decimal] = field(default_factory=dict)
     pods: int = 0
+    # The pods bound here (for inter-pod affinity): metadata and affinity only.
+    residents: list[Mapping[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return str(self.node["metadata"]["name"])
 
-    def add(self, requests: Mapping[str, Decimal]) -> None:
+    def add(self, requests: Mapping[str, Decimal], pod: Mapping[str, Any] | None = None) -> None:
         for k, v in requests.items():
             self.requested[k] = self.requested.get(k, Decimal(0)) + v
         self.pods += 1
+        if pod is not None:
+            self.residents.append(pod)
+
+    def label(self, key: str) -> str | None:
+        value = ((self.node.get("metadata") or {}).get("labels") or {}).get(key)
+        return None if value is None else str(value)
 
     def score(self, requests: Mapping[str, Decimal]) -> Decimal:
         """kube-scheduler's LeastAllocated score (0..100) after placing the pod: free cpu and memory share."""
@@ -189,7 +198,66 @@ class Rejection:
     resolvable: bool
 
 
-def filter_node(pod: Mapping[str, Any], requests: Mapping[str, Decimal], state: NodeState) -> Rejection | None:
+def _term_selects(term: Mapping[str, Any], owner_namespace: str, other: Mapping[str, Any]) -> bool:
+    """Whether a pod (anti-)affinity term selects `other` (a null labelSelector selects nothing)."""
+    meta = other.get("metadata") or {}
+    namespaces = term.get("namespaces") or []
+    ns_selector = term.get("namespaceSelector")
+    if ns_selector is None:
+        in_scope = meta.get("namespace") in (namespaces or [owner_namespace])
+    else:
+        # Namespace labels are not consulted: {} (all namespaces) and explicit names are what is emulated.
+        in_scope = ns_selector == {} or meta.get("namespace") in namespaces
+    selector = term.get("labelSelector")
+    if not in_scope or selector is None:
+        return False
+    try:
+        return matches_label_selector_dict(meta.get("labels") or {}, selector)
+    except SelectorError:
+        return False
+
+
+def _required_terms(pod: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    affinity = ((pod.get("spec") or {}).get("affinity") or {}).get(kind) or {}
+    return list(affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+
+
+def inter_pod_rejection(pod: Mapping[str, Any], state: NodeState, states: list[NodeState]) -> Rejection | None:
+    """Required pod affinity / anti-affinity (InterPodAffinity), including existing pods' anti-affinity."""
+    ns = str((pod.get("metadata") or {}).get("namespace") or "default")
+
+    def same_domain(key: str) -> list[NodeState]:
+        value = state.label(key)
+        return [] if value is None else [s for s in states if s.label(key) == value]
+
+    # Upstream's order: the pod's affinity, its anti-affinity, then the anti-affinity of pods already there.
+    for term in _required_terms(pod, "podAffinity"):
+        domain = same_domain(str(term.get("topologyKey", "")))
+        if any(_term_selects(term, ns, other) for s in domain for other in s.residents):
+            continue
+        # Upstream's exception: the first pod of a group that selects itself may go anywhere it could,
+        # provided no pod anywhere matches yet.
+        anywhere = any(_term_selects(term, ns, other) for s in states for other in s.residents)
+        if not anywhere and _term_selects(term, ns, pod) and state.label(str(term.get("topologyKey", ""))):
+            continue
+        return Rejection(("node(s) didn't match pod affinity rules",), False)
+    for term in _required_terms(pod, "podAntiAffinity"):
+        for s in same_domain(str(term.get("topologyKey", ""))):
+            if any(_term_selects(term, ns, other) for other in s.residents):
+                return Rejection(("node(s) didn't match pod anti-affinity rules",), True)
+    for resident_state in states:
+        for other in resident_state.residents:
+            other_ns = str((other.get("metadata") or {}).get("namespace") or "default")
+            for term in _required_terms(other, "podAntiAffinity"):
+                key = str(term.get("topologyKey", ""))
+                if state.label(key) is not None and resident_state.label(key) == state.label(key) \
+                        and _term_selects(term, other_ns, pod):
+                    return Rejection(("node(s) didn't satisfy existing pods anti-affinity rules",), True)
+    return None
+
+
+def filter_node(pod: Mapping[str, Any], requests: Mapping[str, Decimal], state: NodeState,
+                states: list[NodeState] | None = None) -> Rejection | None:
     node = state.node
     if (node.get("spec") or {}).get("unschedulable"):
         tolerations = (pod.get("spec") or {}).get("tolerations") or []
@@ -214,7 +282,7 @@ def filter_node(pod: Mapping[str, Any], requests: Mapping[str, Decimal], state: 
             reasons.append(f"Insufficient {res}")
     if reasons:
         return Rejection(tuple(reasons), True)
-    return None
+    return inter_pod_rejection(pod, state, states if states is not None else [state])
 
 
 def unschedulable_message(total_nodes: int, rejections: Iterable[Rejection]) -> str:
@@ -247,7 +315,7 @@ def choose_node(pod: Mapping[str, Any], states: list[NodeState]) -> tuple[NodeSt
     fitting: list[NodeState] = []
     rejections: list[Rejection] = []
     for state in states:
-        rejection = filter_node(pod, requests, state)
+        rejection = filter_node(pod, requests, state, states)
         if rejection is None:
             fitting.append(state)
         else:
@@ -256,6 +324,10 @@ def choose_node(pod: Mapping[str, Any], states: list[NodeState]) -> tuple[NodeSt
         return None, unschedulable_message(len(states), rejections)
     best = min(fitting, key=lambda s: (-s.score(requests), s.name))
     return best, ""
+
+
+def _resident(pod: Mapping[str, Any]) -> dict[str, Any]:
+    return {"metadata": pod.get("metadata") or {}, "spec": {"affinity": (pod.get("spec") or {}).get("affinity")}}
 
 
 def is_pending(pod: Mapping[str, Any]) -> bool:
@@ -284,7 +356,7 @@ def node_states(nodes: Iterable[dict[str, Any]], pods: Iterable[Mapping[str, Any
         if occupies_node(p):
             state = states.get(p["spec"]["nodeName"])
             if state is not None:
-                state.add(pod_requests(p))
+                state.add(pod_requests(p), _resident(p))
     return sorted(states.values(), key=lambda s: s.name)
 
 
@@ -374,7 +446,7 @@ class Scheduler:
                 self._unschedulable(pod, message)
                 continue
             if self._bind(pod, best.name):
-                best.add(pod_requests(pod))
+                best.add(pod_requests(pod), _resident(pod))
 
     def _missing_claim(self, pod: dict[str, Any]) -> str:
         assert self._store is not None
