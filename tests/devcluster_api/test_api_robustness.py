@@ -133,3 +133,33 @@ def test_unindexed_field_selectors_are_refused_like_kubernetes(server):
         f"{_collection(server, kinds.WORKLOAD)}?fieldSelector=status.admission.clusterQueue%3Dcq", "GET", None
     )
     assert code == 200
+
+
+async def test_idle_watch_of_a_vanished_client_is_released(monkeypatch):
+    import asyncio
+    import socket
+
+    from aiohttp import web
+
+    from aifacility.devcluster.api import make_app
+    from aifacility.devcluster.api import watch as watch_module
+    from aifacility.devcluster.store import Store
+
+    monkeypatch.setattr(watch_module, "CLIENT_CHECK_SECONDS", 0.1)
+    store = Store(None)
+    runner = web.AppRunner(make_app(store))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        sock.sendall(b"GET /api/v1/pods?watch=1&timeoutSeconds=60 HTTP/1.1\r\nHost: test\r\n\r\n")
+        async with asyncio.timeout(5):
+            while not store.open_watchers:  # noqa: ASYNC110 - the server offers no signal
+                await asyncio.sleep(0.02)
+    finally:
+        sock.close()
+    async with asyncio.timeout(5):
+        while store.open_watchers:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    await runner.cleanup()

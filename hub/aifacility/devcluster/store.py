@@ -252,6 +252,11 @@ class Store:
         self._hooks.append(hook)
 
     @property
+    def open_watchers(self) -> int:
+        """How many watchers are registered (to see that finished clients release theirs)."""
+        return len(self._watchers)
+
+    @property
     def hooks(self) -> tuple[AdmissionHook, ...]:
         return tuple(self._hooks)
 

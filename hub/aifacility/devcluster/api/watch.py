@@ -17,6 +17,7 @@ from .request import Target, flag, integer
 from .state import API_STORE_KEY, OPEN_WATCHES_KEY, SETTINGS_KEY
 
 Obj = dict[str, Any]
+CLIENT_CHECK_SECONDS = 5.0
 DEFAULT_TIMEOUT_SECONDS = 1800  # the real server picks 30-60 minutes; clients re-watch anyway
 
 
@@ -89,6 +90,7 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    pending: asyncio.Future[WatchEvent] | None = None
     try:
         await response.prepare(request)
         for obj in initial_items:
@@ -109,9 +111,18 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            if pending is None:
+                pending = asyncio.ensure_future(events.__anext__())
+            # Wake up now and then to notice a client that went away while nothing happened.
+            done, _ = await asyncio.wait({pending}, timeout=min(remaining, CLIENT_CHECK_SECONDS))
+            if not done:
+                if request.transport is None or request.transport.is_closing():
+                    break
+                continue
+            finished, pending = pending, None
             try:
-                event: WatchEvent = await asyncio.wait_for(events.__anext__(), remaining)
-            except (TimeoutError, StopAsyncIteration):
+                event: WatchEvent = finished.result()
+            except StopAsyncIteration:
                 break
             if event.type == "BOOKMARK" and not bookmarks:
                 continue
@@ -125,6 +136,8 @@ async def serve_watch(request: web.Request, t: Target) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the client went away (aiohttp's ClientConnectionResetError is a ConnectionResetError)
     finally:
+        if pending is not None:
+            pending.cancel()
         watcher.close()
         open_watches.discard(watcher)
     return response
