@@ -51,8 +51,9 @@ class Arbiter:
         if times is None:
             return False
         if times.expired(now):
-            why = ("idle since " + when(times.last_activity or times.started)) if times.reason == "idle" \
-                else f"lifetime of profile {times.limits.profile} ended at {when(times.deadline)}"
+            idle, timeout = times.idle_deadline, times.limits.idle_timeout
+            why = (f"idle since {when(idle - timeout)}" if times.reason == "idle" and idle and timeout
+                   else f"lifetime of profile {times.limits.profile} ended at {when(times.deadline)}")
             log.info("stopping %s/%s: %s", user, name, why)
             return True
         return False
