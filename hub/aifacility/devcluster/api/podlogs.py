@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -11,6 +13,8 @@ from ..logs import LOG_REGISTRY_KEY, LogOptions, log_path
 from .errors import ApiError
 from .request import Target, flag, integer
 from .state import STORE_KEY
+
+CLIENT_CHECK_SECONDS = 5.0
 
 
 def _container(pod: dict, requested: str | None) -> str:
@@ -91,13 +95,33 @@ async def pod_log(request: web.Request, t: Target) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
     stream = provider.stream(pod, opts.container, opts)
+    chunks = stream.__aiter__()
+    pending: asyncio.Future[bytes] | None = None
     try:
-        async for chunk in stream:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(chunks.__anext__())
+            # A follower that went away while the container was quiet is noticed here, not at the next line.
+            done, _ = await asyncio.wait({pending}, timeout=CLIENT_CHECK_SECONDS)
+            if not done:
+                if request.transport is None or request.transport.is_closing():
+                    break
+                continue
+            finished, pending = pending, None
+            try:
+                chunk = finished.result()
+            except StopAsyncIteration:
+                break
             await response.write(chunk)
-        await response.write_eof()
+        if request.transport is not None and not request.transport.is_closing():
+            await response.write_eof()
     except ConnectionResetError:
         pass  # the client stopped following
     finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
         close = getattr(stream, "aclose", None)  # providers are usually async generators
         if close is not None:
             await close()
