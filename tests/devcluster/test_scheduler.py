@@ -156,7 +156,7 @@ def _with_affinity(p: dict[str, Any], kind: str, labels: dict[str, str],
 
 def test_required_pod_anti_affinity_spreads_replicas(facility: Facility) -> None:
     placed: list[dict[str, Any]] = []
-    names = []
+    names: list[str | None] = []
     for i in range(3):
         p = _with_affinity(_labelled(f"r{i}", app="dask"), "podAntiAffinity", {"app": "dask"})
         best, message = choose_node(p, node_states(nodes(facility), placed))
