@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import VNODE, Kubectl, Plugin, squeue, until
+from vnode_helpers import VNODE, Kubectl, Plugin, squeue, until
 
 from aifacility.devcluster import DevCluster, kinds
 from aifacility_interlink.localslurm import LocalSlurm

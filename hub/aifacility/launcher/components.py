@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from aifacility.facility.model import Facility
 from aifacility.launcher.secrets import persistent_secret
-from aifacility.launcher.supervisor import Component, free_port, http_ok, port_in_use
+from aifacility.launcher.supervisor import Component, LaunchError, free_port, http_ok, port_in_use
 from aifacility.oidc.launcher import EmbeddedOIDCProvider
+from aifacility_interlink.localslurm import SBIN, LocalSlurm, LocalSlurmError
 
 if TYPE_CHECKING:
     from aifacility.launcher.up import UpOptions
@@ -39,15 +44,81 @@ def public_url(opts: UpOptions) -> str:
     return f"http://{host}:{opts.port}"
 
 
-def cluster_component(opts: UpOptions, facility: Facility, logs: Path) -> Component:
+def cluster_component(opts: UpOptions, facility: Facility, logs: Path,
+                      interlink: dict[str, str] | None = None) -> Component:
+    """`interlink`: virtual node -> URL of the plugin started for it (see offload_components)."""
     port = stable_port(opts.state_dir, "devcluster")
+    plugins = [arg for node, url in (interlink or {}).items() for arg in ("--interlink", f"{node}={url}")]
     return Component(
         name="development cluster",
         argv=[sys.executable, "-m", "aifacility.devcluster", "--facility", str(opts.facility),
-              "--state-dir", str(opts.state_dir), "--listen", f"127.0.0.1:{port}"],
+              "--state-dir", str(opts.state_dir), "--listen", f"127.0.0.1:{port}", *plugins],
         log=logs / "devcluster.log",
         ready=http_ok(f"http://127.0.0.1:{port}/readyz", accept=lambda code: code == 200),
     )
+
+
+class LocalSlurmComponent(Component):
+    """A one-node SLURM (munged, slurmctld, slurmd) with its state under `<state-dir>/slurm`."""
+
+    def __init__(self, state_dir: Path, partition: str) -> None:
+        self.slurm = LocalSlurm(state_dir / "slurm", partition=partition)
+        super().__init__(name="SLURM", argv=(), log=self.slurm.workdir / "log" / "slurmctld.log")
+
+    def start(self) -> None:
+        try:
+            self.slurm.start()  # returns once the node is idle
+        except LocalSlurmError as e:
+            self.slurm.stop()
+            raise LaunchError(f"the local SLURM did not start: {e}") from None
+
+    def alive(self) -> bool:
+        procs = self.slurm._procs
+        return bool(procs) and all(p.poll() is None for p in procs.values())
+
+    def stop(self, grace: float = 15.0) -> None:
+        self.slurm.stop()
+
+
+def _plugin_ready(url: str) -> Callable[[], bool]:
+    """interLink's own health check: `GET /status` with the body `[]` answers 200."""
+    def check() -> bool:
+        req = urllib.request.Request(f"{url}/status", data=b"[]", method="GET",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+    return check
+
+
+def offload_components(opts: UpOptions, facility: Facility, logs: Path) -> tuple[list[Component], dict[str, str]]:
+    """Components to start before the cluster: a local SLURM and the interLink plugin for the facility's SLURM
+    virtual nodes that name no plugin of their own, when this machine has SLURM installed; and the
+    `--interlink NODE=URL` the cluster then gets. HTCondor virtual nodes get no plugin here (no schedd): the
+    cluster shows them NotReady, saying that no plugin is configured."""
+    nodes = [n for n in facility.nodes if n.interlink is not None and n.interlink.backend == "slurm"
+             and not n.interlink.url]
+    if not nodes or not (SBIN / "slurmctld").exists() or not (SBIN / "munged").exists():
+        return [], {}
+    partition = next((n.interlink.partition for n in nodes if n.interlink and n.interlink.partition), "debug")
+    slurm = LocalSlurmComponent(opts.state_dir, partition)
+    port = stable_port(opts.state_dir, "interlink-slurm")
+    url = f"http://127.0.0.1:{port}"
+    root = opts.state_dir / "interlink"
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "slurm.yaml"
+    config.write_text(yaml.safe_dump({"slurm": {"partition": partition}}))
+    plugin = Component(
+        name="interLink plugin (SLURM)",
+        argv=[sys.executable, "-m", "aifacility_interlink", "serve", "--backend", "slurm", "--runtime", "bwrap",
+              "--listen", f"127.0.0.1:{port}", "--data-root", str(root / "slurm"), "--config", str(config)],
+        env={"SLURM_CONF": str(slurm.slurm.conf)},
+        log=logs / "interlink-slurm.log",
+        ready=_plugin_ready(url),
+    )
+    return [slurm, plugin], {n.name: url for n in nodes}
 
 
 class OIDCComponent(Component):
@@ -95,8 +166,10 @@ def hub_env(opts: UpOptions, extra: dict[str, str]) -> dict[str, str]:
         "AIFACILITY_HUB_DATA": str(state / "hub"),
         "AIFACILITY_PUBLIC_IP": opts.host,
         "AIFACILITY_PUBLIC_PORT": str(opts.port),
-        "AIFACILITY_HUB_PORT": str(free_port()),
-        "AIFACILITY_PROXY_API_PORT": str(free_port()),
+        # Stable, because running sessions keep the hub's and the lifetimes service's addresses.
+        "AIFACILITY_HUB_PORT": str(stable_port(state, "hub")),
+        "AIFACILITY_PROXY_API_PORT": str(stable_port(state, "proxy-api")),
+        "AIFACILITY_LIFETIMES_PORT": str(stable_port(state, "lifetimes")),
         "AIFACILITY_ADMIN_TOKEN": persistent_secret(state, "admin-api-token"),
         "KUBECONFIG": str(state / "kubeconfig"),
         "JUPYTERHUB_CRYPT_KEY": persistent_secret(state, "crypt-key", 32),

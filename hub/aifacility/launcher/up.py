@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from aifacility.facility import load_facility
-from aifacility.launcher.components import cluster_component, extra_components, hub_component
+from aifacility.launcher.components import cluster_component, extra_components, hub_component, offload_components
 from aifacility.launcher.supervisor import Component, LaunchError, Supervisor, port_in_use
 
 DEMO_ACCOUNTS = (
@@ -64,7 +64,11 @@ def run_up(opts: UpOptions) -> int:
     sup = Supervisor()
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        sup.start(cluster_component(opts, facility, logs), timeout=60)
+        # A local SLURM and the interLink plugin come first: the cluster's virtual node pings the plugin.
+        offload, interlink = offload_components(opts, facility, logs)
+        for component in offload:
+            sup.start(component, timeout=90)
+        sup.start(cluster_component(opts, facility, logs, interlink), timeout=60)
         hub_env: dict[str, str] = {}
         for component in extra_components(opts, facility, logs):
             sup.start(component, timeout=60)

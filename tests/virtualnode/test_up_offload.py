@@ -1,0 +1,75 @@
+"""The `aifacility up` side: a local SLURM and the plugin start before the cluster, whose virtual node uses them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from vnode_helpers import VNODE
+
+from aifacility.facility import load_facility
+from aifacility.facility.loader import demo_facility_path
+from aifacility.launcher.components import cluster_component, offload_components
+from aifacility.launcher.supervisor import Supervisor
+from aifacility.launcher.up import UpOptions
+
+pytestmark = pytest.mark.slurm
+
+
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    return subprocess.run(["kubectl", *args], env={**os.environ, "KUBECONFIG": str(kubeconfig)}, input=stdin,
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def wait(check: Any, seconds: float = 90) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def conditions(kubeconfig: Path, node: str) -> dict[str, dict[str, str]]:
+    obj = json.loads(kubectl(kubeconfig, "get", "node", node, "-o", "json"))
+    return {c["type"]: c for c in obj["status"]["conditions"]}
+
+
+def test_up_starts_slurm_and_the_plugin_before_the_cluster(tmp_path: Path) -> None:
+    opts = UpOptions(facility=demo_facility_path(), state_dir=tmp_path / "state")
+    facility = load_facility(opts.facility)
+    logs = opts.state_dir / "logs"
+    offload, interlink = offload_components(opts, facility, logs)
+    assert [c.name for c in offload] == ["SLURM", "interLink plugin (SLURM)"]
+    assert list(interlink) == [VNODE]  # the HTCondor node gets no plugin here
+    sup = Supervisor()
+    try:
+        for component in offload:
+            sup.start(component, timeout=90)
+        assert (opts.state_dir / "slurm" / "etc" / "slurm.conf").exists()
+        cluster = sup.start(cluster_component(opts, facility, logs, interlink), timeout=60)
+        assert f"{VNODE}={interlink[VNODE]}" in cluster.argv
+        kubeconfig = opts.state_dir / "kubeconfig"
+        wait(lambda: conditions(kubeconfig, VNODE)["Ready"]["status"] == "True", 60)
+        htc = conditions(kubeconfig, "vk-htc-tier1")
+        assert htc["Ready"]["status"] == "False"
+        assert htc["InterlinkConnectivity"]["reason"] == "InterlinkNotConfigured"
+        assert "--interlink vk-htc-tier1=URL" in htc["InterlinkConnectivity"]["message"]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello-hpc", "namespace": "default"},
+               "spec": {"restartPolicy": "Never",
+                        "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists"}],
+                        "nodeSelector": {"kubernetes.io/hostname": VNODE},
+                        "containers": [{"name": "main", "image": "busybox", "command": ["echo", "hello, HPC"]}]}}
+        kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(pod))
+        wait(lambda: kubectl(kubeconfig, "get", "pod", "hello-hpc", "-o", "jsonpath={.status.phase}") == "Succeeded")
+        assert kubectl(kubeconfig, "logs", "hello-hpc").strip() == "hello, HPC"
+    finally:
+        sup.stop()
+    assert not any(c.alive() for c in offload)
