@@ -30,14 +30,14 @@ URL_SCHEMES = ("http://", "https://", "unix://")
 def plugin_urls(facility: Facility, overrides: Mapping[str, str]) -> dict[str, str | None]:
     """Each virtual node's plugin URL (`overrides` win over the facility file); ValueError names a bad one."""
     virtual = {n.name: n for n in facility.nodes if is_virtual(n)}
-    for name, url in overrides.items():
+    for name, given in overrides.items():
         if name not in virtual:
             choices = ", ".join(sorted(virtual)) or "none in this facility file"
-            raise ValueError(f"--interlink {name}={url}: {name} is not an interLink virtual node "
+            raise ValueError(f"--interlink {name}={given}: {name} is not an interLink virtual node "
                              f"(virtual nodes: {choices})")
     out: dict[str, str | None] = {}
     for name, node in virtual.items():
-        url = overrides.get(name) or (node.interlink.url if node.interlink else None)
+        url: str | None = overrides.get(name) or (node.interlink.url if node.interlink else None)
         if url is not None and not url.startswith(URL_SCHEMES):
             raise ValueError(f"the interLink plugin URL of {name}, {url!r}, must start with http://, https:// "
                              "or unix://")

@@ -98,7 +98,7 @@ def mark_ready(store: Store, node_name: str, ping: PingResponse, configured: dic
         res = ping.resources
         if res is not None:
             for key in ("cpu", "memory", "pods"):
-                capacity[key] = _positive(getattr(res, key), configured.get(key, capacity.get(key, "")))
+                capacity[key] = _positive(getattr(res, key), configured.get(key) or capacity.get(key) or "")
             for acc in res.accelerators:
                 if acc.resourceType and acc.available >= 0:
                     capacity[acc.resourceType] = str(acc.available)
