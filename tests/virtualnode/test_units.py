@@ -89,7 +89,7 @@ def _lookup(kind: str, name: str) -> dict[str, Any] | None:
 
 
 def test_retrieved_pod_data_sends_each_container_only_what_it_mounts() -> None:
-    p = {"metadata": {"name": "reco", "namespace": "default", "uid": "u1", "labels": {"app": "reco"}},
+    p: dict[str, Any] = {"metadata": {"name": "reco", "namespace": "default", "uid": "u1", "labels": {"app": "reco"}},
          "spec": {
              "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}},
                          {"name": "tok", "secret": {"secretName": "grid"}},
@@ -129,7 +129,7 @@ def test_retrieved_pod_data_sends_each_container_only_what_it_mounts() -> None:
 
 
 def test_a_missing_config_map_is_named() -> None:
-    p = {"metadata": {"name": "p", "namespace": "default", "uid": "u"},
+    p: dict[str, Any] = {"metadata": {"name": "p", "namespace": "default", "uid": "u"},
          "spec": {"volumes": [{"name": "v", "configMap": {"name": "absent"}}],
                   "containers": [{"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]}}
     with pytest.raises(ConfigError, match='configmap "absent" not found'):
