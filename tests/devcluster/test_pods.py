@@ -333,3 +333,24 @@ spec:
     running.kubectl("delete", "namespace", "scratch", "--timeout=60s")
     assert running.kubectl("get", "namespace", "scratch", check=False).returncode != 0
     assert not _pod_processes("sleep 3333")
+
+
+def test_sidecar_init_container(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: withsidecar}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: side, image: x, restartPolicy: Always, command: [sh, -c, 'echo side-up > /shared/up; exec sleep 300'],
+     volumeMounts: [{name: shared, mountPath: /shared}]}
+  containers:
+  - {name: main, image: x, command: [cat, /shared/up], volumeMounts: [{name: shared, mountPath: /shared}]}
+  volumes: [{name: shared, emptyDir: {}}]
+""")
+    running.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/withsidecar", "--timeout=30s")
+    assert running.kubectl("logs", "withsidecar", "-c", "main").stdout == "side-up\n"
+    side = running.get("pod", "withsidecar")["status"]["initContainerStatuses"][0]
+    assert "terminated" in side["state"]  # stopped once the main container was done

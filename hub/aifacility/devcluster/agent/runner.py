@@ -121,7 +121,7 @@ class PodRunner:
         counts = {s["name"]: int(s.get("restartCount") or 0)
                   for s in [*(old.get("containerStatuses") or []), *(old.get("initContainerStatuses") or [])]}
         self.init = [ContainerState(c["name"], c.get("image", ""), {"waiting": {"reason": "PodInitializing"}},
-                                    restart_count=counts.get(c["name"], 0))
+                                    restart_count=counts.get(c["name"], 0), sidecar=c.get("restartPolicy") == "Always")
                      for c in spec.get("initContainers") or []]
         self.containers = [ContainerState(c["name"], c.get("image", ""), restart_count=counts.get(c["name"], 0))
                            for c in spec.get("containers") or []]
@@ -131,6 +131,8 @@ class PodRunner:
         self.stopping = False
         self.shutting_down = False
         self.deadline_exceeded = False
+        self._sidecars_done = False
+        self._changed = asyncio.Event()  # set at every state change (publish)
         self._deadline: asyncio.Task[None] | None = None
         self.volumes: dict[str, PreparedVolume] = {}
         self._running: dict[str, _Running] = {}
@@ -178,6 +180,7 @@ class PodRunner:
         return status
 
     def publish(self) -> None:
+        self._changed.set()
         if self.shutting_down:
             return  # a stopping node agent reports nothing: the pod is picked up again at the next start
         status = self.status()
@@ -243,15 +246,41 @@ class PodRunner:
         self.sandbox_ready = True
         self.publish()
         spec = self.pod["spec"]
-        for c_spec, cs in zip(spec.get("initContainers") or [], self.init, strict=True):
-            ok = await self._container_loop(c_spec, cs, init=True)
-            if not ok:
-                return
-        for cs in self.containers:
-            cs.state = {"waiting": {"reason": "ContainerCreating"}}
-        self.publish()
-        await asyncio.gather(*(self._container_loop(c_spec, cs, init=False)
-                               for c_spec, cs in zip(spec.get("containers") or [], self.containers, strict=True)))
+        sidecars: list[asyncio.Task[bool]] = []
+        try:
+            for c_spec, cs in zip(spec.get("initContainers") or [], self.init, strict=True):
+                if cs.sidecar:
+                    # Started in order like any init container, then kept running (and restarted) beside the
+                    # containers; the next init container starts once it runs.
+                    sidecars.append(asyncio.create_task(self._container_loop(c_spec, cs, init=False,
+                                                                             policy="Always")))
+                    while not cs.initialized() and not sidecars[-1].done():
+                        self._changed.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._changed.wait(), 1.0)
+                    continue
+                ok = await self._container_loop(c_spec, cs, init=True)
+                if not ok:
+                    return
+            for cs in self.containers:
+                cs.state = {"waiting": {"reason": "ContainerCreating"}}
+            self.publish()
+            await asyncio.gather(*(self._container_loop(c_spec, cs, init=False)
+                                   for c_spec, cs in zip(spec.get("containers") or [], self.containers,
+                                                         strict=True)))
+        finally:
+            if sidecars:
+                # The containers are done for good (or the pod stops): the sidecars stop too, in reverse order.
+                self._sidecars_done = True
+                for name in reversed([c.name for c in self.init if c.sidecar]):
+                    running = self._running.get(name)
+                    if running is not None:
+                        _signal_tree(running.proc.pid, signal.SIGTERM)
+                await asyncio.wait(sidecars, timeout=float(spec.get("terminationGracePeriodSeconds", 30)))
+                for name, running in list(self._running.items()):
+                    if any(c.name == name and c.sidecar for c in self.init):
+                        _signal_tree(running.proc.pid, signal.SIGKILL)
+                await asyncio.gather(*sidecars, return_exceptions=True)
         self.publish()
 
     async def _prepare_volumes(self) -> None:
@@ -268,17 +297,19 @@ class PodRunner:
                     self._event("FailedMount", last_error, warning=True)
             await asyncio.sleep(RETRY_SECONDS)
 
-    async def _container_loop(self, spec: dict[str, Any], cs: ContainerState, *, init: bool) -> bool:
+    async def _container_loop(self, spec: dict[str, Any], cs: ContainerState, *, init: bool,
+                              policy: str | None = None) -> bool:
         """Run a container until it is done for good; True when it (finally) succeeded."""
+        restart_policy = policy or self.restart_policy
         failures = 0
         while not self.stopping:
             started = time.monotonic()
             code = await self._run_container(spec, cs)
-            if code is None or self.stopping:
-                return False
-            if code == 0 and (init or self.restart_policy != "Always"):
+            if code is None or self.stopping or (cs.sidecar and self._sidecars_done):
+                return code == 0
+            if code == 0 and (init or restart_policy != "Always"):
                 return True
-            if self.restart_policy == "Never":
+            if restart_policy == "Never":
                 if init:
                     self.init_failed = True
                     self.publish()

@@ -19,6 +19,8 @@ class ContainerState:
     ready: bool = False
     restart_count: int = 0
     container_id: str = ""
+    # An init container with restartPolicy Always: a sidecar that keeps running next to the containers.
+    sidecar: bool = False
 
     @property
     def running(self) -> bool:
@@ -31,6 +33,11 @@ class ContainerState:
     def succeeded(self) -> bool:
         t = self.terminated
         return t is not None and t.get("exitCode") == 0
+
+    def initialized(self) -> bool:
+        """Done as an init container: succeeded, or (a sidecar) started at least once."""
+        started = self.running or bool(self.last_state) or self.terminated is not None
+        return self.succeeded() or (self.sidecar and started)
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -52,7 +59,7 @@ def pod_phase(init: list[ContainerState], containers: list[ContainerState], rest
               init_failed: bool) -> str:
     if init_failed:
         return "Failed"
-    if any(not c.succeeded() for c in init):
+    if any(not c.initialized() for c in init):
         return "Pending"
     waiting = running = stopped = succeeded = 0
     for c in containers:
@@ -93,7 +100,7 @@ def _cond(type_: str, ok: bool, reason: str = "", message: str = "") -> dict[str
 
 def conditions(init: list[ContainerState], containers: list[ContainerState], phase: str,
                sandbox_ready: bool) -> list[dict[str, Any]]:
-    pending_init = [c.name for c in init if not c.succeeded()]
+    pending_init = [c.name for c in init if not c.initialized()]
     unready = [c.name for c in containers if not c.ready]
     completed = phase in ("Succeeded", "Failed")
     if completed:
