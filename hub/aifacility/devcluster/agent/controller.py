@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from aifacility.devcluster import kinds
+from aifacility.devcluster.agent.devices import DeviceManager
 from aifacility.devcluster.agent.events import EventRecorder
 from aifacility.devcluster.agent.informer import cancel_all, follow
 from aifacility.devcluster.agent.ipam import PodIPs, choose_block
@@ -61,11 +62,13 @@ class NodeAgent:
         events = EventRecorder(store, "kubelet")
         for name in local_node_names(cluster.facility):
             node = store.get(kinds.NODE, None, name)
+            allocatable = dict((node.get("status") or {}).get("allocatable") or {})
             ctx = NodeContext(
-                name=name, ip=node_ip(node), allocatable=dict((node.get("status") or {}).get("allocatable") or {}),
+                name=name, ip=node_ip(node), allocatable=allocatable,
                 state_dir=cluster.state_dir, lookup=self._lookup, notify=self.notify, events=events,
                 api_host=cluster.host, api_port=cluster.port,
-                backoff_base=self._backoff[0], backoff_max=self._backoff[1])
+                backoff_base=self._backoff[0], backoff_max=self._backoff[1],
+                devices=DeviceManager(name, allocatable))
             provider = LocalProcessProvider(ctx, self.ips)
             self._local[name] = provider
             self._providers.setdefault(name, provider)

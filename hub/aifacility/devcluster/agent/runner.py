@@ -20,10 +20,11 @@ from typing import Any
 
 import psutil
 
+from aifacility.devcluster.agent.devices import DeviceManager
 from aifacility.devcluster.agent.env import ConfigError, Lookup, container_env, expand_command
 from aifacility.devcluster.agent.events import EventRecorder, now, now_nano, parse_time
 from aifacility.devcluster.agent.hooks import run_hook
-from aifacility.devcluster.agent.probes import ExecRunner, readiness_loop
+from aifacility.devcluster.agent.probes import ExecRunner, liveness_loop, readiness_loop
 from aifacility.devcluster.agent.provider import Notify
 from aifacility.devcluster.agent.sandbox import Mount, bwrap_command
 from aifacility.devcluster.agent.status import ContainerState, conditions, pod_phase
@@ -61,6 +62,7 @@ class NodeContext:
     token: Callable[[], str] = lambda: "aifacility-devcluster"
     backoff_base: float = 1.0
     backoff_max: float = 30.0
+    devices: DeviceManager | None = None
     # Containers that ran at least this long restart without the accumulated back-off.
     backoff_reset_seconds: float = 60.0
 
@@ -103,6 +105,7 @@ class _Running:
     spec: dict[str, Any]
     exec_runner: ExecRunner
     probe: asyncio.Task[None] | None = None
+    liveness: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -233,6 +236,8 @@ class PodRunner:
                     c.state = {"waiting": {"reason": "RunContainerError", "message": str(e)}}
             self.publish()
         finally:
+            if self.ctx.devices is not None:
+                self.ctx.devices.release(self.pod["metadata"]["uid"])
             self._done.set()
 
     async def _run_pod(self) -> None:
@@ -412,6 +417,20 @@ class PodRunner:
         if probe is not None:
             running.probe = asyncio.create_task(readiness_loop(
                 probe, spec, self.pod_ip, exec_runner, lambda ok: self._set_ready(cs, ok)))
+        liveness = spec.get("livenessProbe")
+        if liveness is not None:
+            async def restart() -> None:
+                self._event("Unhealthy", "Liveness probe failed", warning=True, container=cs.name)
+                self._event("Killing", f"Container {cs.name} failed liveness probe, will be restarted",
+                            container=cs.name)
+                _signal_tree(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), float(self.pod["spec"].get("terminationGracePeriodSeconds",
+                                                                                   30)))
+                if proc.returncode is None:
+                    _signal_tree(proc.pid, signal.SIGKILL)
+
+            running.liveness = asyncio.create_task(liveness_loop(liveness, spec, self.pod_ip, exec_runner, restart))
         try:
             code = await proc.wait()
             # Everything in the sandbox died with its command (pid namespace), so the pipes close promptly.
@@ -420,8 +439,9 @@ class PodRunner:
             for t in pumps:
                 t.cancel()
             os.close(log_fd)
-            if running.probe is not None:
-                running.probe.cancel()
+            for task in (running.probe, running.liveness):
+                if task is not None:
+                    task.cancel()
             self._running.pop(cs.name, None)
         # A signal death is reported the way container runtimes do: 128 + signal number.
         code = 128 - code if code < 0 else code
@@ -439,6 +459,9 @@ class PodRunner:
                 pod = {**self.pod, "status": {**(self.pod.get("status") or {}), "podIP": self.pod_ip,
                                               "podIPs": [{"ip": self.pod_ip}], "hostIP": self.ctx.ip}}
                 env = container_env(pod, spec, self.ctx.lookup(self.namespace), self.ctx.allocatable)
+                if self.ctx.devices is not None:
+                    # The device plugin's answer wins over the pod's own env: a container cannot widen its devices.
+                    env.update(self.ctx.devices.allocate(self.pod["metadata"]["uid"], spec))
                 if self.ctx.api_port:
                     env.setdefault("KUBERNETES_SERVICE_HOST", self.ctx.api_host)
                     env.setdefault("KUBERNETES_SERVICE_PORT", str(self.ctx.api_port))
