@@ -354,3 +354,26 @@ spec:
     assert running.kubectl("logs", "withsidecar", "-c", "main").stdout == "side-up\n"
     side = running.get("pod", "withsidecar")["status"]["initContainerStatuses"][0]
     assert "terminated" in side["state"]  # stopped once the main container was done
+
+
+def test_liveness_probe_restarts_the_container(running: RunningCluster) -> None:
+    running.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: unhealthy}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: x
+    command: [sh, -c, 'if test -f /state/ran; then touch /state/alive; fi; touch /state/ran; exec sleep 300']
+    volumeMounts: [{name: state, mountPath: /state}]
+    livenessProbe: {exec: {command: [test, -f, /state/alive]}, periodSeconds: 1, failureThreshold: 2}
+  volumes: [{name: state, emptyDir: {}}]
+""")
+    running.wait_for(lambda: (running.get("pod", "unhealthy")["status"].get("containerStatuses") or [{}])[0]
+                     .get("restartCount") == 1 and running.get("pod", "unhealthy")["status"]["phase"] == "Running",
+                     timeout=30)
+    events = json.loads(running.kubectl("get", "events", "--field-selector", "involvedObject.name=unhealthy",
+                                        "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "Unhealthy" and e["message"] == "Liveness probe failed" for e in events)

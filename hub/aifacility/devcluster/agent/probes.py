@@ -79,3 +79,21 @@ async def readiness_loop(probe: Mapping[str, Any], container: Mapping[str, Any],
                 ready = False
                 set_ready(False)
         await asyncio.sleep(period if ready else min(period, 1.0))
+
+
+async def liveness_loop(probe: Mapping[str, Any], container: Mapping[str, Any], pod_ip: str,
+                        exec_runner: ExecRunner, on_failure: Callable[[], Awaitable[None]]) -> None:
+    """Probe every periodSeconds; after failureThreshold failures in a row, call on_failure once and stop."""
+    period = float(probe.get("periodSeconds") or 10)
+    failure_needed = int(probe.get("failureThreshold") or 3)
+    await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
+    failures = 0
+    while True:
+        if await probe_once(probe, container, pod_ip, exec_runner):
+            failures = 0
+        else:
+            failures += 1
+            if failures >= failure_needed:
+                await on_failure()
+                return
+        await asyncio.sleep(period)
