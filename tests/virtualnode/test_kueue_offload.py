@@ -43,8 +43,8 @@ def hpc_job(name: str) -> dict[str, Any]:
                 # Opting in to offload: the hpc flavor's taint is tolerated (the flavor itself adds no toleration).
                 "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists",
                                  "effect": "NoSchedule"}],
-                "containers": [{"name": "fit", "image": "docker.io/library/python:3.11",
-                                "command": ["sh", "-c", "echo fitted on $SLURM_CPUS_PER_TASK cpus in $SLURM_JOB_PARTITION"],
+                "containers": [{"name": "fit", "image": "docker.io/library/python:3.11", "command": [
+                    "sh", "-c", "echo fitted on $SLURM_CPUS_PER_TASK cpus in $SLURM_JOB_PARTITION"],
                                 "resources": {"requests": {"cpu": "3", "memory": "200Mi"},
                                               "limits": {"cpu": "3", "memory": "200Mi"}}}]}}}}
 
