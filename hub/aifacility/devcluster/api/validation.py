@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+from decimal import Decimal
 from typing import Any
+
+from aifacility.facility.quantity import parse_quantity
 
 from .. import kinds
 from ..kinds import Kind
@@ -100,6 +103,14 @@ def _containers_causes(spec: Any, path: str) -> Causes:
                 seen.add(name)
             if not c.get("image"):
                 causes.append((f"{where}.image", "Required value"))
+            resources = c.get("resources") if isinstance(c.get("resources"), dict) else {}
+            for part in ("limits", "requests"):
+                for res_name, qty in (resources.get(part) or {}).items():
+                    try:
+                        parse_quantity(canonical_quantity(qty))
+                    except ValueError:
+                        causes.append((f"{where}.resources.{part}[{res_name}]",
+                                       f"Invalid value: {json.dumps(qty)}: must be a quantity such as 2, 500m or 4Gi"))
             for j, port in enumerate(c.get("ports") or []):
                 cp = port.get("containerPort") if isinstance(port, dict) else None
                 if not isinstance(cp, int) or not 0 < cp < 65536:
@@ -183,6 +194,15 @@ def _image_pull_policy(image: str) -> str:
     return "Always" if ":" not in tag or tag.endswith(":latest") else "IfNotPresent"
 
 
+def canonical_quantity(value: Any) -> Any:
+    """JSON numbers in resources become quantity strings, as the API server's Quantity type writes them back
+    (KubeSpawner sends `cpu: 2.0` and `memory: 17179869184`; typed clients then read strings)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        d = Decimal(str(value))
+        return str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")
+    return value
+
+
 def default_pod_spec(spec: Obj) -> None:
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", 30)
@@ -201,7 +221,10 @@ def default_pod_spec(spec: Obj) -> None:
                 c.setdefault("imagePullPolicy", _image_pull_policy(str(c.get("image", ""))))
                 c.setdefault("terminationMessagePath", "/dev/termination-log")
                 c.setdefault("terminationMessagePolicy", "File")
-                c.setdefault("resources", {})
+                res = c.setdefault("resources", {})
+                for part in ("limits", "requests"):
+                    if isinstance(res, dict) and isinstance(res.get(part), dict):
+                        res[part] = {k: canonical_quantity(v) for k, v in res[part].items()}
                 for port in _list(c.get("ports")):
                     if isinstance(port, dict):
                         port.setdefault("protocol", "TCP")
