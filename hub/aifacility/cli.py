@@ -19,6 +19,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir).absolute(),
         host=args.host,
         port=args.port,
+        demo_users=Path(args.demo_users).absolute() if args.demo_users else None,
     ))
 
 
@@ -45,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000, help="port of the facility's web address (default: 8000)")
     up.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1; demo accounts exist only on loopback)")
+    up.add_argument("--demo-users", metavar="FILE",
+                    help="YAML list of {username, groups}: more demo accounts (password 'demo', loopback only)")
     up.set_defaults(func=_cmd_up)
 
     check = sub.add_parser("check", help="validate a facility file")

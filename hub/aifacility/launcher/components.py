@@ -14,7 +14,7 @@ import yaml
 from aifacility.facility.model import Facility
 from aifacility.launcher.secrets import persistent_secret
 from aifacility.launcher.supervisor import Component, LaunchError, free_port, http_ok, port_in_use
-from aifacility.oidc.launcher import EmbeddedOIDCProvider
+from aifacility.oidc.launcher import DEMO_USERS, DemoUser, EmbeddedOIDCProvider
 from aifacility_interlink.localslurm import SBIN, LocalSlurm, LocalSlurmError
 
 if TYPE_CHECKING:
@@ -143,17 +143,19 @@ class OIDCComponent(Component):
                 "AIFACILITY_IAM_CLIENT_SECRET": self.provider.client_secret}
 
 
-def oidc_provider(opts: UpOptions) -> EmbeddedOIDCProvider:
+def oidc_provider(opts: UpOptions, extra_users: tuple[DemoUser, ...] = ()) -> EmbeddedOIDCProvider:
+    """`extra_users`: accounts from `--demo-users`, served beside the built-in demo accounts."""
     return EmbeddedOIDCProvider(
         state_dir=opts.state_dir / "oidc", port=stable_port(opts.state_dir, "oidc"),
-        redirect_uris=[f"{public_url(opts)}/hub/oauth_callback"],
+        redirect_uris=[f"{public_url(opts)}/hub/oauth_callback"], users=(*DEMO_USERS, *extra_users),
     )
 
 
-def extra_components(opts: UpOptions, facility: Facility, logs: Path) -> Iterator[Component]:
+def extra_components(opts: UpOptions, facility: Facility, logs: Path,
+                     extra_users: tuple[DemoUser, ...] = ()) -> Iterator[Component]:
     """Components between the cluster and the hub: the embedded OIDC provider when no IAM is configured."""
     if not facility.iam.issuer:
-        yield OIDCComponent(oidc_provider(opts))
+        yield OIDCComponent(oidc_provider(opts, extra_users))
 
 
 def hub_env(opts: UpOptions, extra: dict[str, str]) -> dict[str, str]:

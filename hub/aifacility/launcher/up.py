@@ -12,7 +12,9 @@ from types import FrameType
 
 from aifacility.facility import load_facility
 from aifacility.launcher.components import cluster_component, extra_components, hub_component, offload_components
+from aifacility.launcher.demo_users import DemoUsersError, load_demo_users
 from aifacility.launcher.supervisor import Component, LaunchError, Supervisor, port_in_use
+from aifacility.oidc.launcher import DemoUser
 
 DEMO_ACCOUNTS = (
     ("alice", "physics, ml"),
@@ -28,6 +30,7 @@ class UpOptions:
     state_dir: Path
     host: str = "127.0.0.1"
     port: int = 8000
+    demo_users: Path | None = None  # YAML list of {username, groups}: accounts added to the demo accounts
 
 
 def is_loopback(host: str) -> bool:
@@ -53,6 +56,21 @@ def run_up(opts: UpOptions) -> int:
         print("aifacility: the demo accounts exist only while the hub listens on loopback; to listen on "
               f"{opts.host}, set iam.issuer in {opts.facility} to your IAM", file=sys.stderr)
         return 2
+    extra_users: tuple[DemoUser, ...] = ()
+    if opts.demo_users is not None:
+        if not is_loopback(opts.host):
+            print(f"aifacility: --demo-users works only while the hub listens on loopback, not on {opts.host} "
+                  "(the demo accounts' password is 'demo')", file=sys.stderr)
+            return 2
+        if facility.iam.issuer:
+            print(f"aifacility: --demo-users needs the embedded OIDC provider, but {opts.facility} names an IAM "
+                  f"({facility.iam.issuer}); create the accounts there", file=sys.stderr)
+            return 2
+        try:
+            extra_users = load_demo_users(opts.demo_users)
+        except DemoUsersError as e:
+            print(f"aifacility: {e}", file=sys.stderr)
+            return 2
     if port_in_use(opts.host, opts.port):
         print(f"aifacility: port {opts.port} on {opts.host} is already in use; stop what uses it or choose "
               "another one with --port", file=sys.stderr)
@@ -70,11 +88,11 @@ def run_up(opts: UpOptions) -> int:
             sup.start(component, timeout=90)
         sup.start(cluster_component(opts, facility, logs, interlink), timeout=60)
         hub_env: dict[str, str] = {}
-        for component in extra_components(opts, facility, logs):
+        for component in extra_components(opts, facility, logs, extra_users):
             sup.start(component, timeout=60)
             hub_env.update(component.hub_env())
         sup.start(hub_component(opts, logs, hub_env), timeout=120)
-        _banner(opts, facility.name)
+        _banner(opts, facility.name, len(extra_users))
         while True:
             dead = sup.first_dead()
             if dead is not None:
@@ -98,7 +116,7 @@ def run_up(opts: UpOptions) -> int:
         print("aifacility: stopped", flush=True)
 
 
-def _banner(opts: UpOptions, name: str) -> None:
+def _banner(opts: UpOptions, name: str, extra_users: int = 0) -> None:
     host = "127.0.0.1" if opts.host in ("0.0.0.0", "localhost") else opts.host
     url = f"http://{host}:{opts.port}/"
     lines = [
@@ -110,6 +128,8 @@ def _banner(opts: UpOptions, name: str) -> None:
     if is_loopback(opts.host):
         lines.append("  demo accounts (password 'demo'):")
         lines += [f"    {user:<6} {groups}" for user, groups in DEMO_ACCOUNTS]
+        if extra_users:
+            lines.append(f"    and {extra_users} more from {opts.demo_users}")
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)
 
