@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 JOB_ID = "JobID"
 # What "the plugin could not be reached" looks like from aiohttp (refused, reset, timed out, bad socket).
-UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, OSError)
+UNREACHABLE = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 def _uid(pod: Pod) -> str:
@@ -42,6 +42,12 @@ def _uid(pod: Pod) -> str:
 
 def _key(pod: Pod) -> tuple[str, str]:
     return str(pod["metadata"].get("namespace")), str(pod["metadata"]["name"])
+
+
+def _identity(pod: Pod) -> Pod:
+    meta = pod["metadata"]
+    return {"apiVersion": "v1", "kind": "Pod", "spec": pod.get("spec") or {},
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "annotations", "labels") if k in meta}}
 
 
 class _UidChanged(Exception):
@@ -156,6 +162,9 @@ class InterLinkProvider:
                 self._wait(pod, "InterlinkUnreachable",
                            f"the interLink plugin at {self.client.url} cannot be reached ({e or type(e).__name__}); "
                            "the pod is submitted when it answers again")
+            except ValueError as e:  # an answer that is not a CreateStruct
+                self._fail(pod, f"the interLink plugin answered /create with something unreadable: {e}")
+                return
             else:
                 self._accepted(pod, created.PodJID)
                 return
@@ -228,7 +237,8 @@ class InterLinkProvider:
                 if uid in self._submitted and (p.get("status") or {}).get("phase") not in TERMINAL]
         if not live:
             return
-        statuses = await self.client.status(live)
+        # Only what the plugin reads: the pod's identity and spec (not its status, events or managedFields).
+        statuses = await self.client.status([_identity(p) for p in live])
         by_uid = {s.UID: s for s in statuses}
         for pod in live:
             remote = by_uid.get(_uid(pod))
