@@ -103,9 +103,10 @@ def _containers_causes(spec: Any, path: str) -> Causes:
                 seen.add(name)
             if not c.get("image"):
                 causes.append((f"{where}.image", "Required value"))
-            resources = c.get("resources") if isinstance(c.get("resources"), dict) else {}
+            resources = c.get("resources")
             for part in ("limits", "requests"):
-                for res_name, qty in (resources.get(part) or {}).items():
+                amounts = resources.get(part) if isinstance(resources, dict) else None
+                for res_name, qty in (amounts if isinstance(amounts, dict) else {}).items():
                     try:
                         parse_quantity(canonical_quantity(qty))
                     except ValueError:
