@@ -34,7 +34,9 @@ venv: $(STAMP)/venv
 $(STAMP)/venv: pyproject.toml
 	@mkdir -p $(STAMP)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[hub,notebook,offload,dev]'
+	@# (this machine's pip.conf names local mirrors that may be absent: their warnings are noise)
+	set -o pipefail; $(BIN)/pip install -q --disable-pip-version-check -e '.[hub,notebook,offload,dev]' 2>&1 \
+	  | { grep -v '^WARNING: Location' || true; }
 	@touch $@
 
 # The embedded OIDC provider (npm oidc-provider), installed from its lock file.
