@@ -291,7 +291,8 @@ spec:
     running.kubectl("wait", "--for=jsonpath={.status.phase}=Failed", "pod/bounded", "--timeout=30s")
     status = running.get("pod", "bounded")["status"]
     assert status["reason"] == "DeadlineExceeded"
-    assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 143
+    # stopped by the kubelet: SIGTERM (143), or SIGKILL (137) if the deadline came before the process set up
+    assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] in (143, 137)
 
 
 def test_lifecycle_hooks(running: RunningCluster, tmp_path: Path) -> None:
@@ -347,7 +348,9 @@ spec:
   - {name: side, image: x, restartPolicy: Always, command: [sh, -c, 'echo side-up > /shared/up; exec sleep 300'],
      volumeMounts: [{name: shared, mountPath: /shared}]}
   containers:
-  - {name: main, image: x, command: [cat, /shared/up], volumeMounts: [{name: shared, mountPath: /shared}]}
+  # As on Kubernetes, the main container starts once the sidecar has *started*, not once it wrote its file.
+  - {name: main, image: x, command: [sh, -c, 'while [ ! -f /shared/up ]; do sleep 0.05; done; cat /shared/up'],
+     volumeMounts: [{name: shared, mountPath: /shared}]}
   volumes: [{name: shared, emptyDir: {}}]
 """)
     running.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/withsidecar", "--timeout=30s")
