@@ -8,12 +8,26 @@ mount different volumes at the same path (every notebook has its home at /home/j
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 BWRAP = "/usr/bin/bwrap"
 # The host's top-level directories that stand in for the container image (bound read-only when present).
 HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt", "/root", "/work", "/var")
+
+
+def runtime_dirs() -> tuple[str, ...]:
+    """The Python environment the facility runs from, which the "image" must contain wherever it lives: the
+    venv, the interpreter it was made from, and the source roots of the editable install (hub/, extensions/).
+    A checkout under /tmp (as CI makes) would otherwise be hidden by the pod's own /tmp. Only these directories,
+    not the checkout itself, so a state directory inside the checkout stays out of reach."""
+    import aifacility
+    import aifacility_interlink
+
+    dirs = {sys.prefix, sys.base_prefix, str(Path(aifacility.__file__).resolve().parents[1]),
+            str(Path(aifacility_interlink.__file__).resolve().parents[1])}
+    return tuple(sorted(os.path.normpath(d) for d in dirs if os.path.isdir(d)))
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,8 @@ def _bind_host_path(path: str, targets: list[str]) -> list[str]:
 
 def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], working_dir: str | None = None,
                   hostname: str | None = None, uid: int | None = None, gid: int | None = None,
-                  host_dirs: tuple[str, ...] = HOST_DIRS) -> list[str]:
+                  host_dirs: tuple[str, ...] = HOST_DIRS, hidden: tuple[str, ...] = (),
+                  image_dirs: tuple[str, ...] | None = None) -> list[str]:
     """The full argv: bwrap options, then `--` and the container's command.
 
     `uid`/`gid` (the pod's runAsUser/runAsGroup) run the command in a user namespace where the host's root
@@ -62,8 +77,18 @@ def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], wor
     args = [BWRAP, "--tmpfs", "/"]
     for d in host_dirs:
         args += _bind_host_path(d, targets)
-    args += ["--bind", str(pod_tmp), "/tmp",
-             "--dev", "/dev", "--proc", "/proc",
+    # `hidden`: the cluster's state directory holds every user's volumes; under a bound host directory (a
+    # state directory in the project under /work, as `aifacility up` uses by default) any pod could read every
+    # home there. An empty tmpfs covers it; volume sources under it are still bound (bwrap resolves them on
+    # the host).
+    for path in hidden:
+        if os.path.isdir(path) and any(_under(os.path.normpath(path), d) for d in host_dirs):
+            args += ["--tmpfs", os.path.normpath(path)]
+    args += ["--bind", str(pod_tmp), "/tmp"]
+    for d in runtime_dirs() if image_dirs is None else image_dirs:
+        if not any(_under(d, h) for h in host_dirs if h != "/tmp"):
+            args += ["--ro-bind", d, d]
+    args += ["--dev", "/dev", "--proc", "/proc",
              # The pod shares the host network (it listens on its own loopback IP) but nothing else.
              "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try", "--new-session"]
     if hostname:
