@@ -298,12 +298,14 @@ class FacilitySpawner(KubeSpawner):
             return
         last = None
         while True:
-            if future is not None and future.done():
-                return
+            # Admission first: the server may be up before this loop wakes again, and the user should still
+            # be told that the queue let them in.
             pod = self._pod()
             if pod is not None and not queueing.is_gated(pod):
                 if last is not None:
                     yield {"progress": 20, "message": f"Admitted from the '{self._queue}' queue; starting."}
+                return
+            if future is not None and future.done():
                 return
             if pod is not None:
                 try:
