@@ -3,7 +3,8 @@
 * in the browser, alice (physics, ml) is offered the ML profiles with their MIG slices and the free units, bob
   (physics) is not (the MIG spawn itself: test_notebook_session.py);
 * from inside bob's notebook, alice's home and the ml group directory are nowhere to be found, neither at their
-  mount paths nor at their paths on the host, while alice writes to /shared/groups/ml and reads it back;
+  mount paths nor at their paths on the host (the state directory is inside the project, which the pods'
+  sandboxes see read-only), while alice writes to /shared/groups/ml and reads it back;
 * a file in alice's home survives stopping her server and restarting the whole facility (SIGTERM to
   `aifacility up`, then `aifacility up` again on the same state directory and port).
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,14 +34,20 @@ pytestmark = pytest.mark.slow
 
 ML_ONLY = {"gpu-rtx5000", "gpu-a30", "mig-1g-10gb", "mig-3g-40gb"}
 CPU = {"profile": "cpu-small", "image": "ml"}
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 
 
 @pytest.fixture(scope="module")
-def facility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFacility]:
-    fac = start_facility(tmp_path_factory.mktemp("profiles-storage"))
+def facility() -> Iterator[RunningFacility]:
+    # The state directory inside the project, as `make demo` (`aifacility up`, state in ./.state) has it: the
+    # pods' sandboxes see the project read-only, and must still not see the users' volumes stored there.
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="e2e-profiles-storage-", dir=OUTPUT))
+    fac = start_facility(base)
     yield fac
     code = fac.stop()
     assert code == 0, "".join(fac.output[-40:])
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def user_token(fac: RunningFacility, user: str) -> str:

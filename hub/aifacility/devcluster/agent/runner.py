@@ -381,7 +381,8 @@ class PodRunner:
             return 128
         uid, gid = run_as(self.pod, spec)
         argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts,
-                             working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid)
+                             working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid,
+                             hidden=(str(self.ctx.state_dir),))
         log_path = self.dir / f"{cs.name}.log"
         if log_path.exists():
             log_path.replace(self.dir / f"{cs.name}.log.1")
@@ -482,7 +483,7 @@ class PodRunner:
     async def _exec(self, command: list[str], mounts: list[Mount], env: dict[str, str], seconds: float,
                     user: tuple[int | None, int | None]) -> int:
         argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts, hostname=self.hostname,
-                             uid=user[0], gid=user[1])
+                             uid=user[0], gid=user[1], hidden=(str(self.ctx.state_dir),))
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.DEVNULL, env=env,
