@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -57,9 +58,9 @@ def user_token(fac: RunningFacility, user: str) -> str:
 
 
 def contents(fac: RunningFacility, user: str, token: str, path: str, method: str = "GET",
-             **kw: object) -> requests.Response:
+             **kw: Any) -> requests.Response:
     """The Jupyter contents REST API of the user's server, through the proxy, with the user's own token."""
-    return requests.request(method, f"{fac.url}/user/{user}/api/contents/{path}", timeout=30,  # type: ignore[arg-type]
+    return requests.request(method, f"{fac.url}/user/{user}/api/contents/{path}", timeout=30,
                             headers={"Authorization": f"token {token}"}, **kw)
 
 

@@ -51,9 +51,9 @@ def load_demo_users(path: Path) -> tuple[DemoUser, ...]:
     except ValidationError as e:
         err = e.errors()[0]
         loc = err["loc"]
-        entry = f"entry {int(loc[0]) + 1}" if loc and isinstance(loc[0], int) else "an entry"
-        field = ".".join(str(p) for p in loc[1:]) or "the entry"
-        raise DemoUsersError(f"{path}: {entry}, {field}: {_reason(err)}") from None
+        where = f"entry {int(loc[0]) + 1}" if loc and isinstance(loc[0], int) else "an entry"
+        key = ".".join(str(p) for p in loc[1:]) or "the entry"
+        raise DemoUsersError(f"{path}: {where}, {key}: {_reason(err['type'], err['msg'])}") from None
     taken = {u.username for u in DEMO_USERS}
     seen: set[str] = set()
     for i, entry in enumerate(entries, 1):
@@ -66,8 +66,7 @@ def load_demo_users(path: Path) -> tuple[DemoUser, ...]:
     return tuple(DemoUser(e.username, tuple(e.groups)) for e in entries)
 
 
-def _reason(err: dict[str, object]) -> str:
-    kind = err.get("type")
+def _reason(kind: str, msg: str) -> str:
     if kind == "string_pattern_mismatch":
         return ("must be lower-case letters, digits, '.', '_' or '-', start and end with a letter or digit, "
                 "at most 63 characters")
@@ -77,4 +76,4 @@ def _reason(err: dict[str, object]) -> str:
         return "is not a known key (an entry has 'username' and 'groups')"
     if kind == "model_type":
         return "must be a mapping like {username: student01, groups: [ml]}"
-    return str(err.get("msg", "is not valid"))
+    return msg
