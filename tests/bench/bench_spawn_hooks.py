@@ -192,7 +192,10 @@ def bench_spawns(tmp: Path) -> None:
         times: dict[str, list[float]] = {k: [] for k in runs}
         shapes: dict[str, dict[str, Any]] = {}
         for round_ in range(ROUNDS + 1):
-            for kind, (hub, user) in runs.items():  # alternate, so machine noise hits both alike
+            # Alternate, and swap who goes first every round: machine noise and the cluster's clean-up after
+            # the previous stop then hit both alike.
+            order = list(runs.items()) if round_ % 2 else list(runs.items())[::-1]
+            for kind, (hub, user) in order:
                 took = spawn_and_wait(hub.api, hub.url, user, PROFILE)
                 if round_ == 0:  # warm-up: first imports, claims, caches; and the pods compared
                     shapes[kind] = _pod_shape(_pod(kubeconfig, f"jupyter-{user}"), user)
