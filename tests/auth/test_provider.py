@@ -118,5 +118,8 @@ def test_lifetimes_must_be_positive(tmp_path: Path) -> None:
 def test_port_in_use_is_reported(own_provider: EmbeddedOIDCProvider, tmp_path: Path) -> None:
     p = own_provider.start()
     clash = EmbeddedOIDCProvider(tmp_path / "second", port=p.port, redirect_uris=[REDIRECT], startup_timeout=10)
-    with pytest.raises(OIDCProviderError, match="is already in use"):
-        clash.start()
+    try:
+        with pytest.raises(OIDCProviderError, match="is already in use"):
+            clash.start()
+    finally:
+        clash.stop()  # nothing may outlive the test, even if the refusal regressed
