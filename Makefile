@@ -15,6 +15,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check hub extensions tests
+	$(BIN)/mypy
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup
