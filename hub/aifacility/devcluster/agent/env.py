@@ -130,9 +130,10 @@ def default_path(pod_path: str | None) -> str:
     return f"{sys.prefix}/bin:{host}"
 
 
-def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: Lookup,
-                  node_allocatable: Mapping[str, str]) -> dict[str, str]:
-    """The process environment of one container, in Kubernetes' order: envFrom, then env (later wins)."""
+def resolve_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: Lookup,
+                node_allocatable: Mapping[str, str]) -> dict[str, str]:
+    """A container's env and envFrom resolved to plain values, in Kubernetes' order (envFrom, then env; later
+    wins). Shared by the local node agent and the interLink virtual node, which sends the values to its plugin."""
     namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
     env: dict[str, str] = {}
     for src in container.get("envFrom") or []:
@@ -170,6 +171,13 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: 
             value = ""
         if value is not None:
             env[name] = value
+    return env
+
+
+def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: Lookup,
+                  node_allocatable: Mapping[str, str]) -> dict[str, str]:
+    """The process environment of one locally run container: its resolved env plus what a runtime adds."""
+    env = resolve_env(pod, container, lookup, node_allocatable)
     env["PATH"] = default_path(env.get("PATH"))
     env.setdefault("HOME", "/root")
     hostname = (pod.get("spec") or {}).get("hostname") or (pod.get("metadata") or {}).get("name", "")

@@ -13,7 +13,7 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aifacility.devcluster.agent.env import ConfigError, expand, field_ref, resource_field_ref
+from aifacility.devcluster.agent.env import ConfigError, field_ref, resolve_env, resource_field_ref
 
 Obj = dict[str, Any]
 Lookup = Callable[[str, str], Obj | None]  # ("ConfigMap" | "Secret", name) -> object or None
@@ -33,63 +33,6 @@ def _object_text(kind: str, obj: Mapping[str, Any]) -> dict[str, bytes]:
         for k, v in (obj.get("binaryData") or {}).items():
             out[k] = base64.b64decode(v)
     return out
-
-
-def _key_value(kind: str, ref: Mapping[str, Any], lookup: Lookup, namespace: str) -> str | None:
-    name = str(ref.get("name", ""))
-    obj = lookup(kind, name)
-    optional = bool(ref.get("optional"))
-    if obj is None:
-        if optional:
-            return None
-        raise ConfigError(f'{kind.lower()} "{name}" not found')
-    key = str(ref.get("key", ""))
-    data = _object_text(kind, obj)
-    if key in data:
-        return data[key].decode(errors="replace")
-    if optional:
-        return None
-    raise ConfigError(f"couldn't find key {key} in {kind} {namespace}/{name}")
-
-
-def resolve_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: Lookup,
-                allocatable: Mapping[str, str]) -> list[dict[str, str]]:
-    """env and envFrom as plain name/value pairs in Kubernetes' order (envFrom first, env later wins)."""
-    namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
-    env: dict[str, str] = {}
-    for src in container.get("envFrom") or []:
-        prefix = str(src.get("prefix") or "")
-        for kind, field in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
-            ref = src.get(field)
-            if not ref:
-                continue
-            obj = lookup(kind, str(ref.get("name", "")))
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
-            for k, v in _object_text(kind, obj).items():
-                env[prefix + k] = v.decode(errors="replace")
-    for var in container.get("env") or []:
-        name = str(var.get("name", ""))
-        src = var.get("valueFrom")
-        if not src:
-            env[name] = expand(str(var.get("value") or ""), env)
-            continue
-        value: str | None
-        if "fieldRef" in src:
-            value = field_ref(pod, str(src["fieldRef"].get("fieldPath", "")))
-        elif "resourceFieldRef" in src:
-            value = resource_field_ref(pod, str(container.get("name")), src["resourceFieldRef"], allocatable)
-        elif "secretKeyRef" in src:
-            value = _key_value("Secret", src["secretKeyRef"], lookup, namespace)
-        elif "configMapKeyRef" in src:
-            value = _key_value("ConfigMap", src["configMapKeyRef"], lookup, namespace)
-        else:
-            raise ConfigError(f"env {name}: valueFrom has no source the virtual node can resolve")
-        if value is not None:
-            env[name] = value
-    return [{"name": k, "value": v} for k, v in env.items()]
 
 
 def _projected_map(name: str, files: Mapping[str, bytes]) -> Obj:
@@ -211,7 +154,7 @@ def retrieved_pod_data(pod: Mapping[str, Any], lookup: Lookup, allocatable: Mapp
     retrieved: list[Obj] = []
     for group in ("initContainers", "containers"):
         for c in spec.get(group) or []:
-            c["env"] = resolve_env(pod, c, lookup, allocatable)
+            c["env"] = [{"name": k, "value": v} for k, v in resolve_env(pod, c, lookup, allocatable).items()]
             c.pop("envFrom", None)
             mounted = [m.get("name") for m in c.get("volumeMounts") or []]
             retrieved.append({
