@@ -16,38 +16,38 @@ from support.oidc_login import oidc_login
 from support.spawning import spawn_and_wait, stop_and_wait
 from support.vanilla_hub import start_vanilla_hub
 
-ROUNDS = 5
-
-
-def measure(api, url: str, user: str, options: dict | None = None) -> list[float]:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(ROUNDS):
-        times.append(spawn_and_wait(api, url, user, options))
-        stop_and_wait(api, user)
-    return times
+ROUNDS = 8
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-spawn-") as tmp:
         base = Path(tmp)
         vanilla = start_vanilla_hub(base / "vanilla")
-        try:
-            spawn_and_wait(vanilla.api, vanilla.url, "warmup")  # first start pays for imports
-            stop_and_wait(vanilla.api, "warmup")
-            v = measure(vanilla.api, vanilla.url, "bench")
-        finally:
-            vanilla.stop()
         fac = start_facility(base / "facility")
         try:
             # Facility users come from IAM: log in once (as a person would) so the hub holds bob's tokens.
             oidc_login(fac.url, "bob")
-            spawn_and_wait(fac.api, fac.url, "bob", {"profile": "cpu-small"})
-            stop_and_wait(fac.api, "bob")
-            f = measure(fac.api, fac.url, "bob", {"profile": "cpu-small"})
+            runs = {
+                "vanilla": lambda: spawn_and_wait(vanilla.api, vanilla.url, "bench"),
+                "facility": lambda: spawn_and_wait(fac.api, fac.url, "bob", {"profile": "cpu-small"}),
+            }
+            stops = {"vanilla": lambda: stop_and_wait(vanilla.api, "bench"),
+                     "facility": lambda: stop_and_wait(fac.api, "bob")}
+            for name in runs:  # the first start of each pays for imports and caches
+                runs[name]()
+                stops[name]()
+            times: dict[str, list[float]] = {"vanilla": [], "facility": []}
+            # Alternate, swapping which goes first each round, so the machine's noise hits both alike.
+            for i in range(ROUNDS):
+                for name in (("vanilla", "facility") if i % 2 == 0 else ("facility", "vanilla")):
+                    times[name].append(runs[name]())
+                    stops[name]()
         finally:
             fac.stop()
+            vanilla.stop()
+    v, f = times["vanilla"], times["facility"]
     mv, mf = statistics.median(v), statistics.median(f)
-    print(f"{'':34}{'median':>9}{'min':>9}{'max':>9}   (seconds, {ROUNDS} spawns each)")
+    print(f"{'':34}{'median':>9}{'min':>9}{'max':>9}   (seconds, {ROUNDS} spawns each, alternating)")
     print(f"{'vanilla JupyterHub (local process)':34}{mv:9.2f}{min(v):9.2f}{max(v):9.2f}")
     print(f"{'aifacility (devcluster pod)':34}{mf:9.2f}{min(f):9.2f}{max(f):9.2f}")
     ratio = mf / mv
