@@ -58,7 +58,8 @@ def _write(root: Path, rel: str, data: bytes, mode: int) -> None:
     target.chmod(mode)
 
 
-def _object_data(kind: str, obj: Mapping[str, Any]) -> dict[str, bytes]:
+def object_data(kind: str, obj: Mapping[str, Any]) -> dict[str, bytes]:
+    """The files a config map or secret projects (key -> bytes), as the kubelet writes them."""
     out: dict[str, bytes] = {}
     if kind == "Secret":
         for k, v in (obj.get("data") or {}).items():
@@ -80,7 +81,7 @@ def _render_keys(root: Path, kind: str, name: str, src: Mapping[str, Any], looku
         if src.get("optional") or missing_ok:
             return
         raise VolumeError(f'{kind.lower()} "{name}" not found')
-    data = _object_data(kind, obj)
+    data = object_data(kind, obj)
     items = src.get("items")
     if items:
         for item in items:

@@ -14,25 +14,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aifacility.devcluster.agent.env import ConfigError, field_ref, resolve_env, resource_field_ref
+from aifacility.devcluster.agent.volumes import object_data
 
 Obj = dict[str, Any]
 Lookup = Callable[[str, str], Obj | None]  # ("ConfigMap" | "Secret", name) -> object or None
-
-
-def _object_text(kind: str, obj: Mapping[str, Any]) -> dict[str, bytes]:
-    """The files a config map or secret projects, as bytes."""
-    out: dict[str, bytes] = {}
-    if kind == "Secret":
-        for k, v in (obj.get("data") or {}).items():
-            out[k] = base64.b64decode(v)
-        for k, v in (obj.get("stringData") or {}).items():
-            out[k] = str(v).encode()
-    else:
-        for k, v in (obj.get("data") or {}).items():
-            out[k] = str(v).encode()
-        for k, v in (obj.get("binaryData") or {}).items():
-            out[k] = base64.b64decode(v)
-    return out
 
 
 def _projected_map(name: str, files: Mapping[str, bytes]) -> Obj:
@@ -57,7 +42,7 @@ def _pick(kind: str, src: Mapping[str, Any], lookup: Lookup, name: str) -> dict[
         if src.get("optional"):
             return {}
         raise ConfigError(f'MountVolume.SetUp failed: {kind.lower()} "{name}" not found')
-    data = _object_text(kind, obj)
+    data = object_data(kind, obj)
     items = src.get("items")
     if not items:
         return data
