@@ -29,16 +29,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [i for i in items if not i.get_closest_marker("htcondor_live")]
 
 
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
-    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), min_job_age=600)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @pytest.fixture
 def count_shim(tmp_path: Path) -> tuple[Path, Path]:
     """A command prefix that records every SLURM command and fails scancel while a flag file exists."""

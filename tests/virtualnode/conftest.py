@@ -15,16 +15,6 @@ from aifacility.facility import load_facility
 from aifacility_interlink.localslurm import LocalSlurm
 
 
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurm]:
-    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), min_job_age=600)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @pytest.fixture
 def plugin(slurm: LocalSlurm, tmp_path: Path) -> Iterator[Plugin]:
     p = Plugin(tmp_path / "plugin", slurm.env()).start()
