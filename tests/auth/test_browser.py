@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 import pytest
 import requests
 from auth_harness import LocalHub
-from conftest import ACCESS_TOKEN_TTL
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -20,6 +19,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from aifacility.oidc import EmbeddedOIDCProvider
+from conftest import ACCESS_TOKEN_TTL
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
