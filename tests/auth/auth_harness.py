@@ -24,6 +24,11 @@ from aifacility.oidc import EmbeddedOIDCProvider
 
 VENV_BIN = Path(sys.executable).parent
 
+# The token lifetimes of the hub the tests in this folder log in to (conftest.py): short enough that the tests
+# see tokens expire and get renewed, long enough for a spawn.
+ACCESS_TOKEN_TTL = 20
+TOKEN_MIN_LIFETIME = 8
+
 HUB_CONFIG = '''
 import json
 from pathlib import Path

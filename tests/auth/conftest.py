@@ -6,13 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from auth_harness import LocalHub, free_port
+from auth_harness import ACCESS_TOKEN_TTL, TOKEN_MIN_LIFETIME, LocalHub, free_port
 
 from aifacility.oidc import DEMO_USERS, DemoUser, EmbeddedOIDCProvider
 
-# Short enough that the tests see tokens expire and get renewed, long enough for a spawn.
-ACCESS_TOKEN_TTL = 20
-TOKEN_MIN_LIFETIME = 8
 # "Alice" normalises to the same facility username as "alice" but is another IAM account.
 TEST_USERS = (*DEMO_USERS, DemoUser("Alice", ("physics",), name="Another Alice"),
               DemoUser("___", ("physics",), name="No Letters"))

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from auth_harness import LocalHub
+from auth_harness import ACCESS_TOKEN_TTL, LocalHub
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -19,7 +19,6 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from aifacility.oidc import EmbeddedOIDCProvider
-from conftest import ACCESS_TOKEN_TTL
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

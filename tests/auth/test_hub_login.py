@@ -11,10 +11,9 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 import requests
-from auth_harness import LocalHub, login, provider_login_page, submit_login
+from auth_harness import TOKEN_MIN_LIFETIME, LocalHub, login, provider_login_page, submit_login
 
 from aifacility.oidc import EmbeddedOIDCProvider
-from conftest import TOKEN_MIN_LIFETIME
 
 pytestmark = pytest.mark.slow
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from kueue_helpers import NS, job, pod, setup_queues
+
 from aifacility.devcluster.kinds import CLUSTERQUEUE, JOB, LOCALQUEUE, POD, WORKLOAD, WORKLOADPRIORITYCLASS
 from aifacility.devcluster.kueue import KueueController
 from aifacility.devcluster.kueue.visibility import pending_in_cluster_queue
 from aifacility.devcluster.kueue.workloads import condition
 from aifacility.devcluster.store import Store
-from conftest import NS, job, pod, setup_queues
 
 GATE = {"name": "kueue.x-k8s.io/admission"}
 

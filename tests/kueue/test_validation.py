@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kueue_helpers import NS, cluster_queue, pod
 
 from aifacility.devcluster.kinds import CLUSTERQUEUE, COHORT, LOCALQUEUE, POD, RESOURCEFLAVOR, WORKLOAD
 from aifacility.devcluster.store import Invalid, Store
-from conftest import NS, cluster_queue, pod
 
 
 def refused(store: Store, kind: Any, obj: dict[str, Any]) -> str:

@@ -8,13 +8,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client as k8s
+from kueue_helpers import NS, pod, setup_queues
 
 from aifacility.devcluster.api import make_app
 from aifacility.devcluster.kinds import LOCALQUEUE, POD
 from aifacility.devcluster.kueue import KueueController, make_visibility_extension
 from aifacility.devcluster.store import Store
 from aifacility.kueue import cluster_queue_positions, find_owner, local_queue_positions
-from conftest import NS, pod, setup_queues
 
 PREFIX = "/apis/visibility.kueue.x-k8s.io/v1beta2"
 

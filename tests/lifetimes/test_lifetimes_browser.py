@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from lifetimes_harness import LifetimesHub
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import LifetimesHub
 from support.browser import chromium, screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from lifetimes_harness import LifetimesHub, start_hub, wait_for
 
 from aifacility.lifetimes.policy import parse_time
 from aifacility.lifetimes.store import ExtensionStore
-from conftest import LifetimesHub, start_hub, wait_for
 
 
 def browser(hub: LifetimesHub, user: str) -> requests.Session:
