@@ -123,12 +123,18 @@ async def test_plugin_down_node_not_ready_pods_stay_pending(cluster: DevCluster,
     assert (await node_condition(kubectl, "Ready"))["status"] == "False"
     await kubectl("apply", "-f", "-", stdin=offload_pod("waiting", "echo finally"))
     await until(lambda: _unschedulable(kubectl, "waiting"), 30)
+    out = await kubectl("logs", "waiting", check=False)
+    assert "Error from server (BadRequest): pod waiting does not have a host assigned" in out, out
     pod = await kubectl.get("pod", "waiting")
     assert pod["status"]["phase"] == "Pending" and not pod["spec"].get("nodeName")
     plugin.start()
     await until(lambda: _is(kubectl, "waiting", "Succeeded"), 120)
     assert (await kubectl("logs", "waiting")).strip() == "finally"
     assert (await node_condition(kubectl, "InterlinkConnectivity"))["status"] == "True"
+    # Logs the node cannot read are a Status error (kubectl exits non-zero), not a 200 with the error as text.
+    plugin.stop()
+    out = await kubectl("logs", "waiting", check=False)
+    assert "Error from server (InternalError)" in out and "cannot be reached" in out and plugin.url in out, out
 
 
 async def _condition_false(kubectl: Kubectl) -> dict[str, Any] | None:

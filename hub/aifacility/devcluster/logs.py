@@ -44,6 +44,17 @@ class LogOptions:
         return None
 
 
+class LogsUnavailable(Exception):
+    """A provider cannot give the logs at all. Raised before its first chunk, it becomes the API's Status answer
+    (`code`: 400 for a container that has not started, 500 when the node cannot read them), as the kubelet's
+    errors do; once streaming has begun, providers tell failures in the body instead."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class LogProvider(Protocol):
     def stream(self, pod: Obj, container: str, opts: LogOptions) -> AsyncIterator[bytes]: ...
 

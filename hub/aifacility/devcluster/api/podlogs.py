@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from .. import kinds
-from ..logs import LOG_REGISTRY_KEY, LogOptions, log_path
+from ..logs import LOG_REGISTRY_KEY, LogOptions, LogsUnavailable, log_path
 from .errors import ApiError
 from .request import Target, flag, integer
 from .state import STORE_KEY
 
 CLIENT_CHECK_SECONDS = 5.0
+FIRST_ANSWER_FOLLOW_SECONDS = 2.0
 
 
 def _container(pod: dict, requested: str | None) -> str:
@@ -90,14 +91,22 @@ async def pod_log(request: web.Request, t: Target) -> web.StreamResponse:
         raise ApiError(400, "at most one of sinceTime or sinceSeconds may be specified")
     _check_available(request, pod, opts)
     provider = request.app[LOG_REGISTRY_KEY].provider_for(pod)
+    stream = provider.stream(pod, opts.container, opts)
+    chunks = stream.__aiter__()
+    first: asyncio.Future[bytes] = asyncio.ensure_future(chunks.__anext__())
+    # Hold the status line until the provider has answered (a follower's first line may take long: then only
+    # briefly), so that logs that cannot be read at all get a Status error, not a 200 with an error as text.
+    await asyncio.wait({first}, timeout=FIRST_ANSWER_FOLLOW_SECONDS if opts.follow else None)
+    err = first.exception() if first.done() else None
+    if isinstance(err, LogsUnavailable):
+        await _close(stream)
+        raise ApiError(err.code, err.message)
+    pending: asyncio.Future[bytes] | None = first
     response = web.StreamResponse(status=200)
     response.content_type = "text/plain"
     response.enable_chunked_encoding()
-    await response.prepare(request)
-    stream = provider.stream(pod, opts.container, opts)
-    chunks = stream.__aiter__()
-    pending: asyncio.Future[bytes] | None = None
     try:
+        await response.prepare(request)
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(chunks.__anext__())
@@ -112,6 +121,9 @@ async def pod_log(request: web.Request, t: Target) -> web.StreamResponse:
                 chunk = finished.result()
             except StopAsyncIteration:
                 break
+            except LogsUnavailable as e:  # after the status line: told in the body, as the kubelet does
+                await response.write(f"{e.message}\n".encode())
+                break
             await response.write(chunk)
         if request.transport is not None and not request.transport.is_closing():
             await response.write_eof()
@@ -120,9 +132,13 @@ async def pod_log(request: web.Request, t: Target) -> web.StreamResponse:
     finally:
         if pending is not None:
             pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, LogsUnavailable):
                 await pending
-        close = getattr(stream, "aclose", None)  # providers are usually async generators
-        if close is not None:
-            await close()
+        await _close(stream)
     return response
+
+
+async def _close(stream: object) -> None:
+    close = getattr(stream, "aclose", None)  # providers are usually async generators
+    if close is not None:
+        await close()

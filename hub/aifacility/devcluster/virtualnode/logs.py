@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aifacility.devcluster.logs import LogOptions
+from aifacility.devcluster.logs import LogOptions, LogsUnavailable
 from aifacility.devcluster.virtualnode.provider import JOB_ID, UNREACHABLE
 from aifacility_interlink.client import PluginClient, PluginError
 
@@ -50,20 +50,26 @@ class InterLinkLogProvider:
         if not (pod["metadata"].get("annotations") or {}).get(JOB_ID):
             # Not yet a batch job: nothing to read (the API's own answer for a container that has not started).
             reason = _waiting_reason(pod, container) or "ContainerCreating"
-            yield f'container "{container}" in pod "{name}" is waiting to start: {reason}\n'.encode()
-            return
+            raise LogsUnavailable(400, f'container "{container}" in pod "{name}" is waiting to start: {reason}')
         timeout = FOLLOW_TIMEOUT_SECONDS if opts.follow else 60.0
-        # The response has started when a provider runs, so failures are told in the body, as the kubelet does.
+        started = False
         try:
             async with PluginClient(self.url, self.token, timeout=timeout) as client:
                 req = log_request(pod, container, opts)
                 if opts.follow:
                     async for chunk in client.follow_logs(req):
+                        started = True
                         yield chunk.encode()
                 else:
                     yield (await client.logs(req)).encode()
         except PluginError as e:
-            yield f"unable to retrieve container logs from the interLink plugin: {e.message}\n".encode()
+            message = f"unable to retrieve container logs from the interLink plugin: {e.message}"
+            if not started:
+                raise LogsUnavailable(500, message) from None
+            yield f"{message}\n".encode()  # the response has begun: told in the body, as the kubelet does
         except UNREACHABLE as e:
-            yield (f"unable to retrieve container logs: the interLink plugin at {self.url} cannot be reached "
-                   f"({e or type(e).__name__})\n").encode()
+            message = (f"unable to retrieve container logs: the interLink plugin at {self.url} cannot be reached "
+                       f"({e or type(e).__name__})")
+            if not started:
+                raise LogsUnavailable(500, message) from None
+            yield f"{message}\n".encode()
