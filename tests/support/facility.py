@@ -23,6 +23,7 @@ class RunningFacility:
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment of `aifacility up`
 
     @property
     def url(self) -> str:
@@ -47,7 +48,7 @@ class RunningFacility:
             [sys.executable, "-m", "aifacility.cli", "up", "--state-dir", str(self.state_dir),
              "--port", str(self.port), *self.extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -87,9 +88,11 @@ class RunningFacility:
         return self.proc.returncode
 
 
-def start_facility(base: Path, *extra_args: str, port: int | None = None) -> RunningFacility:
+def start_facility(base: Path, *extra_args: str, port: int | None = None,
+                   env: dict[str, str] | None = None) -> RunningFacility:
     state = base / "state"
-    return RunningFacility(state_dir=state, port=port or free_port(), extra_args=extra_args).start()
+    return RunningFacility(state_dir=state, port=port or free_port(), extra_args=extra_args,
+                           env=dict(env or {})).start()
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -124,6 +124,13 @@ class Supervisor:
         component.wait_ready(timeout)
         return component
 
+    def restart(self, component: Component, timeout: float = 60.0) -> Component:
+        """Start a component that exited again, in its place in the stopping order."""
+        component.stop()  # reap it, and whatever it left in its process group
+        component.start()
+        component.wait_ready(timeout)
+        return component
+
     def first_dead(self) -> Component | None:
         return next((c for c in self.components if not c.alive()), None)
 

@@ -16,6 +16,9 @@ from aifacility.launcher.demo_users import DemoUsersError, load_demo_users
 from aifacility.launcher.supervisor import Component, LaunchError, Supervisor, port_in_use
 from aifacility.oidc.launcher import DemoUser
 
+# How often `up` starts the hub again after it exits by itself (a crash loop stops the facility instead).
+HUB_RESTARTS = 5
+
 DEMO_ACCOUNTS = (
     ("alice", "physics, ml"),
     ("bob", "physics"),
@@ -91,10 +94,22 @@ def run_up(opts: UpOptions) -> int:
         for component in extra_components(opts, facility, logs, extra_users):
             sup.start(component, timeout=60)
             hub_env.update(component.hub_env())
-        sup.start(hub_component(opts, logs, hub_env), timeout=120)
+        hub = sup.start(hub_component(opts, logs, hub_env), timeout=120)
         _banner(opts, facility.name, len(extra_users))
+        restarts = 0
         while True:
             dead = sup.first_dead()
+            if dead is hub and restarts < HUB_RESTARTS:
+                # Like the hub's Deployment on a cluster: the hub comes back, and so do the sessions (running
+                # ones from its database, pending and queued ones through the spawn keeper). Restarting the hub
+                # is also how an operator makes it read an edited configuration.
+                restarts += 1
+                code = hub.proc.returncode if hub.proc else None
+                print(f"aifacility: JupyterHub exited (code {code}); starting it again "
+                      f"({restarts} of at most {HUB_RESTARTS} restarts)", flush=True)
+                sup.restart(hub, timeout=120)
+                print(f"aifacility: JupyterHub is back at {hub_url(opts)}", flush=True)
+                continue
             if dead is not None:
                 print(f"aifacility: {dead.name} stopped unexpectedly (log: {dead.log}); stopping the facility",
                       file=sys.stderr)
@@ -116,9 +131,13 @@ def run_up(opts: UpOptions) -> int:
         print("aifacility: stopped", flush=True)
 
 
-def _banner(opts: UpOptions, name: str, extra_users: int = 0) -> None:
+def hub_url(opts: UpOptions) -> str:
     host = "127.0.0.1" if opts.host in ("0.0.0.0", "localhost") else opts.host
-    url = f"http://{host}:{opts.port}/"
+    return f"http://{host}:{opts.port}/"
+
+
+def _banner(opts: UpOptions, name: str, extra_users: int = 0) -> None:
+    url = hub_url(opts)
     lines = [
         f"aifacility '{name}' is ready at {url}",
         f"  state directory: {opts.state_dir}",
