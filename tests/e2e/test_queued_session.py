@@ -1,9 +1,12 @@
 """A queued session on the whole facility, in the browser: both A100 MIG 3g.40gb slices are busy, alice ticks
 'queue' on the spawn form, the pending page shows her place in the ml queue, and her server starts by itself
-when one of the sessions holding a slice is stopped through the REST API."""
+when one of the sessions holding a slice is stopped through the REST API. Then the same through a hub restart:
+the queued session keeps its pod and its place in the queue, and still starts by itself."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -28,22 +31,33 @@ def facility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFacili
     base = tmp_path_factory.mktemp("queued-session")
     users = base / "users.yaml"
     users.write_text(yaml.safe_dump([{"username": u, "groups": ["ml"]} for u in HOLDERS]))
-    fac = start_facility(base, "--demo-users", str(users))
+    # As on a cluster (the chart's default): a hub that stops leaves the sessions to the next hub.
+    fac = start_facility(base, "--demo-users", str(users), env={"AIFACILITY_CLEANUP_SERVERS": "0"})
     yield fac
     code = fac.stop()
     assert code == 0, "".join(fac.output[-40:])
 
 
+def _server(fac: RunningFacility, user: str) -> dict:
+    r = fac.api("GET", f"/users/{user}")
+    return {} if r.status_code == 404 else r.json()["servers"].get("", {})  # 404: never logged in
+
+
 def _ready(fac: RunningFacility, user: str) -> bool:
-    return bool(fac.api("GET", f"/users/{user}").json()["servers"].get("", {}).get("ready"))
+    return bool(_server(fac, user).get("ready"))
+
+
+def _start_holders(fac: RunningFacility) -> None:
+    for user in HOLDERS:
+        wait_for(lambda u=user: not _server(fac, u), timeout=60, what=f"{user}'s previous server to be gone")
+        oidc_login(fac.url, user)
+        r = fac.api("POST", f"/users/{user}/server", json={"profile": PROFILE, "image": "ml"})
+        assert r.status_code in (201, 202), r.text
+    wait_for(lambda: all(_ready(fac, u) for u in HOLDERS), timeout=120, what="the holders' servers")
 
 
 def test_alice_queues_sees_her_position_and_starts_when_a_slice_frees(facility: RunningFacility) -> None:
-    for user in HOLDERS:
-        oidc_login(facility.url, user)
-        r = facility.api("POST", f"/users/{user}/server", json={"profile": PROFILE, "image": "ml"})
-        assert r.status_code in (201, 202), r.text
-    wait_for(lambda: all(_ready(facility, u) for u in HOLDERS), timeout=120, what="the holders' servers")
+    _start_holders(facility)
 
     driver = chromium()
     try:
@@ -77,5 +91,46 @@ def test_alice_queues_sees_her_position_and_starts_when_a_slice_frees(facility: 
     assert not pod.spec.scheduling_gates
     assert pod.spec.node_name == "gpu-a100-01"
     assert pod.spec.containers[0].resources.limits["nvidia.com/mig-3g.40gb"] == "1"
+    for user in ("alice", HOLDERS[1]):
+        assert facility.api("DELETE", f"/users/{user}/server").status_code in (202, 204)
+
+
+def test_a_queued_session_survives_a_hub_restart_in_its_place(facility: RunningFacility) -> None:
+    _start_holders(facility)
+    oidc_login(facility.url, "alice")
+    wait_for(lambda: not _server(facility, "alice"), timeout=60, what="alice's previous server to be gone")
+    r = facility.api("POST", "/users/alice/server", json={"profile": PROFILE, "image": "ml", "queue": True})
+    assert r.status_code == 202, r.text
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(facility.kubeconfig)))
+
+    def gated_pod() -> client.V1Pod | None:
+        try:
+            pod = api.read_namespaced_pod("jupyter-alice", "aifacility")
+        except client.ApiException:
+            return None
+        return pod if pod.spec.scheduling_gates else None
+
+    queued = wait_for(gated_pod, timeout=60, what="alice's pod, held by Kueue")
+    assert _server(facility, "alice").get("pending") == "spawn"
+
+    # The hub stops (an upgrade, a crash): `aifacility up` starts it again, as the chart's Deployment would.
+    pid = int((facility.state_dir / "hub" / "jupyterhub.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: any("JupyterHub is back" in line for line in facility.output), timeout=180,
+             what="the hub to be started again")
+    # The running sessions are still there, and the spawn keeper resumes alice's queued one.
+    assert all(_ready(facility, u) for u in HOLDERS)
+    wait_for(lambda: _server(facility, "alice").get("pending") == "spawn", timeout=60,
+             what="the spawn keeper to resume alice's queued session")
+    still = gated_pod()
+    assert still is not None and still.metadata.uid == queued.metadata.uid  # the same pod: its place is kept
+
+    assert facility.api("DELETE", f"/users/{HOLDERS[0]}/server").status_code in (202, 204)
+    wait_for(lambda: _ready(facility, "alice"), timeout=180, what="alice's session to start after the restart")
+    pod = api.read_namespaced_pod("jupyter-alice", "aifacility")
+    assert pod.metadata.uid == queued.metadata.uid and not pod.spec.scheduling_gates
+    assert pod.spec.node_name == "gpu-a100-01"
+    keeper_log = (facility.state_dir / "logs" / "hub.log").read_text()
+    assert "Resumed the lost spawn of alice (default server)" in keeper_log
     for user in ("alice", HOLDERS[1]):
         assert facility.api("DELETE", f"/users/{user}/server").status_code in (202, 204)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from aifacility.facility import Facility
@@ -15,12 +16,13 @@ __all__ = ["FacilitySpawner", "configure"]
 
 
 def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
-              data_dir: str | None = None) -> None:
+              data_dir: str | None = None, keeper_interval: float = 10.0) -> None:
     """Point JupyterHub at FacilitySpawner and set its traits from the facility description.
 
     `facility_path` is the facility file the spawner re-reads (default: `$AIFACILITY_FACILITY` or the demo);
     `data_dir` is the hub's data directory, where the quota reservations live (default: `$AIFACILITY_HUB_DATA`,
-    else the hub's working directory).
+    else the hub's working directory). `keeper_interval`: seconds between the passes of the spawn keeper, the
+    service that resumes the spawns a hub restart lost (see keeper.py).
     """
     fs = facility.storage
     c.JupyterHub.spawner_class = FacilitySpawner
@@ -57,3 +59,17 @@ def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
     s.consecutive_failure_limit = 0
     s.quota_db = os.path.join(data_dir or os.environ.get("AIFACILITY_HUB_DATA") or os.getcwd(),
                               "aifacility-quotas.sqlite")
+
+    # The spawn keeper: resumes queued (and other pending) spawns after a hub restart, with the least scopes.
+    # (Imported here: its process runs `-m aifacility.spawner.keeper`, which must not find it imported already.)
+    from aifacility.spawner import keeper
+
+    c.JupyterHub.services = [*(c.JupyterHub.services if "services" in c.JupyterHub else []), {
+        "name": keeper.SERVICE,
+        "command": [sys.executable, "-m", "aifacility.spawner.keeper", f"--quota-db={s.quota_db}",
+                    f"--interval={keeper_interval:g}"],
+        "environment": {"PYTHONUNBUFFERED": "1"},
+    }]
+    c.JupyterHub.load_roles = [*(c.JupyterHub.load_roles if "load_roles" in c.JupyterHub else []), {
+        "name": keeper.SERVICE, "description": "Resume the spawns a hub restart lost",
+        "scopes": keeper.SCOPES, "services": [keeper.SERVICE]}]

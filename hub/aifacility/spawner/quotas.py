@@ -118,6 +118,11 @@ class QuotaStore:
                               "ORDER BY created").fetchall()
         return [Reservation(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]), float(r[6])) for r in rows]
 
+    def held(self, user: str, server: str) -> Reservation | None:
+        """What a server holds now. At the start of a spawn, a reservation means the previous spawn of that
+        server was lost (the hub restarted while it was pending): every stop releases what it held."""
+        return next((r for r in self.reservations() if (r.user, r.server) == (user, server)), None)
+
     # --- reserving -----------------------------------------------------------------------------------
 
     async def reserve(self, claim: Claim, limits: LimitsSource,

@@ -9,6 +9,8 @@ hooks: `profile_list` (a per-user callable), the form template, `_start` (valida
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +30,12 @@ from aifacility.spawner.availability import Availability, AvailabilityCache, fet
 from aifacility.spawner.quotas import Claim, FacilityLimits, LimitsSource, QuotaExceeded, QuotaStore, quota_store
 
 TEMPLATES = str(Path(__file__).parent / "templates")
+# On every notebook pod: a digest of the spawn's options, so a resumed spawn knows the pod is its own.
+OPTIONS_DIGEST = "aifacility.io/user-options-sha256"
+
+
+def options_digest(options: dict[str, Any] | None) -> str:
+    return hashlib.sha256(json.dumps(options or {}, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @lru_cache(maxsize=8)
@@ -56,6 +64,8 @@ class FacilitySpawner(KubeSpawner):
     _queue: str | None = None  # the LocalQueue of the current spawn, when it waits in Kueue
     _base_start_timeout: int | None = None
     _queue_decided: asyncio.Event | None = None  # set once _start knows whether the pod goes through Kueue
+    _resuming = False  # this spawn resumes one the hub lost in a restart (see keeper.py)
+    _lost_in_queue = False  # found queued after a hub restart: its pod and reservation wait for the keeper
     facility_path = Unicode(
         "", config=True,
         help="The facility file (default: $AIFACILITY_FACILITY, else the shipped demo facility).")
@@ -211,14 +221,20 @@ class FacilitySpawner(KubeSpawner):
         return super().start()
 
     async def _start(self) -> Any:
-        self._refused = False
+        self._refused = self._lost_in_queue = False
         self._queue = None
+        # Every stop releases what the server held: a reservation still there means the hub lost the previous
+        # spawn of this server (it restarted while the spawn was pending), and its pod may still wait in Kueue.
+        self._resuming = await asyncio.to_thread(self.quotas.held, self.user.name, self.name or "") is not None
         try:
             profile = self.chosen_profile()
             await self.reserve(profile)
         except web.HTTPError:
-            # Refused before anything was created: stop() and poll() must not go looking for a pod.
+            # Refused before anything was created: stop() and poll() must not go looking for a pod; but the
+            # pod of a lost spawn that may not resume (the user left the group, a quota shrank) must go.
             self._refused = True
+            if self._resuming:
+                await self._remove_lost_pod()
             raise
         finally:
             if self._queue_decided is not None:
@@ -228,11 +244,63 @@ class FacilitySpawner(KubeSpawner):
             if self._queue:
                 return await self._start_queued()
             return await super()._start()
-        except BaseException:
-            # Failed or cancelled (start timeout): the units go back at once. JupyterHub also stops the
-            # server afterwards, which releases again, harmlessly.
+        except Exception:
+            # Failed: the units go back at once. JupyterHub also stops the server afterwards, which releases
+            # again, harmlessly. Not on cancellation: that is the hub shutting down (a start timeout does not
+            # cancel, and its stop releases), and the reservation is what lets the spawn keeper resume the
+            # spawn once the hub is back.
             await asyncio.shield(self.release())
             raise
+
+    async def _make_create_pod_request(self, pod: Any, request_timeout: int) -> bool:
+        # KubeSpawner deletes a pod that is in the way and creates a new one; a resumed spawn takes over the
+        # pod of the spawn it resumes instead, which keeps that pod's Workload and its place in the queue.
+        if self._resuming and await self._adopt_lost_pod():
+            return True
+        created: bool = await super()._make_create_pod_request(pod, request_timeout)
+        return created
+
+    async def _read_pod(self) -> Any:
+        try:
+            return await self.api.read_namespaced_pod(self.pod_name, self.namespace,
+                                                      _request_timeout=self.k8s_api_request_timeout)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def _adopt_lost_pod(self) -> bool:
+        """Take over the pod of the lost spawn if it is still alive and was made from the same options."""
+        found = await self._read_pod()
+        if found is None:
+            return False
+        meta, phase = found.metadata, (found.status.phase if found.status else None)
+        if meta.deletion_timestamp or phase in ("Succeeded", "Failed"):
+            return False
+        if (meta.annotations or {}).get(OPTIONS_DIGEST) != options_digest(self.user_options):
+            return False  # the user asked for something else this time: KubeSpawner replaces the pod
+        token = next((e.value for c in found.spec.containers for e in (c.env or [])
+                      if e.name == "JUPYTERHUB_API_TOKEN" and e.value), None)
+        if token is None:
+            return False
+        # The pod's server authenticates with the token it was created with: JupyterHub keeps a token the
+        # spawner re-uses (and drops the one it made for this spawn) when start() returns.
+        self.api_token = token
+        self.log.info("Resuming the lost spawn of %s: taking over pod %s (%s)", self._log_name, self.pod_name,
+                      "still queued" if queueing.is_gated(self.api.api_client.sanitize_for_serialization(found))
+                      else phase)
+        return True
+
+    async def _remove_lost_pod(self) -> None:
+        try:
+            await self.api.delete_namespaced_pod(self.pod_name, self.namespace, grace_period_seconds=0,
+                                                 _request_timeout=self.k8s_api_request_timeout)
+            self.log.info("Removed pod %s of a lost spawn that may not resume", self.pod_name)
+        except ApiException as e:
+            if e.status != 404:
+                self.log.warning("Could not remove pod %s of a lost spawn: %s", self.pod_name, e.reason)
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            self.log.warning("Could not remove pod %s of a lost spawn: %s", self.pod_name, e)
 
     def _pod(self) -> dict[str, Any] | None:
         reflector = self.pod_reflector
@@ -276,6 +344,8 @@ class FacilitySpawner(KubeSpawner):
             container.command, container.args = container.args[:n], container.args[n:]
         if self._queue:
             pod.metadata.labels[queueing.QUEUE_LABEL] = self._queue
+        pod.metadata.annotations = {**(pod.metadata.annotations or {}),
+                                    OPTIONS_DIGEST: options_digest(self.user_options)}
         return pod
 
     async def progress(self) -> Any:
@@ -326,13 +396,24 @@ class FacilitySpawner(KubeSpawner):
         return f"{res.units} x {self.facility.accelerator(res.accelerator).display_name}"
 
     async def poll(self) -> int | None:
-        if self._refused:
+        if self._refused or self._lost_in_queue:
             return 0
         status: int | None = await super().poll()
+        pod = self._pod()
+        if status is None and pod is not None and queueing.is_gated(pod) and self._start_future is None:
+            # Kueue still holds the pod, yet no spawn of this hub process waits for it: the hub restarted while
+            # the session was queued. KubeSpawner counts a pending pod as running, so the hub would wait for a
+            # server that cannot answer and then delete the pod. Reported stopped instead, with the pod and the
+            # reservation left alone (see stop and run_post_stop_hook), the spawn keeper resumes the spawn and
+            # the pod keeps its place in the queue.
+            self.log.info("%s was queued when the hub stopped; leaving its pod %s in the queue for the spawn "
+                          "keeper to resume", self._log_name, self.pod_name)
+            self._lost_in_queue = True
+            return 0
         return status
 
     async def stop(self, now: bool = False) -> None:
-        if self._refused:
+        if self._refused or self._lost_in_queue:
             return
         await super().stop(now)
 
@@ -343,7 +424,10 @@ class FacilitySpawner(KubeSpawner):
         skips stop()), so it is the one place that sees every end of a server.
         """
         async def after_stop() -> None:
-            await self.release()
+            if self._lost_in_queue:
+                self._lost_in_queue = False  # the reservation stays: it is what the spawn keeper resumes
+            else:
+                await self.release()
             result = super(FacilitySpawner, self).run_post_stop_hook()
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 try:
