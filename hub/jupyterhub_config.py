@@ -61,13 +61,3 @@ configure_auth(
 from aifacility.lifetimes import configure as configure_lifetimes  # noqa: E402
 
 configure_lifetimes(c, facility)
-
-# The login and lifetime parts add settings at the generic Spawner level; the spawner class's own section
-# would shadow them (traitlets does not merge), so fold them into FacilitySpawner's.
-for trait in ("environment", "args"):
-    if trait in c.Spawner:
-        own = c.FacilitySpawner[trait] if trait in c.FacilitySpawner else type(c.Spawner[trait])()
-        if isinstance(own, dict):
-            c.FacilitySpawner[trait] = {**c.Spawner[trait], **own}
-        else:
-            c.FacilitySpawner[trait] = [*own, *[a for a in c.Spawner[trait] if a not in own]]

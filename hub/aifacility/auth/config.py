@@ -9,6 +9,7 @@ from typing import Any
 
 from aifacility.auth.authenticator import IAMAuthenticator
 from aifacility.facility.model import Facility
+from aifacility.hubconfig import add_spawner_args, add_spawner_environment
 
 TEMPLATES = str(Path(__file__).resolve().parent / "templates")
 DEFAULT_TOKEN_FILE = "/tmp/aifacility/token"
@@ -87,21 +88,15 @@ def configure(
     if TEMPLATES not in paths:
         c.JupyterHub.template_paths = [TEMPLATES, *paths]
 
-    env = dict(c.Spawner.environment) if "environment" in c.Spawner else {}
-
     def token_path(spawner: Any) -> str:
         return token_file.replace("{username}", spawner.user.name)
 
     # No token in the environment of the pod spec: the notebook extension fetches it from the hub at start and
     # sets ACCESS_TOKEN in the server's own environment (inherited by kernels and terminals).
-    env.update({"AIFACILITY_TOKEN_FILE": token_path, "BEARER_TOKEN_FILE": token_path,
-                "AIFACILITY_TOKEN_REFRESH_MARGIN": str(token_min_lifetime)})
-    c.Spawner.environment = env
+    add_spawner_environment(c, {"AIFACILITY_TOKEN_FILE": token_path, "BEARER_TOKEN_FILE": token_path,
+                                "AIFACILITY_TOKEN_REFRESH_MARGIN": str(token_min_lifetime)})
     if enable_notebook_extension:
-        args = list(c.Spawner.args) if "args" in c.Spawner else []
-        flag = f"--ServerApp.jpserver_extensions={NOTEBOOK_EXTENSION}=True"
-        if flag not in args:
-            c.Spawner.args = [*args, flag]
+        add_spawner_args(c, [f"--ServerApp.jpserver_extensions={NOTEBOOK_EXTENSION}=True"])
 
 
 def session_token_volume(token_file: str = DEFAULT_TOKEN_FILE) -> dict[str, Any]:

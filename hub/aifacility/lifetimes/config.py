@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aifacility.facility.model import Facility
+from aifacility.hubconfig import add_spawner_args, add_spawner_environment
 from aifacility.lifetimes.hubpages import HubSessions
 from aifacility.lifetimes.service.handlers import EXTEND, READ
 from aifacility.lifetimes.store import DB_ENV, DB_NAME, ExtensionStore
@@ -121,14 +122,11 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     c.JupyterHub.load_roles = roles
 
     # Where sessions reach the service directly (the proxy does not strip prefixes, so the path is the same).
-    c.Spawner.environment = {**_current(c.Spawner, "environment", {}),
-                             "AIFACILITY_LIFETIMES_API": f"{url}/services/{SERVICE}/api"}
+    add_spawner_environment(c, {"AIFACILITY_LIFETIMES_API": f"{url}/services/{SERVICE}/api"})
     if session_notice:
         # JupyterLab's update check, answered with the session's end (see session.py); the notebook images
         # carry the aifacility package already (aifacility[notebook]).
-        args = list(_current(c.Spawner, "args", []))
-        if NOTICE_FLAG not in args:
-            c.Spawner.args = [*args, NOTICE_FLAG]
+        add_spawner_args(c, [NOTICE_FLAG])
 
     c.JupyterHub.template_paths = [str(TEMPLATES), *_current(c.JupyterHub, "template_paths", [])]
     page = f"{base_url.rstrip('/')}/services/{SERVICE}/"

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from aifacility.facility import Facility
+from aifacility.hubconfig import add_spawner_args, add_spawner_environment
 from aifacility.spawner.spawner import FacilitySpawner
 
 __all__ = ["FacilitySpawner", "configure"]
@@ -33,13 +34,13 @@ def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
     # The devcluster (like a pod network) gives each pod its own IP: the server binds to it, and KubeSpawner
     # reaches it on the pod IP at port 8888. `$(POD_IP)` is expanded by the kubelet from the env below.
     s.cmd = ["jupyterhub-singleuser"]
-    s.args = ["--allow-root", "--ServerApp.ip=$(POD_IP)"]
+    add_spawner_args(c, ["--allow-root", "--ServerApp.ip=$(POD_IP)"])
     s.ip = "0.0.0.0"
     s.port = 8888
-    s.environment = {
+    add_spawner_environment(c, {
         "POD_IP": {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         "HOME": fs.home_mount_path,
-    }
+    })
     s.working_dir = fs.home_mount_path
     # GPU images are large (CUDA, PyTorch) and a cold node pulls them for minutes; queued sessions get no
     # timeout at all while they wait (see FacilitySpawner.queue_max_wait).
