@@ -66,6 +66,8 @@ class PluginConfig(Strict):
     token: str | None = None
     token_file: Path | None = None
     delete_retry_seconds: float = Field(default=5.0, gt=0)
+    # How long the record of a deleted pod is kept (it refuses a late /create of the same pod) before it is pruned.
+    deleted_retention_seconds: float = Field(default=7 * 86400, gt=0)
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     htcondor: HTCondorSettings = Field(default_factory=HTCondorSettings)
     ping: PingSettings = Field(default_factory=PingSettings)

@@ -291,6 +291,10 @@ class PluginService:
         rows = self.store.in_phase("deleting")
         if rows:
             await self._reap(rows)
+        # The same loop keeps the database from growing with every pod ever deleted.
+        pruned = self.store.prune_deleted(self.cfg.deleted_retention_seconds)
+        if pruned:
+            log.info("forgot %d pod(s) deleted more than %.0f s ago", pruned, self.cfg.deleted_retention_seconds)
 
     async def _reap(self, rows: list[PodRow]) -> set[str]:
         """Cancel these pods' jobs and mark as deleted those the batch system reports as ended."""

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS pods (
   created REAL NOT NULL,
   final_status TEXT,            -- PodStatus JSON once every container has terminated
   delete_error TEXT,
-  containers TEXT NOT NULL      -- JSON {"init": [[name, image]...], "run": [...]}
+  containers TEXT NOT NULL,     -- JSON {"init": [[name, image]...], "run": [...]}
+  deleted_at REAL               -- when the batch system confirmed the delete
 );
 CREATE INDEX IF NOT EXISTS pods_phase ON pods(phase);
 """
@@ -59,6 +60,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(pods)")}
+        if "deleted_at" not in columns:  # a database from before deleted rows were pruned
+            self._db.execute("ALTER TABLE pods ADD COLUMN deleted_at REAL")
 
     def close(self) -> None:
         with self._lock:
@@ -127,4 +131,14 @@ class Store:
 
     def mark_deleted(self, uid: str) -> None:
         # Rebuildable: a pod still marked "deleting" is checked again and found ended.
-        self._exec("UPDATE pods SET phase = 'deleted', delete_error = NULL WHERE uid = ?", (uid,), durable=False)
+        self._exec("UPDATE pods SET phase = 'deleted', delete_error = NULL, deleted_at = ? WHERE uid = ?",
+                   (time.time(), uid), durable=False)
+
+    def prune_deleted(self, older_than_seconds: float) -> int:
+        """Forget pods deleted longer ago than this; returns how many. Their row only refuses a late /create of
+        the same pod uid, which nothing sends days after the delete."""
+        cutoff = time.time() - older_than_seconds
+        with self._lock:
+            cur = self._db.execute("DELETE FROM pods WHERE phase = 'deleted' AND COALESCE(deleted_at, created) < ?",
+                                   (cutoff,))
+            return cur.rowcount

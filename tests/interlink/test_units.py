@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from aifacility_interlink.config import ConfigError, PluginConfig, load_config
 from aifacility_interlink.contract import LogOpts, RetrievedPodData
 from aifacility_interlink.logs import render
 from aifacility_interlink.quantity import parse_quantity, pod_resources
+from aifacility_interlink.store import Store
 from aifacility_interlink.volumes import PodError
 
 
@@ -176,3 +179,30 @@ def test_projected_volume_and_ownership_for_run_as_user(tmp_path: Path) -> None:
     st = (bind.source / "token").stat()
     assert (st.st_uid, st.st_gid) == (4242, 4343)
     assert tmp_path.stat().st_uid == 4242
+
+
+def test_deleted_pods_are_pruned_after_the_retention_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "plugin.sqlite")
+    for uid in ("old", "recent", "running"):
+        store.begin_submit(uid, "default", uid, tmp_path / uid, '{"init": [], "run": []}')
+        store.submitted(uid, f"{uid}-jid")
+    store.mark_deleted("old")
+    store.mark_deleted("recent")
+    with sqlite3.connect(tmp_path / "plugin.sqlite") as db:  # deleted two weeks ago
+        db.execute("UPDATE pods SET deleted_at = ? WHERE uid = 'old'", (time.time() - 14 * 86400,))
+    assert store.prune_deleted(7 * 86400) == 1
+    assert store.get("old") is None
+    assert store.get("recent") is not None and store.get("running") is not None  # the tombstone still refuses
+    store.close()
+
+
+def test_a_database_from_before_pruning_gets_the_new_column(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "plugin.sqlite") as db:
+        db.execute("CREATE TABLE pods (uid TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL, "
+                   "job_dir TEXT NOT NULL, jid TEXT, phase TEXT NOT NULL, created REAL NOT NULL, final_status TEXT, "
+                   "delete_error TEXT, containers TEXT NOT NULL)")
+        db.execute("INSERT INTO pods VALUES ('u', 'ns', 'p', '/x', '7', 'deleted', 0, NULL, NULL, '{}')")
+    store = Store(tmp_path / "plugin.sqlite")
+    assert store.get("u") is not None
+    assert store.prune_deleted(3600) == 1  # no deletion time: its creation time counts
+    store.close()
