@@ -9,7 +9,7 @@ import pytest
 
 from aifacility.facility import Facility
 from aifacility.facility.model import Limits, Quotas
-from aifacility.spawner.quotas import Claim, FacilityLimits, QuotaExceeded, QuotaStore
+from aifacility.spawner.quotas import Claim, FacilityLimits, QuotaExceeded, QuotaStore, headroom
 
 
 def limits(facility: Facility, **quotas: object) -> FacilityLimits:
@@ -91,6 +91,26 @@ async def test_reservations_survive_a_restart_and_stop_releases(facility: Facili
     await restarted.release("carol", "")
     await restarted.release("carol", "")  # twice is harmless
     assert (await restarted.reserve(t4("dave"), src)).group == "ml"
+
+
+async def test_headroom_is_what_reserve_would_still_accept(facility: Facility, tmp_path: Path) -> None:
+    src = limits(facility, default_user=Limits(servers=5, accelerators={"t4": 2}),
+                 groups={"physics": Limits(accelerators={"t4": 1}), "ml": Limits(accelerators={"t4": 3})})
+    store = QuotaStore(tmp_path / "q.sqlite")
+    assert headroom("alice", ["physics", "ml"], "t4", src, store.reservations()) == 2  # her own limit binds
+    await store.reserve(t4("bob", groups=("physics",)), src)
+    assert headroom("bob", ["physics"], "t4", src, store.reservations()) == 0  # physics' one T4 is his
+    assert headroom("alice", ["physics", "ml"], "t4", src, store.reservations()) == 2  # ml still pays
+    await store.reserve(t4("carol", "q", queued=True), src)  # queued: Kueue counts it, not the hub
+    assert headroom("dave", ["ml"], "t4", src, store.reservations()) == 2
+    assert headroom("dave", ["admins"], "t4", src, store.reservations()) == 2  # no group limit: his own
+    assert headroom("dave", ["admins"], "rtx5000", src, store.reservations()) is None  # no limit at all
+    # What the form promises, the quota check keeps: alice gets exactly two more.
+    for server in ("a", "b"):
+        await store.reserve(t4("alice", server, groups=("physics", "ml")), src)
+    assert headroom("alice", ["physics", "ml"], "t4", src, store.reservations()) == 0
+    with pytest.raises(QuotaExceeded):
+        await store.reserve(t4("alice", "c", groups=("physics", "ml")), src)
 
 
 def test_facility_limits_read_the_facility_file(facility: Facility) -> None:

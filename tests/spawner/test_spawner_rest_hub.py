@@ -154,3 +154,7 @@ def test_the_form_shows_each_user_only_their_groups_profiles(hub: Hub) -> None:
     assert re.search(r"1 \u00d7 A100 MIG 1g\.10gb slice \(10Gi\) —\s*<span class=\"aif-free\">availability unknown",
                      alice)
     assert 'name="profile-option-gpu-t4--queue"' in bob
+    # What the quotas still allow: carol holds the physics group's only FPGA, so bob (physics) has none left,
+    # while alice's FPGA sessions are paid by ml (2 FPGAs, none in use).
+    assert re.search(r'fpga-v70.*?data-quota-left="0">your quota is used up', bob, re.DOTALL)
+    assert re.search(r'fpga-v70.*?data-quota-left="2">your quota allows 2 more', alice, re.DOTALL)

@@ -10,7 +10,7 @@ Only pure functions live here so rendering can be unit tested and benchmarked wi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,8 +88,15 @@ def accelerator_info(facility: Facility, profile: Profile,
     )
 
 
+def payers(profile: Profile, groups: Iterable[str]) -> list[str]:
+    """The user's groups that may pay for a session of `profile`, in order of preference (see quotas.py)."""
+    mine = set(groups)
+    return [g for g in profile.groups if g in mine] if profile.groups else sorted(mine)
+
+
 def render_profile(facility: Facility, profile: Profile,
-                   availability: Mapping[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+                   availability: Mapping[str, tuple[int, int]] | None = None,
+                   quota_left: int | None = None) -> dict[str, Any]:
     """One KubeSpawner profile dict for a facility profile."""
     images = {i.name: i for i in facility.images}
     choices = {
@@ -116,14 +123,18 @@ def render_profile(facility: Facility, profile: Profile,
             "memory": profile.memory,
             "lifetime_hours": profile.lifetime_hours,
             "groups": list(profile.groups),
+            # accelerator units the user's quotas still allow for this profile (None: no limit applies)
+            "quota_left": quota_left,
         },
     }
 
 
 def render_profile_list(facility: Facility, groups: Iterable[str],
-                        availability: Mapping[str, tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+                        availability: Mapping[str, tuple[int, int]] | None = None,
+                        quota_left: Callable[[Profile], int | None] | None = None) -> list[dict[str, Any]]:
     """KubeSpawner's `profile_list` for a user in `groups` (empty when nothing is open to them)."""
-    return [render_profile(facility, p, availability) for p in visible_profiles(facility, groups)]
+    return [render_profile(facility, p, availability, quota_left(p) if quota_left and p.accelerator else None)
+            for p in visible_profiles(facility, groups)]
 
 
 def check_choice(facility: Facility, username: str, groups: Iterable[str],

@@ -244,6 +244,25 @@ def _choose_group(claim: Claim, limits: LimitsSource, rows: list[Reservation],
         f"{_queue_hint(claim)}.")
 
 
+def headroom(user: str, payers: Iterable[str], accelerator: str, limits: LimitsSource,
+             rows: Iterable[Reservation]) -> int | None:
+    """How many more units of `accelerator` `user` may start now, counted as `reserve` counts a direct session:
+    within the user's own limit and within the limit of the best of the groups that may pay. None: no limit."""
+    rows = list(rows)
+
+    def left(lim: Limits | None, held: list[Reservation]) -> int | None:
+        if lim is None or accelerator not in lim.accelerators:
+            return None
+        return max(0, lim.accelerators[accelerator] - _units(held, accelerator))
+
+    mine = left(limits.user_limits(user), [r for r in rows if r.user == user])
+    groups = [left(limits.group_limits(g), [r for r in rows if r.group == g]) for g in payers]
+    best: int | None = None if not groups or None in groups else max(g for g in groups if g is not None)
+    if mine is None:
+        return best
+    return mine if best is None else min(mine, best)
+
+
 _STORES: dict[Path, QuotaStore] = {}
 
 

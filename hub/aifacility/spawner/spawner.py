@@ -27,7 +27,15 @@ from aifacility.facility import Facility, load_facility
 from aifacility.kueue.render import local_queue
 from aifacility.spawner import profiles, queueing, storage
 from aifacility.spawner.availability import Availability, AvailabilityCache, fetch_from_api
-from aifacility.spawner.quotas import Claim, FacilityLimits, LimitsSource, QuotaExceeded, QuotaStore, quota_store
+from aifacility.spawner.quotas import (
+    Claim,
+    FacilityLimits,
+    LimitsSource,
+    QuotaExceeded,
+    QuotaStore,
+    headroom,
+    quota_store,
+)
 
 TEMPLATES = str(Path(__file__).parent / "templates")
 # On every notebook pod: a digest of the spawn's options, so a resumed spawn knows the pod is its own.
@@ -49,9 +57,19 @@ _AVAILABILITY: dict[str, AvailabilityCache] = {}
 
 
 async def facility_profile_list(spawner: FacilitySpawner) -> list[dict[str, Any]]:
-    """KubeSpawner's `profile_list` callable: the profiles this spawner's user may use, with availability."""
-    return profiles.render_profile_list(spawner.facility, spawner.user_groups(),
-                                        await spawner.availability())
+    """KubeSpawner's `profile_list` callable: the profiles this spawner's user may use, with the free units of
+    their accelerators and what the user's quotas still allow."""
+    groups = spawner.user_groups()
+    rows = await asyncio.to_thread(spawner.quotas.reservations)
+    limits, user = spawner.limits(), spawner.user.name
+    # This server's own reservation (a restart of it) does not count against what it may choose now.
+    rows = [r for r in rows if (r.user, r.server) != (user, spawner.name or "")]
+
+    def quota_left(profile: profiles.Profile) -> int | None:
+        assert profile.accelerator is not None
+        return headroom(user, profiles.payers(profile, groups), profile.accelerator.name, limits, rows)
+
+    return profiles.render_profile_list(spawner.facility, groups, await spawner.availability(), quota_left)
 
 
 def _options_applied_in_start(spawner: Any, user_options: dict[str, Any]) -> None:
@@ -150,7 +168,7 @@ class FacilitySpawner(KubeSpawner):
     def claim(self, profile: profiles.Profile) -> Claim:
         """What this spawn asks of the quotas, and which of the user's groups may pay (see quotas.py)."""
         mine = set(self.user_groups())
-        payers = [g for g in profile.groups if g in mine] if profile.groups else sorted(mine)
+        payers = profiles.payers(profile, mine)
         queued = profiles.wants_queue(self.user_options or {}) and profile.queueable
         if queued:
             # A queued session is charged to a group that has a Kueue queue (its LocalQueue admits it).
