@@ -7,12 +7,10 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from urllib.parse import urljoin, urlparse
 import requests
 
 from aifacility.oidc import EmbeddedOIDCProvider
+from support.hub_process import HubProcess
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -33,11 +32,6 @@ HUB_CONFIG = '''
 import json
 from pathlib import Path
 params = json.loads(Path(__file__).with_name("params.json").read_text())
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = params["port"]
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = params["hub_port"]
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:%d" % params["proxy_api_port"]
 c.ConfigurableHTTPProxy.auth_token = params["proxy_token"]
 c.JupyterHub.db_url = "sqlite:///" + params["dir"] + "/hub.sqlite"
 c.JupyterHub.cookie_secret_file = params["dir"] + "/cookie_secret"
@@ -76,73 +70,32 @@ def free_port() -> int:
 
 
 @dataclass
-class LocalHub:
-    directory: Path
+class LocalHub(HubProcess):
     provider: EmbeddedOIDCProvider | None = None
     token_min_lifetime: int = 120
-    port: int = field(default_factory=free_port)
-    service_token: str = field(default_factory=lambda: secrets.token_hex(16))
-    _proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def service_token(self) -> str:
+        return self.token
 
     @property
     def callback_url(self) -> str:
         return f"{self.url}/hub/oauth_callback"
 
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "hub.log"
-
     def start(self) -> LocalHub:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         params: dict[str, Any] = {
-            "port": self.port, "hub_port": free_port(), "proxy_api_port": free_port(),
-            "proxy_token": secrets.token_hex(16), "dir": str(self.directory), "venv_bin": str(VENV_BIN),
-            "service_token": self.service_token, "token_min_lifetime": self.token_min_lifetime,
+            "proxy_token": secrets.token_hex(16), "dir": str(self.workdir), "venv_bin": str(VENV_BIN),
+            "service_token": self.token, "token_min_lifetime": self.token_min_lifetime,
             "authenticator": "iam" if self.provider else "dummy",
         }
         if self.provider:
             params.update(issuer=self.provider.issuer, client_secret=self.provider.client_secret,
                           callback_url=self.callback_url)
-        (self.directory / "params.json").write_text(json.dumps(params))
-        (self.directory / "jupyterhub_config.py").write_text(HUB_CONFIG)
+        (self.workdir / "params.json").write_text(json.dumps(params))
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
         env.pop("JUPYTERHUB_CRYPT_KEY", None)
-        log = self.log_path.open("ab")
-        self._proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", "jupyterhub_config.py"],
-                                      cwd=self.directory, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                      start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"jupyterhub did not answer:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)  # the hub stops its proxy and the single-user servers
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def api(self, method: str, path: str, token: str | None = None, **kw: Any) -> requests.Response:
-        headers = {"Authorization": f"token {token or self.service_token}"}
-        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw)
+        return self.launch(HUB_CONFIG, env=env)
 
     def wait_server(self, user: str, timeout: float = 90) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -161,7 +114,7 @@ class LocalHub:
         return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
     def token_file(self, user: str) -> Path:
-        return self.directory / "sessions" / user / "token"
+        return self.workdir / "sessions" / user / "token"
 
 
 def provider_login_page(session: requests.Session, hub: LocalHub) -> requests.Response:

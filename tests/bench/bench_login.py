@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the support package (auth_harness uses it)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "auth"))
 
 from auth_harness import LocalHub, free_port

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the supp
 
 from aifacility.facility import load_facility
 from aifacility.launcher.supervisor import free_port
+from support.hub_process import HubProcess, terminate
 from support.spawning import spawn_and_wait, stop_and_wait
 
 ROUNDS = 8  # spawns per spawner after one warm-up each (median of these)
@@ -43,11 +42,6 @@ OWN_TRAITS = {"facility_path", "quota_db", "limits_source", "cmd_as_container_co
               "queued_start_timeout", "queue_poll_interval", "availability_ttl"}
 
 HUB_COMMON = """
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_port}"
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
 c.JupyterHub.cleanup_servers = True
@@ -94,13 +88,7 @@ class Proc:
         self.log = log
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        terminate(self.proc, 60)
 
 
 def _wait_up(url: str, proc: Proc, what: str, timeout: float = 90) -> None:
@@ -117,24 +105,11 @@ def _wait_up(url: str, proc: Proc, what: str, timeout: float = 90) -> None:
     raise RuntimeError(f"{what} did not answer at {url} within {timeout} s; log: {proc.log}")
 
 
-class Hub:
-    def __init__(self, work: Path, config: str, kubeconfig: Path) -> None:
-        work.mkdir(parents=True)
-        self.port, self.token = free_port(), secrets.token_hex(16)
-        (work / "jupyterhub_config.py").write_text(textwrap.dedent(config) + HUB_COMMON.format(
-            port=self.port, hub_port=free_port(), proxy_port=free_port(), token=self.token))
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-        self.proc = Proc([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"], work / "hub.log", env,
-                         work)
-        _wait_up(f"{self.url}/hub/health", self.proc, f"the hub in {work}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
-        return requests.request(method, f"{self.url}/hub/api{path}", timeout=60,
-                                headers={"Authorization": f"token {self.token}"}, **kw)
+def _start_hub(work: Path, config: str, kubeconfig: Path) -> HubProcess:
+    work.mkdir(parents=True)
+    hub = HubProcess(work)
+    return hub.launch(textwrap.dedent(config) + HUB_COMMON.format(token=hub.token),
+                      env={**os.environ, "KUBECONFIG": str(kubeconfig)})
 
 
 def _pod(kubeconfig: Path, name: str) -> dict[str, Any]:
@@ -174,15 +149,15 @@ def bench_spawns(tmp: Path) -> None:
     cport = free_port()
     cluster = Proc([sys.executable, "-m", "aifacility.devcluster", "--state-dir", str(state),
                     "--listen", f"127.0.0.1:{cport}"], tmp / "devcluster.log", dict(os.environ), tmp)
-    hubs: list[Hub] = []
+    hubs: list[HubProcess] = []
     try:
         _wait_up(f"http://127.0.0.1:{cport}/readyz", cluster, "the development cluster")
         kubeconfig = state / "kubeconfig"
         _prepare_shared_claims(kubeconfig)
-        ours = Hub(tmp / "hub-facility", FACILITY_HUB.format(data=str(tmp / "hub-facility")), kubeconfig)
+        ours = _start_hub(tmp / "hub-facility", FACILITY_HUB.format(data=str(tmp / "hub-facility")), kubeconfig)
         hubs.append(ours)
-        plain = Hub(tmp / "hub-plain", PLAIN_HUB.format(data=str(tmp / "hub-plain"), own=OWN_TRAITS,
-                                                        groups=GROUPS), kubeconfig)
+        plain = _start_hub(tmp / "hub-plain", PLAIN_HUB.format(data=str(tmp / "hub-plain"), own=OWN_TRAITS,
+                                                               groups=GROUPS), kubeconfig)
         hubs.append(plain)
         runs = {"facility": (ours, "physicist-f"), "plain": (plain, "physicist-k")}
         ours.api("POST", "/users/physicist-f").raise_for_status()
@@ -214,7 +189,7 @@ def bench_spawns(tmp: Path) -> None:
               + "; facility " + ", ".join(f"{t:.2f}" for t in times["facility"]))
     finally:
         for hub in hubs:
-            hub.proc.stop()
+            hub.stop(timeout=60)
         cluster.stop()
 
 

@@ -4,20 +4,16 @@ every test area has its own conftest.py, so `from conftest import ...` could pic
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import subprocess
 import sys
 import textwrap
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from aifacility.launcher.supervisor import free_port
+from support.hub_process import HubProcess, wait_for
 
 # Lifetimes in hours: "short" lives ~22 s and may be extended to ~43 s; "gpu" is culled after 9 s idle.
 FACILITY = """
@@ -38,21 +34,7 @@ sessions:
 """
 
 
-@dataclass
-class LifetimesHub:
-    workdir: Path
-    port: int
-    token: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def api(self, method: str, path: str, token: str | None = None, **kw: Any) -> requests.Response:
-        headers = {"Authorization": f"token {token or self.token}"}
-        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kw)
-
+class LifetimesHub(HubProcess):
     def lifetimes(self, method: str, path: str, token: str | None = None, **kw: Any) -> requests.Response:
         headers = {"Authorization": f"token {token or self.token}"}
         return requests.request(method, f"{self.url}/services/lifetimes/api{path}", headers=headers,
@@ -80,10 +62,7 @@ class LifetimesHub:
         servers = self.api("GET", f"/users/{user}").json().get("servers", {})
         return servers.get("")
 
-    def log(self) -> str:
-        return (self.workdir / "hub.log").read_text(errors="replace")
-
-    def stop(self, servers: bool = True) -> None:
+    def stop(self, timeout: float = 30, servers: bool = True) -> None:
         if servers and self.proc and self.proc.poll() is None:
             # the hub keeps servers across restarts (cleanup_servers=False): stop them explicitly
             for user in self.api("GET", "/users").json():
@@ -92,40 +71,19 @@ class LifetimesHub:
                              else f"/users/{user['name']}/server")
             wait_for(lambda: not any(u.get("servers") for u in self.api("GET", "/users").json()), 60,
                      "the servers to stop")
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
+        super().stop(timeout)
 
 
 def start_hub(workdir: Path, token: str | None = None) -> LifetimesHub:
     """Start (or restart, same `workdir` and `token`) the hub; servers outlive a restart, as on Kubernetes."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "facility.yaml").write_text(FACILITY)
-    hub = LifetimesHub(workdir=workdir, port=free_port(), token=token or secrets.token_hex(16))
+    hub = LifetimesHub(workdir, token=token or secrets.token_hex(16))
     singleuser = Path(sys.executable).parent / "jupyterhub-singleuser"
-    (workdir / "jupyterhub_config.py").write_text(textwrap.dedent(f"""
+    hub.launch(textwrap.dedent(f"""
         from aifacility.facility import load_facility
         from aifacility.lifetimes import configure
 
-        c.JupyterHub.ip = "127.0.0.1"
-        c.JupyterHub.port = {hub.port}
-        c.JupyterHub.hub_ip = "127.0.0.1"
-        c.JupyterHub.hub_port = {free_port()}
-        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
         c.JupyterHub.db_url = "sqlite:///{workdir}/jupyterhub.sqlite"
         c.JupyterHub.cookie_secret_file = "{workdir}/cookie_secret"
         c.JupyterHub.cleanup_servers = False
@@ -141,23 +99,18 @@ def start_hub(workdir: Path, token: str | None = None) -> LifetimesHub:
         c.JupyterHub.load_roles = [{{"name": "tester", "scopes": ["admin:users", "admin:servers", "tokens"],
                                      "services": ["tester"]}}]
         configure(c, load_facility("{workdir}/facility.yaml"), data_dir="{workdir}/data", port={free_port()})
-    """))
-    log = (workdir / "hub.log").open("ab")
-    hub.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"], cwd=workdir,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """), timeout=60)
 
-    def up() -> bool:
+    def service_up() -> bool:
+        # the service answers 403 to an anonymous API call once it listens behind the proxy
         try:
-            hub_ok = requests.get(f"{hub.url}/hub/health", timeout=2).status_code == 200
-            # the service answers 403 to an anonymous API call once it listens behind the proxy
-            svc = requests.get(f"{hub.url}/services/lifetimes/api/users/x", timeout=2).status_code
-            return hub_ok and svc == 403
+            return requests.get(f"{hub.url}/services/lifetimes/api/users/x", timeout=2).status_code == 403
         except requests.ConnectionError:
             return False
 
     try:
-        wait_for(up, 60, "the hub and the lifetimes service")
+        wait_for(service_up, 60, "the lifetimes service")
     except AssertionError:
         hub.stop()
-        raise AssertionError(f"the hub did not start:\n{hub.log()[-4000:]}") from None
+        raise AssertionError(f"the lifetimes service did not start:\n{hub.log()[-4000:]}") from None
     return hub

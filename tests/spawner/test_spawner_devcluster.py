@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from aifacility.launcher.supervisor import free_port
+from support.hub_process import HubProcess, terminate
 
 pytestmark = pytest.mark.slow
 
@@ -66,16 +66,6 @@ def _up(url: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("spawner-dc")
@@ -87,34 +77,23 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         cluster = subprocess.Popen([sys.executable, "-m", "aifacility.devcluster", "--state-dir", str(state),
                                     "--listen", f"127.0.0.1:{cport}"], stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    hub: subprocess.Popen[bytes] | None = None
+    hub = HubProcess(work, token=TOKEN)
     try:
         _wait("the development cluster", lambda: _up(f"http://127.0.0.1:{cport}/readyz"), 60, cluster_log)
-        port = free_port()
-        (work / "jupyterhub_config.py").write_text(textwrap.dedent(f"""
+        env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig")}
+        env.pop("AIFACILITY_FACILITY", None)
+        hub.launch(textwrap.dedent(f"""
             from aifacility.facility import load_facility
             from aifacility.spawner import configure
             configure(c, load_facility(), data_dir={str(data)!r})
-            c.JupyterHub.ip = "127.0.0.1"
-            c.JupyterHub.port = {port}
-            c.JupyterHub.hub_ip = "127.0.0.1"
-            c.JupyterHub.hub_port = {free_port()}
-            c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
             c.JupyterHub.authenticator_class = "dummy"
             c.Authenticator.allow_all = True
             c.JupyterHub.cleanup_servers = True
             c.JupyterHub.services = [{{"name": "tester", "api_token": "{TOKEN}"}}]
             c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
                                          "scopes": ["admin:users", "admin:servers", "admin:groups"]}}]
-        """))
-        hub_log = work / "hub.log"
-        env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig")}
-        env.pop("AIFACILITY_FACILITY", None)
-        with hub_log.open("wb") as out:
-            hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"], cwd=work,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        s = Setup(f"http://127.0.0.1:{port}", state, data, state / "kubeconfig")
-        _wait("the hub", lambda: _up(f"{s.url}/hub/health"), 90, hub_log)
+        """), env=env)
+        s = Setup(hub.url, state, data, state / "kubeconfig")
         users = {"alice": ["physics", "ml"], "u1": ["ml"], "u2": ["ml"], "u3": ["ml"]}
         for u in users:
             s.api("POST", f"/users/{u}")
@@ -122,9 +101,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             s.api("POST", f"/groups/{g}", json={"users": [u for u, gs in users.items() if g in gs]})
         yield s
     finally:
-        if hub is not None:
-            _stop(hub)
-        _stop(cluster)
+        hub.stop()
+        terminate(cluster)
 
 
 def _spawn(s: Setup, user: str, options: dict[str, Any], ready: bool = True) -> None:

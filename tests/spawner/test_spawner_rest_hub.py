@@ -12,15 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import secrets
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
@@ -29,18 +22,7 @@ from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
 from aifacility.launcher.supervisor import free_port
 from aifacility.spawner.quotas import Claim, FacilityLimits, QuotaStore
-
-
-@dataclass
-class Hub:
-    url: str
-    token: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def api(self, method: str, path: str, **kw: object) -> requests.Response:
-        return requests.request(method, f"{self.url}/hub/api{path}", timeout=60,  # type: ignore[arg-type]
-                                headers={"Authorization": f"token {self.token}"}, **kw)
+from support.hub_process import HubProcess as Hub
 
 
 @pytest.fixture(scope="module")
@@ -59,41 +41,21 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     facility = load_facility(demo_facility_path())
     asyncio.run(QuotaStore(work / "aifacility-quotas.sqlite").reserve(
         Claim("carol", "", ("physics",), "alveo-v70", 1), FacilityLimits(facility)))
-    port, token = free_port(), secrets.token_hex(16)
-    (work / "jupyterhub_config.py").write_text(textwrap.dedent(f"""
+    h = Hub(work)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    h.launch(textwrap.dedent(f"""
         from aifacility.facility import load_facility
         from aifacility.spawner import configure
         configure(c, load_facility({str(demo_facility_path())!r}), facility_path={str(demo_facility_path())!r},
                   data_dir={str(work)!r})
-        c.JupyterHub.ip = "127.0.0.1"
-        c.JupyterHub.port = {port}
-        c.JupyterHub.hub_ip = "127.0.0.1"
-        c.JupyterHub.hub_port = {free_port()}
-        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
         c.JupyterHub.authenticator_class = "dummy"
         c.Authenticator.allow_all = True
-        c.JupyterHub.services = [{{"name": "tester", "api_token": "{token}"}}]
+        c.JupyterHub.services = [{{"name": "tester", "api_token": "{h.token}"}}]
         c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
                                      "scopes": ["admin:users", "admin:servers", "admin:groups"]}}]
-    """))
-    log = work / "hub.log"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", "jupyterhub_config.py"], cwd=work,
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    h = Hub(f"http://127.0.0.1:{port}", token, proc, log)
+    """), env=env)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if requests.get(f"{h.url}/hub/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
         for group, users in (("physics", ["alice", "bob"]), ("ml", ["alice"])):
             for u in users:
                 h.api("POST", f"/users/{u}")
@@ -103,13 +65,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                 h.api("POST", f"/groups/{group}/users", json={"users": users})
         yield h
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        h.stop(timeout=20)
 
 
 def test_rest_spawn_of_a_forbidden_profile_is_a_400_that_says_why(hub: Hub) -> None:

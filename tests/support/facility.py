@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from aifacility.launcher.supervisor import free_port
+from support.hub_process import wait_for as wait_for  # the e2e tests import it from here
 
 
 @dataclass
@@ -93,14 +94,3 @@ def start_facility(base: Path, *extra_args: str, port: int | None = None,
     state = base / "state"
     return RunningFacility(state_dir=state, port=port or free_port(), extra_args=extra_args,
                            env=dict(env or {})).start()
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
