@@ -12,11 +12,15 @@ Api = Callable[..., requests.Response]
 
 
 def spawn_and_wait(api: Api, base_url: str, user: str, options: dict[str, Any] | None = None,
-                   timeout: float = 180) -> float:
-    """POST /users/{user}/server, then poll the server's own /api/status through the proxy; seconds taken."""
+                   timeout: float = 180, posted: list[float] | None = None) -> float:
+    """POST /users/{user}/server, then poll the server's own /api/status through the proxy; seconds taken.
+
+    `posted`, when given, gets the wall-clock time of the POST appended (to match against the hub's log)."""
     if api("GET", f"/users/{user}").status_code == 404:
         api("POST", f"/users/{user}").raise_for_status()
     token = api("POST", f"/users/{user}/tokens", json={"expires_in": 3600}).json()["token"]
+    if posted is not None:
+        posted.append(time.time())
     t0 = time.perf_counter()
     r = api("POST", f"/users/{user}/server", json=options or {})
     if r.status_code not in (201, 202):
