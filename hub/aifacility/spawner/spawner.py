@@ -110,6 +110,10 @@ class FacilitySpawner(KubeSpawner):
         help="""How long a queued session may wait for Kueue's admission (seconds). Queued sessions have no
         start timeout in practice; once admitted, the normal `start_timeout` applies to the pod's start.""")
     queue_poll_interval = Float(2.0, config=True, help="Seconds between queue-position updates on the progress page.")
+    server_poll_interval = Float(
+        0.1, config=True,
+        help="""Seconds between the checks, at the end of a start, of whether the notebook server answers yet
+        (see _server_answers): short, so that a started server is used at once.""")
     availability_ttl = Float(
         5.0, config=True, help="Seconds the free-units-per-accelerator figures shown on the form are cached.")
 
@@ -259,9 +263,9 @@ class FacilitySpawner(KubeSpawner):
                 self._queue_decided.set()
         try:
             await self._prepare_storage()
-            if self._queue:
-                return await self._start_queued()
-            return await super()._start()
+            url = await (self._start_queued() if self._queue else super()._start())
+            await self._server_answers(url)
+            return url
         except Exception:
             # Failed: the units go back at once. JupyterHub also stops the server afterwards, which releases
             # again, harmlessly. Not on cancellation: that is the hub shutting down (a start timeout does not
@@ -319,6 +323,27 @@ class FacilitySpawner(KubeSpawner):
                 self.log.warning("Could not remove pod %s of a lost spawn: %s", self.pod_name, e.reason)
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             self.log.warning("Could not remove pod %s of a lost spawn: %s", self.pod_name, e)
+
+    async def _server_answers(self, url: str) -> None:
+        """Return once the notebook server answers HTTP (or after `http_timeout`, leaving the verdict to the hub).
+
+        JupyterHub checks the server after start() returns, retrying with a randomised exponential back-off that
+        has grown to sleeps of up to about 2 s by the time a server has booted; so a server that is up can wait
+        that long to be seen. Polling at a short fixed interval here, the hub's own check passes at its first try.
+        """
+        base = self.server.base_url if self.server is not None else "/"
+        target = url.rstrip("/") + base
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(self.http_timeout)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while loop.time() < deadline:
+                try:
+                    async with session.get(target, allow_redirects=False) as resp:
+                        if resp.status < 500:  # what JupyterHub's wait_for_http_server accepts
+                            return
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    pass
+                await asyncio.sleep(self.server_poll_interval)
 
     def _pod(self) -> dict[str, Any] | None:
         reflector = self.pod_reflector
