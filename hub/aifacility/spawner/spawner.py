@@ -331,6 +331,8 @@ class FacilitySpawner(KubeSpawner):
         has grown to sleeps of up to about 2 s by the time a server has booted; so a server that is up can wait
         that long to be seen. Polling at a short fixed interval here, the hub's own check passes at its first try.
         """
+        if self.internal_ssl or not url.startswith("http://"):
+            return  # TLS to the server needs the hub's client certificates: JupyterHub's own check does that
         base = self.server.base_url if self.server is not None else "/"
         target = url.rstrip("/") + base
         loop = asyncio.get_running_loop()
