@@ -1,16 +1,15 @@
 """FacilitySpawner: KubeSpawner plus the facility's profiles, storage, live availability and spawn-time quotas.
 
 The class is thin on purpose (like Rubin's Nublado): the decisions live in small modules (`profiles`, `storage`,
-`availability`, `quotas`, `queueing`) that are unit tested without a hub; here they are wired into KubeSpawner's
-hooks: `profile_list` (a per-user callable), the form template, `_start` (validate, reserve, mount, create) and
-`stop` (release).
+`availability`, `quotas`, `queueing`, `resume`, `readiness`) that are unit tested without a hub; here they are
+wired into KubeSpawner's hooks: `profile_list` (a per-user callable), the form template, `_start` (validate,
+reserve, mount, create or take over a lost spawn's pod, wait for the server), `poll` (a queued session a hub
+restart left behind) and `stop` (release).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -36,14 +35,10 @@ from aifacility.spawner.quotas import (
     headroom,
     quota_store,
 )
+from aifacility.spawner.readiness import wait_until_answers
+from aifacility.spawner.resume import OPTIONS_DIGEST, adoptable_token, options_digest
 
 TEMPLATES = str(Path(__file__).parent / "templates")
-# On every notebook pod: a digest of the spawn's options, so a resumed spawn knows the pod is its own.
-OPTIONS_DIGEST = "aifacility.io/user-options-sha256"
-
-
-def options_digest(options: dict[str, Any] | None) -> str:
-    return hashlib.sha256(json.dumps(options or {}, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @lru_cache(maxsize=8)
@@ -282,35 +277,22 @@ class FacilitySpawner(KubeSpawner):
         created: bool = await super()._make_create_pod_request(pod, request_timeout)
         return created
 
-    async def _read_pod(self) -> Any:
-        try:
-            return await self.api.read_namespaced_pod(self.pod_name, self.namespace,
-                                                      _request_timeout=self.k8s_api_request_timeout)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
     async def _adopt_lost_pod(self) -> bool:
         """Take over the pod of the lost spawn if it is still alive and was made from the same options."""
-        found = await self._read_pod()
-        if found is None:
-            return False
-        meta, phase = found.metadata, (found.status.phase if found.status else None)
-        if meta.deletion_timestamp or phase in ("Succeeded", "Failed"):
-            return False
-        if (meta.annotations or {}).get(OPTIONS_DIGEST) != options_digest(self.user_options):
-            return False  # the user asked for something else this time: KubeSpawner replaces the pod
-        token = next((e.value for c in found.spec.containers for e in (c.env or [])
-                      if e.name == "JUPYTERHUB_API_TOKEN" and e.value), None)
+        try:
+            found = await self.api.read_namespaced_pod(self.pod_name, self.namespace,
+                                                       _request_timeout=self.k8s_api_request_timeout)
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        pod = self.api.api_client.sanitize_for_serialization(found)
+        token = adoptable_token(pod, self.user_options)
         if token is None:
             return False
-        # The pod's server authenticates with the token it was created with: JupyterHub keeps a token the
-        # spawner re-uses (and drops the one it made for this spawn) when start() returns.
-        self.api_token = token
+        self.api_token = token  # see resume.py: JupyterHub keeps a re-used token
         self.log.info("Resuming the lost spawn of %s: taking over pod %s (%s)", self._log_name, self.pod_name,
-                      "still queued" if queueing.is_gated(self.api.api_client.sanitize_for_serialization(found))
-                      else phase)
+                      "still queued" if queueing.is_gated(pod) else (pod.get("status") or {}).get("phase"))
         return True
 
     async def _remove_lost_pod(self) -> None:
@@ -325,27 +307,12 @@ class FacilitySpawner(KubeSpawner):
             self.log.warning("Could not remove pod %s of a lost spawn: %s", self.pod_name, e)
 
     async def _server_answers(self, url: str) -> None:
-        """Return once the notebook server answers HTTP (or after `http_timeout`, leaving the verdict to the hub).
-
-        JupyterHub checks the server after start() returns, retrying with a randomised exponential back-off that
-        has grown to sleeps of up to about 2 s by the time a server has booted; so a server that is up can wait
-        that long to be seen. Polling at a short fixed interval here, the hub's own check passes at its first try.
-        """
+        """Return once the notebook server answers (see readiness.py), or after `http_timeout`, leaving the
+        verdict to the hub's own check."""
         if self.internal_ssl or not url.startswith("http://"):
             return  # TLS to the server needs the hub's client certificates: JupyterHub's own check does that
         base = self.server.base_url if self.server is not None else "/"
-        target = url.rstrip("/") + base
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(self.http_timeout)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            while loop.time() < deadline:
-                try:
-                    async with session.get(target, allow_redirects=False) as resp:
-                        if resp.status < 500:  # what JupyterHub's wait_for_http_server accepts
-                            return
-                except (aiohttp.ClientError, OSError, TimeoutError):
-                    pass
-                await asyncio.sleep(self.server_poll_interval)
+        await wait_until_answers(url.rstrip("/") + base, float(self.http_timeout), self.server_poll_interval)
 
     def _pod(self) -> dict[str, Any] | None:
         reflector = self.pod_reflector
