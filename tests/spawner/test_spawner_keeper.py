@@ -32,10 +32,11 @@ class FakeHub:
         self.refuse = refuse or {}
         self.started: list[tuple[str, str]] = []
 
-    async def active_servers(self, user: str) -> set[str] | None:
-        return self.active.get(user)
+    async def servers(self, user: str) -> dict[str, dict[str, object]] | None:
+        names = self.active.get(user)
+        return None if names is None else {name: {"pending": None, "ready": True} for name in names}
 
-    async def start(self, user: str, server: str) -> tuple[int, str]:
+    async def start_server(self, user: str, server: str) -> tuple[int, str]:
         self.started.append((user, server))
         return self.refuse.get((user, server), (202, ""))
 

@@ -21,56 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-
+from aifacility.hubapi import HubClient
 from aifacility.spawner.quotas import QuotaStore, Reservation
 
 log = logging.getLogger("aifacility.keeper")
 
 SERVICE = "spawn-keeper"
 SCOPES = ["read:users:name", "read:servers", "servers"]
-
-
-class Hub:
-    """The two REST calls the keeper makes with its service token."""
-
-    def __init__(self, api_url: str, token: str) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.headers = {"Authorization": f"token {token}"}
-
-    async def active_servers(self, user: str) -> set[str] | None:
-        """Names of the user's pending or running servers; None when the hub has no such user."""
-        try:
-            resp = await AsyncHTTPClient().fetch(f"{self.api_url}/users/{quote(user, safe='')}",
-                                                 headers=self.headers)
-        except HTTPClientError as e:
-            if e.code == 404:
-                return None
-            raise
-        return set(json.loads(resp.body).get("servers") or {})
-
-    async def start(self, user: str, server: str) -> tuple[int, str]:
-        """Start a server with the options the hub saved for it; (HTTP status, the hub's message)."""
-        path = f"/users/{quote(user, safe='')}/" + (f"servers/{quote(server, safe='')}" if server else "server")
-        try:
-            resp = await AsyncHTTPClient().fetch(self.api_url + path, method="POST", body="", headers=self.headers,
-                                                 request_timeout=120)
-            return resp.code, ""
-        except HTTPClientError as e:
-            body = e.response.body if e.response is not None else b""
-            try:
-                message = str(json.loads(body).get("message", ""))
-            except (ValueError, AttributeError):
-                message = body.decode(errors="replace")[:300]
-            return e.code, message
 
 
 def _label(r: Reservation) -> str:
@@ -80,7 +43,7 @@ def _label(r: Reservation) -> str:
 @dataclass
 class Keeper:
     store: QuotaStore
-    hub: Any  # Hub, or a test double with the same two coroutines
+    hub: Any  # aifacility.hubapi.HubClient, or a test double with its `servers` and `start_server`
     # (user, server) -> `created` of the reservation found lost on the previous pass
     suspects: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -92,7 +55,8 @@ class Keeper:
         active: dict[str, set[str] | None] = {}
         for r in await asyncio.to_thread(self.store.reservations):
             if r.user not in active:
-                active[r.user] = await self.hub.active_servers(r.user)
+                found = await self.hub.servers(r.user)
+                active[r.user] = None if found is None else set(found)
             servers = active[r.user]
             if servers is None:
                 log.warning("%s holds a reservation but the hub has no such user; leaving it", _label(r))
@@ -103,7 +67,7 @@ class Keeper:
             if self.suspects.get(key) != r.created:
                 suspects[key] = r.created  # lost for the first time: look again next pass
                 continue
-            status, message = await self.hub.start(r.user, r.server)
+            status, message = await self.hub.start_server(r.user, r.server)
             if status in (201, 202):
                 log.info("Resumed the lost spawn of %s", _label(r))
             else:
@@ -135,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.interval <= 0:
         parser.error(f"--interval must be a positive number of seconds, not {args.interval}")
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
-    hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+    hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
     keeper = Keeper(QuotaStore(args.quota_db), hub)
 
     async def serve() -> None:

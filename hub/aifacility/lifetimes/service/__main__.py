@@ -21,8 +21,8 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 
 from aifacility.facility import load_facility
+from aifacility.hubapi import HubClient
 from aifacility.lifetimes.service.handlers import ExtendAPI, PageHandler, ServerSessionAPI, UserSessionsAPI
-from aifacility.lifetimes.service.hubclient import HubClient
 from aifacility.lifetimes.store import ExtensionStore
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

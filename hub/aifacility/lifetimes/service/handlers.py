@@ -24,8 +24,8 @@ from tornado.escape import url_escape, xhtml_escape
 from tornado.httpclient import HTTPClientError
 
 from aifacility.facility.model import Facility
+from aifacility.hubapi import HubClient
 from aifacility.lifetimes.policy import ExtensionRefused, SessionTimes, check_extension, when
-from aifacility.lifetimes.service.hubclient import HubClient
 from aifacility.lifetimes.sessions import describe, times_from_model
 from aifacility.lifetimes.store import ExtensionStore
 

@@ -1,0 +1,50 @@
+"""The few JupyterHub REST calls the facility's hub-managed services make with their own token.
+
+Shared by the lifetimes service (reads a user's servers: `read:users:name`, `read:servers`) and the spawn keeper
+(also starts servers: `servers`); each service's role grants only what it calls.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+
+class HubClient:
+    def __init__(self, api_url: str, token: str) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    async def servers(self, user: str) -> dict[str, dict[str, Any]] | None:
+        """The user's pending or running servers (name → REST model); None when the hub has no such user."""
+        try:
+            resp = await AsyncHTTPClient().fetch(f"{self.api_url}/users/{quote(user, safe='')}",
+                                                 headers=self._headers)
+        except HTTPClientError as e:
+            if e.code == 404:
+                return None
+            raise
+        servers: dict[str, dict[str, Any]] = json.loads(resp.body).get("servers") or {}
+        return servers
+
+    async def start_server(self, user: str, server: str) -> tuple[int, str]:
+        """Start a server with the options the hub saved for it (no body); (HTTP status, the hub's message)."""
+        path = f"/users/{quote(user, safe='')}/" + (f"servers/{quote(server, safe='')}" if server else "server")
+        try:
+            resp = await AsyncHTTPClient().fetch(self.api_url + path, method="POST", body="", headers=self._headers,
+                                                 request_timeout=120)
+            return resp.code, ""
+        except HTTPClientError as e:
+            body = e.response.body if e.response is not None else b""
+            try:
+                message = str(json.loads(body).get("message", ""))
+            except (ValueError, AttributeError):
+                message = body.decode(errors="replace")[:300]
+            return e.code, message
