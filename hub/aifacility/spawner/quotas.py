@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from aifacility.facility.model import Facility, Limits
 
@@ -88,6 +88,13 @@ CREATE TABLE IF NOT EXISTS reservations (
 """
 
 
+_COLUMNS = "user, server, grp, accelerator, units, queued, created"
+
+
+def _reservation(r: tuple[Any, ...]) -> Reservation:
+    return Reservation(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]), float(r[6]))
+
+
 def _server_label(user: str, server: str) -> str:
     return f"{user}/{server}" if server else f"{user} (default server)"
 
@@ -114,14 +121,17 @@ class QuotaStore:
 
     def reservations(self) -> list[Reservation]:
         with self._connect() as db:
-            rows = db.execute("SELECT user, server, grp, accelerator, units, queued, created FROM reservations "
+            rows = db.execute(f"SELECT {_COLUMNS} FROM reservations "
                               "ORDER BY created").fetchall()
-        return [Reservation(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]), float(r[6])) for r in rows]
+        return [_reservation(r) for r in rows]
 
     def held(self, user: str, server: str) -> Reservation | None:
         """What a server holds now. At the start of a spawn, a reservation means the previous spawn of that
         server was lost (the hub restarted while it was pending): every stop releases what it held."""
-        return next((r for r in self.reservations() if (r.user, r.server) == (user, server)), None)
+        with self._connect() as db:
+            r = db.execute(f"SELECT {_COLUMNS} FROM reservations "
+                           "WHERE user = ? AND server = ?", (user, server)).fetchone()
+        return None if r is None else _reservation(r)
 
     # --- reserving -----------------------------------------------------------------------------------
 
@@ -142,8 +152,8 @@ class QuotaStore:
             db.execute("BEGIN IMMEDIATE")
             # A new spawn of the same server replaces what an earlier one of it held.
             db.execute("DELETE FROM reservations WHERE user = ? AND server = ?", (claim.user, claim.server))
-            rows = [Reservation(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]), float(r[6])) for r in db.execute(
-                "SELECT user, server, grp, accelerator, units, queued, created FROM reservations").fetchall()]
+            rows = [_reservation(r) for r in db.execute(
+                f"SELECT {_COLUMNS} FROM reservations").fetchall()]
             _check_user(claim, limits.user_limits(claim.user), rows, label)
             group = _choose_group(claim, limits, rows, label)
             res = Reservation(claim.user, claim.server, group, claim.accelerator, claim.units, claim.queued,
