@@ -88,7 +88,7 @@ async def test_bob_cannot_spawn_a_mig_slice(make_spawner: Any, make_user: Any) -
     with pytest.raises(web.HTTPError) as e:
         spawner.chosen_profile()
     assert e.value.status_code == 400
-    assert "only open to the group(s) ml" in e.value.log_message
+    assert "only open to the group(s) ml" in e.value.log_message % e.value.args
 
 
 async def test_form_shows_free_units_per_accelerator_and_escapes_text(make_spawner: Any, make_user: Any,
@@ -112,5 +112,6 @@ async def test_form_options_become_user_options(make_spawner: Any, make_user: An
     spawner = make_spawner(make_user("alice", "ml"))
     opts = spawner.options_from_form({"profile": ["gpu-t4"], "profile-option-gpu-t4--image": ["hep"],
                                       "profile-option-gpu-t4--queue": ["true"]})
-    assert opts == {"profile": "gpu-t4", "image": "hep", "queue": "true"}
+    # the ticked checkbox ("true") is the boolean a REST body must send
+    assert opts == {"profile": "gpu-t4", "image": "hep", "queue": True}
     assert profiles.wants_queue(opts)

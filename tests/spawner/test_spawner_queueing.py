@@ -88,7 +88,7 @@ async def test_queue_for_a_group_without_a_kueue_queue_is_refused(make_spawner: 
     spawner = make_spawner(make_user("eve", "physics"), profile="cpu-small", queue=True)
     with pytest.raises(web.HTTPError) as e:
         spawner.chosen_profile()
-    assert e.value.status_code == 400 and "cannot wait in a queue" in e.value.log_message
+    assert e.value.status_code == 400 and "cannot wait in a queue" in e.value.log_message % e.value.args
 
 
 async def test_start_timeout_is_lifted_only_for_queued_spawns(make_spawner: Any, make_user: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from aifacility.facility import Facility
 from aifacility.hubconfig import add_spawner_args, add_spawner_environment
+from aifacility.spawner.api import install as install_option_checks
 from aifacility.spawner.spawner import FacilitySpawner
 
 __all__ = ["FacilitySpawner", "configure"]
@@ -27,6 +28,8 @@ def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
     """
     fs = facility.storage
     c.JupyterHub.spawner_class = FacilitySpawner
+    # The spawn API checks a body's options before JupyterHub stores anything of the spawn (see api.py).
+    install_option_checks()
     s = c.FacilitySpawner
     if facility_path:
         s.facility_path = str(facility_path)

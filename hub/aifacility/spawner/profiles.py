@@ -26,6 +26,12 @@ class ProfileChoiceError(ValueError):
     """The requested profile or option is unknown or not open to this user; the message says what to do."""
 
 
+def _shown(name: object, limit: int = 60) -> str:
+    """A requested name for a message: never more than `limit` characters of it (a body may hold a huge one)."""
+    text = str(name)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def visible_profiles(facility: Facility, groups: Iterable[str]) -> list[Profile]:
     """The profiles a member of `groups` may use, in the facility file's order."""
     member_of = set(groups)
@@ -160,17 +166,17 @@ def check_choice(facility: Facility, username: str, groups: Iterable[str],
     try:
         profile = facility.profile(name)
     except KeyError:
-        raise ProfileChoiceError(f"There is no profile '{name}'. Choose one of: "
+        raise ProfileChoiceError(f"There is no profile '{_shown(name)}'. Choose one of: "
                                  f"{', '.join(allowed_names)}.") from None
     if profile.name not in allowed_names:
         raise ProfileChoiceError(
-            f"The profile '{name}' is only open to the group(s) {', '.join(profile.groups)}, and "
+            f"The profile '{_shown(name)}' is only open to the group(s) {', '.join(profile.groups)}, and "
             f"{username} is in {', '.join(groups) or 'no group'}. Choose one of: {', '.join(allowed_names)}, "
             f"or ask {facility.iam.contact} for access.")
     image = user_options.get(IMAGE_OPTION)
     if image not in (None, "") and image not in profile.images:
         raise ProfileChoiceError(f"The profile '{name}' offers the image(s) {', '.join(profile.images)}, "
-                                 f"not '{image}'.")
+                                 f"not '{_shown(image)}'.")
     if wants_queue(user_options) and not profile.queueable:
         raise ProfileChoiceError(f"The profile '{name}' cannot wait in a queue; untick 'queue' or choose "
                                  "a profile with an accelerator that can be queued.")

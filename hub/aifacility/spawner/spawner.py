@@ -26,6 +26,7 @@ from aifacility.facility import Facility, load_facility
 from aifacility.kueue.render import local_queue
 from aifacility.spawner import profiles, queueing, storage
 from aifacility.spawner.availability import Availability, AvailabilityCache, fetch_from_api
+from aifacility.spawner.options import MAX_BODY_BYTES, OptionsRefused, options_from_form_fields
 from aifacility.spawner.quotas import (
     Claim,
     FacilityLimits,
@@ -37,6 +38,7 @@ from aifacility.spawner.quotas import (
 )
 from aifacility.spawner.readiness import wait_until_answers
 from aifacility.spawner.resume import OPTIONS_DIGEST, adoptable_token, options_digest
+from aifacility.spawner.tokens import ServerTokenMixin
 
 TEMPLATES = str(Path(__file__).parent / "templates")
 
@@ -71,7 +73,7 @@ def _options_applied_in_start(spawner: Any, user_options: dict[str, Any]) -> Non
     """`apply_user_options`: nothing to do before start (see FacilitySpawner._start)."""
 
 
-class FacilitySpawner(KubeSpawner):
+class FacilitySpawner(ServerTokenMixin, KubeSpawner):
     reservation = None  # the quotas.Reservation of the current spawn
     _refused = False  # the current spawn was refused (profile or quota) before anything was created
     _queue: str | None = None  # the LocalQueue of the current spawn, when it waits in Kueue
@@ -79,6 +81,7 @@ class FacilitySpawner(KubeSpawner):
     _queue_decided: asyncio.Event | None = None  # set once _start knows whether the pod goes through Kueue
     _resuming = False  # this spawn resumes one the hub lost in a restart (see keeper.py)
     _lost_in_queue = False  # found queued after a hub restart: its pod and reservation wait for the keeper
+    _keeping_token = False  # the stop under way is of a lost queued spawn: its pod keeps its API token
     facility_path = Unicode(
         "", config=True,
         help="The facility file (default: $AIFACILITY_FACILITY, else the shipped demo facility).")
@@ -126,6 +129,25 @@ class FacilitySpawner(KubeSpawner):
         # a hook that takes the options keeps JupyterHub from logging them as unhandled on every spawn.
         return _options_applied_in_start
 
+    @default("options_from_form")
+    def _default_options_from_form(self) -> Any:
+        return self.checked_options_from_form
+
+    def checked_options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        """`options_from_form`: KubeSpawner's reading of the form (profile, image, queue checkbox), checked like a
+        REST body (options.py) and against this user's profiles before JupyterHub stores anything; a 400 that
+        says what is wrong otherwise."""
+        try:
+            size = sum(len(k) + sum(len(v) for v in values) for k, values in formdata.items())
+            if size > MAX_BODY_BYTES:
+                raise OptionsRefused(f"The submitted form is {size} characters long; at most {MAX_BODY_BYTES} "
+                                     "are accepted. Choose a profile from the form and submit it again.", status=413)
+            options = options_from_form_fields(self._options_from_form(formdata))
+        except OptionsRefused as e:
+            raise web.HTTPError(e.status, "%s", str(e)) from None
+        self.check_choice_before_spawn(options)
+        return options
+
     @default("additional_profile_form_template_paths")
     def _default_form_paths(self) -> list[str]:
         return [TEMPLATES]
@@ -148,11 +170,15 @@ class FacilitySpawner(KubeSpawner):
 
     def chosen_profile(self) -> profiles.Profile:
         """The profile of this spawn, validated for this user; a 400 with the reason otherwise."""
+        return self.check_choice_before_spawn(self.user_options or {})
+
+    def check_choice_before_spawn(self, options: dict[str, Any]) -> profiles.Profile:
+        """The profile `options` choose, if this user may use it; a 400 with the reason otherwise. The spawn API
+        (api.py) and the form call it before JupyterHub stores the options, and start() again."""
         try:
-            return profiles.check_choice(self.facility, self.user.name, self.user_groups(),
-                                         self.user_options or {})
+            return profiles.check_choice(self.facility, self.user.name, self.user_groups(), options)
         except profiles.ProfileChoiceError as e:
-            raise web.HTTPError(400, str(e)) from None
+            raise web.HTTPError(400, "%s", str(e)) from None
 
     def limits(self) -> LimitsSource:
         if self.limits_source is not None:
@@ -436,11 +462,15 @@ class FacilitySpawner(KubeSpawner):
         skips stop()), so it is the one place that sees every end of a server.
         """
         async def after_stop() -> None:
+            self._keeping_token = self._lost_in_queue
             if self._lost_in_queue:
                 self._lost_in_queue = False  # the reservation stays: it is what the spawn keeper resumes
             else:
                 await self.release()
-            result = super(FacilitySpawner, self).run_post_stop_hook()
+            try:
+                result = super(FacilitySpawner, self).run_post_stop_hook()
+            finally:
+                self._keeping_token = False
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 try:
                     await result
@@ -448,3 +478,7 @@ class FacilitySpawner(KubeSpawner):
                     self.log.exception("post_stop_hook failed for %s", self._log_name)
 
         return after_stop()
+
+    def keeps_server_token(self) -> bool:
+        # A lost queued spawn's pod waits in the queue with its token; the resumed spawn takes both over.
+        return self._keeping_token

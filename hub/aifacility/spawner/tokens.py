@@ -1,0 +1,96 @@
+"""The API token of a notebook server: remembered with the server's state, revoked when the server ends.
+
+JupyterHub creates a server's API token at each spawn and deletes it when the server stops, but it knows the
+token only in the hub process's memory: after a hub restart (on Kubernetes the pods outlive it) the server still
+works with its token, and the stop that follows cannot find it, so the token stays valid in the database for as
+long as anyone holds a copy (an orphan pod, a leaked environment). The mixin here records which row of the hub's
+token table is the server's (its `hashed` column, unique, and no secret beyond what that table holds) in the
+spawner's state, which JupyterHub keeps in its database, and deletes that row when the server stops. A spawn
+that a hub restart lost and that resumes keeps its token (see resume.py), so a spawner can say so through
+`keeps_server_token`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jupyterhub import orm
+
+if TYPE_CHECKING:
+    from jupyterhub.spawner import Spawner as _SpawnerBase
+else:
+    _SpawnerBase = object  # JupyterHub refuses Spawner subclasses that do not define start, stop and poll
+
+STATE_KEY = "aifacility_server_token"
+
+
+class ServerTokenMixin(_SpawnerBase):
+    """Mix in before the spawner class (`class S(ServerTokenMixin, KubeSpawner)`)."""
+
+    _server_token_hashed: str | None = None
+
+    def _hub_db(self) -> Any:
+        return getattr(self.user, "db", None)
+
+    def _current_token_hashed(self) -> str | None:
+        db = self._hub_db()
+        if db is None or not self.api_token:
+            return None
+        found = orm.APIToken.find(db, self.api_token)
+        return str(found.hashed) if found is not None else None
+
+    def record_server_token(self) -> None:
+        """Remember the row of the token the server runs with, in the state JupyterHub saves."""
+        hashed = self._current_token_hashed()
+        if hashed:
+            self._server_token_hashed = hashed
+
+    def keeps_server_token(self) -> bool:
+        """Whether the stop now under way leaves the token valid (a lost spawn that will resume with it)."""
+        return False
+
+    def revoke_server_token(self) -> bool:
+        """Delete the recorded token of this server from the hub's database; whether there was one to delete."""
+        hashed, self._server_token_hashed = self._server_token_hashed, None
+        db = self._hub_db()
+        orm_user = getattr(self.user, "orm_user", None)
+        if not hashed or db is None or orm_user is None:
+            return False
+        found = db.query(orm.APIToken).filter_by(hashed=hashed, user_id=orm_user.id).first()
+        if found is None:
+            return False
+        self.log.info("Revoking the API token of %s's ended server (token %s)", self.user.name, found.api_id)
+        db.delete(found)
+        db.commit()
+        return True
+
+    def start(self) -> Any:
+        # The fresh token exists now: record it in the database at once (JupyterHub commits right after start()
+        # is called), so that a hub that dies during the spawn still knows, after its restart, what to revoke.
+        self.record_server_token()
+        if self._server_token_hashed and self.orm_spawner is not None:
+            self.orm_spawner.state = self.get_state()
+        return super().start()
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        self.record_server_token()  # after a start that took over a lost spawn's pod: the token it kept
+        if self._server_token_hashed:
+            state[STATE_KEY] = self._server_token_hashed
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        hashed = state.get(STATE_KEY)
+        if isinstance(hashed, str) and hashed:
+            self._server_token_hashed = hashed
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self._server_token_hashed = None
+
+    def run_post_stop_hook(self) -> Any:
+        # Every end of a server passes here (JupyterHub calls it even when poll() found the server gone).
+        if not self.keeps_server_token():
+            self.revoke_server_token()
+        return super().run_post_stop_hook()
