@@ -1,14 +1,19 @@
 """A typed async client of the plugin contract, as interLink (or the devcluster's virtual node) calls it.
 
-    async with PluginClient("http://127.0.0.1:4000") as c:
+    async with PluginClient("http://127.0.0.1:4000", token=read_token_file(path)) as c:
         created = await c.create(retrieved_pod_data)
         statuses = await c.status([pod])
+
+A plugin started with a token answers every request without it 401; `token_from_env()` is how a virtual node
+started by `aifacility up` finds its plugin's token (the file named by AIFACILITY_INTERLINK_TOKEN_FILE).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +29,26 @@ class PluginError(RuntimeError):
         super().__init__(f"plugin answered {status}: {message}")
         self.status = status
         self.message = message
+
+
+TOKEN_FILE_ENV = "AIFACILITY_INTERLINK_TOKEN_FILE"
+
+
+def read_token_file(path: Path) -> str:
+    """The bearer token in `path` (one line); ValueError says what is wrong with the file."""
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the interLink plugin token file {path}: {exc}") from None
+    if not token:
+        raise ValueError(f"the interLink plugin token file {path} is empty")
+    return token
+
+
+def token_from_env(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The token in the file AIFACILITY_INTERLINK_TOKEN_FILE names, or None where it names none."""
+    path = environ.get(TOKEN_FILE_ENV)
+    return read_token_file(Path(path)) if path else None
 
 
 def _dump(obj: Any) -> Any:

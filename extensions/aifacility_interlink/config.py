@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Runtime = Literal["apptainer", "singularity", "bwrap", "none"]
 BackendName = Literal["slurm", "htcondor"]
+MIN_TOKEN_LENGTH = 16
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or invalid; the message says where."""
 
 
 class Strict(BaseModel):
@@ -63,8 +68,14 @@ class PluginConfig(Strict):
     # hostPath volumes are refused unless under one of these prefixes (e.g. /cvmfs, /shared/datasets):
     # a tenant must not bind arbitrary host paths into a job.
     host_path_prefixes: list[str] = Field(default_factory=list)
+    # The shared bearer token of the virtual kubelet (interLink's own plugin link has none: there, listen on a
+    # unix socket instead). Prefer token_file (a 0600 file, or a mounted Secret) to an inline token.
     token: str | None = None
     token_file: Path | None = None
+    # Request bodies: larger ones are answered 413, deeper-nested ones 400. A RetrievedPodData carries the pod's
+    # config maps and secrets (1 MiB each at most in Kubernetes); a /status poll carries every pod of the node.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=100, ge=8)
     delete_retry_seconds: float = Field(default=5.0, gt=0)
     # How long the record of a deleted pod is kept (it refuses a late /create of the same pod) before it is pruned.
     deleted_retention_seconds: float = Field(default=7 * 86400, gt=0)
@@ -73,15 +84,25 @@ class PluginConfig(Strict):
     ping: PingSettings = Field(default_factory=PingSettings)
 
     def bearer_token(self) -> str | None:
-        if self.token:
-            return self.token
-        if self.token_file:
-            return self.token_file.read_text().strip() or None
-        return None
-
-
-class ConfigError(ValueError):
-    """The configuration file is unreadable or invalid; the message says where."""
+        """The token every request must carry, or None; ConfigError says what is wrong with a configured one."""
+        if self.token is not None and self.token_file is not None:
+            raise ConfigError("set token_file or token, not both")
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot read the token file {self.token_file}: {exc}") from None
+            where = f"the token file {self.token_file}"
+        elif self.token is not None:
+            token, where = self.token.strip(), "the configured token"
+        else:
+            return None
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"{where} holds {len(token)} characters; a token needs at least {MIN_TOKEN_LENGTH} "
+                              "(e.g. `openssl rand -hex 32`)")
+        if any(c.isspace() or not c.isprintable() for c in token):
+            raise ConfigError(f"{where} must hold one token on one line, without spaces")
+        return token
 
 
 def load_config(path: Path | None, **overrides: object) -> PluginConfig:

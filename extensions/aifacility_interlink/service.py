@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from .backends.base import Backend, BackendError, JobInfo
+from .bodies import clip
 from .config import PluginConfig
 from .contract import (
     ContainerState,
@@ -24,6 +25,7 @@ from .contract import (
     ContainerStatus,
     CreateStruct,
     LogStruct,
+    ObjectMeta,
     PingResources,
     PingResponse,
     Pod,
@@ -38,10 +40,30 @@ from .volumes import PodError
 
 log = logging.getLogger("aifacility_interlink")
 
-# The namespace and uid name the job dir: they must be what Kubernetes allows, never a path.
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_UID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_]{0,127}$")
-_POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# What Kubernetes allows: a namespace is a DNS-1123 label, a pod name a DNS-1123 subdomain, a uid a UUID. The job
+# dir is named by the uid alone (never built from names, so no two pods can meet in one dir).
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+JOBS_DIR = "jobs"
+
+
+def check_metadata(meta: ObjectMeta) -> None:
+    """PodError naming the field when the pod's namespace, name or uid is not what Kubernetes allows."""
+    checks = [
+        ("uid", meta.uid, _UUID, 36, "a UUID such as 0f8e6a2c-3b1d-4c5e-9f7a-1b2c3d4e5f60"),
+        ("namespace", meta.namespace, _DNS_LABEL, 63, "a DNS-1123 label: lower-case letters, digits and '-'"),
+        ("name", meta.name, _DNS_SUBDOMAIN, 253,
+         "a DNS-1123 subdomain: lower-case letters, digits, '-' and '.'"),
+    ]
+    for field, value, shape, longest, what in checks:
+        if not value:
+            raise PodError(f"pod.metadata.{field} is missing; it must be {what}")
+        if len(value) > longest:
+            raise PodError(f"pod.metadata.{field} is {len(value)} characters long; Kubernetes allows at most "
+                           f"{longest}")
+        if not shape.fullmatch(value):
+            raise PodError(f"pod.metadata.{field} {clip(value)} is not {what}")
 
 # A job the batch system does not list yet/anymore and that left no exit status is only declared lost after
 # this long (sbatch returns before squeue is guaranteed to list the job on a busy controller).
@@ -80,7 +102,7 @@ class PluginService:
     def __init__(self, cfg: PluginConfig, backend: Backend) -> None:
         self.cfg = cfg
         self.backend = backend
-        cfg.data_root.mkdir(parents=True, exist_ok=True)
+        (cfg.data_root / JOBS_DIR).mkdir(parents=True, exist_ok=True)
         self.store = Store(cfg.data_root / "plugin.sqlite")
         self.scripts = ScriptBuilder(cfg)
         self._locks: dict[str, asyncio.Lock] = {}
@@ -124,17 +146,14 @@ class PluginService:
                 self._locks.pop(uid, None)
 
     # ---- create ------------------------------------------------------------------------------------------
-    def job_dir(self, namespace: str, uid: str) -> Path:
-        return self.cfg.data_root / f"{namespace}-{uid}"
+    def job_dir(self, uid: str) -> Path:
+        """Keyed by the pod's uid alone. Pods created before this layout keep their `<namespace>-<uid>` dirs:
+        every later use of a job dir reads it from the pod's row."""
+        return self.cfg.data_root / JOBS_DIR / uid
 
     async def create(self, data: RetrievedPodData) -> CreateStruct:
         meta = data.pod.metadata
-        if not _UID.match(meta.uid):
-            raise PodError(f"pod.metadata.uid {meta.uid!r} is not a Kubernetes uid (letters, digits, '-')")
-        if not _NAMESPACE.match(meta.namespace):
-            raise PodError(f"pod.metadata.namespace {meta.namespace!r} is not a valid Kubernetes namespace")
-        if not _POD_NAME.match(meta.name):
-            raise PodError(f"pod.metadata.name {meta.name!r} is not a valid Kubernetes pod name")
+        check_metadata(meta)
         if data.pod.spec is None:
             raise PodError("pod.spec is missing")
         async with self._pod_lock(meta.uid):
@@ -154,8 +173,8 @@ class PluginService:
     async def _submit(self, data: RetrievedPodData) -> CreateStruct:
         meta, spec = data.pod.metadata, data.pod.spec
         assert spec is not None
-        job_dir = self.job_dir(meta.namespace, meta.uid)
-        if job_dir.exists():
+        job_dir = self.job_dir(meta.uid)
+        if job_dir.exists():  # this pod's own dir, left by a refused or unrecorded earlier attempt
             shutil.rmtree(job_dir)
         job_dir.mkdir(parents=True)
         try:
@@ -278,7 +297,8 @@ class PluginService:
         async with self._pod_lock(uid):
             row = self.store.get(uid)
             if row is None:
-                raise UnknownPod(f"pod {pod.metadata.namespace}/{pod.metadata.name} ({uid}) is not known")
+                raise UnknownPod(f"pod {clip(pod.metadata.namespace, quote=False)}/"
+                                 f"{clip(pod.metadata.name, quote=False)} ({clip(uid, quote=False)}) is not known")
             if row.phase == "deleted":
                 return "already deleted"
             self.store.mark_deleting(uid)
@@ -331,14 +351,16 @@ class PluginService:
     def log_file(self, req: LogStruct) -> tuple[Path, Path]:
         row = self.store.get(req.PodUID)
         if row is None or row.phase == "deleted":
-            raise UnknownPod(f"pod {req.Namespace}/{req.PodName} ({req.PodUID}) is not known")
+            raise UnknownPod(f"pod {clip(req.Namespace, quote=False)}/{clip(req.PodName, quote=False)} "
+                             f"({clip(req.PodUID, quote=False)}) is not known")
         spec = json.loads(row.containers)
         for kind in ("init", "run"):
             if any(name == req.ContainerName for name, _ in spec[kind]):
                 base = row.job_dir / "ctn" / f"{kind}-{req.ContainerName}"
                 return Path(f"{base}.out"), Path(f"{base}.status")
         names = [n for k in ("init", "run") for n, _ in spec[k]]
-        raise UnknownPod(f"pod {req.PodName} has no container {req.ContainerName!r} (it has {names})")
+        raise UnknownPod(f"pod {clip(req.PodName, quote=False)} has no container {clip(req.ContainerName)} "
+                         f"(it has {names})")
 
     # ---- ping --------------------------------------------------------------------------------------------
     async def refresh_capacity(self) -> None:

@@ -49,10 +49,11 @@ def count_shim(tmp_path: Path) -> tuple[Path, Path]:
 def plugin_factory(tmp_path: Path) -> Iterator[Callable[..., PluginProcess]]:
     started: list[PluginProcess] = []
 
-    def make(cluster: LocalSlurm | None, runtime: str = "bwrap", **config: Any) -> PluginProcess:
+    def make(cluster: LocalSlurm | None, runtime: str = "bwrap", auth: bool = True, **config: Any) -> PluginProcess:
+        """A plugin over `cluster` (None: no SLURM); with a bearer token unless auth=False."""
         env = cluster.env() if cluster else {**os.environ, "SLURM_CONF": str(tmp_path / "no-slurm.conf")}
         cfg: dict[str, Any] = {"delete_retry_seconds": 0.5, **config}
-        p = PluginProcess(tmp_path / f"plugin{len(started)}", env, runtime, cfg)
+        p = PluginProcess(tmp_path / f"plugin{len(started)}", env, runtime, cfg, auth=auth)
         started.append(p)
         return p.start()
 

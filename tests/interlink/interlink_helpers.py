@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,10 +33,19 @@ def free_port() -> int:
 class PluginProcess:
     """`aifacility-interlink serve` in its own process, so tests can SIGKILL and restart it."""
 
-    def __init__(self, data_root: Path, env: dict[str, str], runtime: str, config: dict[str, Any]) -> None:
+    def __init__(self, data_root: Path, env: dict[str, str], runtime: str, config: dict[str, Any],
+                 auth: bool = True) -> None:
         self.data_root = data_root
         self.env = env
         self.runtime = runtime
+        # As the virtual kubelet does: a token file the plugin reads and the client sends (auth=False: none).
+        self.token: str | None = None
+        if auth:
+            self.token = secrets.token_hex(32)
+            token_file = data_root.parent / f"{data_root.name}-token"
+            token_file.touch(mode=0o600)
+            token_file.write_text(self.token + "\n")
+            config = {"token_file": str(token_file), **config}
         self.config_file = data_root.parent / f"{data_root.name}-config.yaml"
         self.config_file.write_text(yaml.safe_dump(config))
         self.port = free_port()
@@ -66,7 +77,20 @@ class PluginProcess:
         self.proc = None
 
     def client(self) -> PluginClient:
-        return PluginClient(self.url)
+        return PluginClient(self.url, self.token)
+
+    def access_log(self) -> list[dict[str, str]]:
+        """The plugin's access-log lines, each as its key=value fields."""
+        return [access_fields(line) for line in self.log.read_text().splitlines()
+                if " aifacility_interlink.access: " in line]
+
+
+_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def access_fields(line: str) -> dict[str, str]:
+    return {k: v[1:-1].replace('\\"', '"') if v.startswith('"') else v
+            for k, v in _PAIR.findall(line.split(": ", 1)[1])}
 
 
 def container(name: str, script: str, mounts: list[tuple[str, str]] | None = None,

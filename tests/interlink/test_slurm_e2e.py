@@ -280,3 +280,92 @@ async def test_sbatch_timeout_is_looked_up_not_repeated(slurm, plugin_factory, t
         assert err.value.status == 502 and "did not answer" in err.value.message
         jid = (await c.create(retrieved(p))).PodJID
     assert squeue(slurm, "--states=all", "--name", p["metadata"]["uid"], "-o", "%i").split() == [jid]
+
+
+async def test_pods_whose_namespace_and_uid_concatenate_alike_never_share_a_job_dir(slurm, plugin_factory) -> None:
+    """Issue 9: namespace `aifacility-a` + uid `b-c-d-e` once landed in the job dir of namespace `aifacility`,
+    uid `a-b-c-d-e`, and replaced it. Job dirs are now named by the uid alone, and uids must be UUIDs."""
+    plugin = plugin_factory(slurm, runtime="none")
+    running_pod = pod("victim", [container("main", "echo victim-started; sleep 600")], namespace="aifacility")
+    uid = running_pod["metadata"]["uid"]
+    head, _, tail = uid.partition("-")
+    async with plugin.client() as c:
+        jid = (await c.create(retrieved(running_pod))).PodJID
+        await wait_for(c, [running_pod], running)
+        job_dir = plugin.data_root / "jobs" / uid
+        assert (job_dir / "JobID.jid").read_text().strip() == jid
+        before = sorted(p.name for p in job_dir.rglob("*"))
+        # the issue's request: same concatenation `aifacility-<uid>`, with the rest of the uid as its uid
+        forged = pod("forged", [container("main", "echo forged")], namespace=f"aifacility-{head}", uid=tail)
+        with pytest.raises(PluginError) as err:
+            await c.create(retrieved(forged))
+        assert err.value.status == 400 and "pod.metadata.uid" in err.value.message
+        # a valid pod in that namespace gets its own dir beside the first
+        neighbour = pod("neighbour", [container("main", "echo neighbour")], namespace=f"aifacility-{head}")
+        await c.create(retrieved(neighbour))
+        [st] = await wait_for(c, [neighbour], finished)
+        assert st.containers[0].state.terminated.exitCode == 0
+        assert (plugin.data_root / "jobs" / neighbour["metadata"]["uid"]).is_dir()
+        # the running pod lost nothing: its dir, files, log and job are as they were
+        assert sorted(p.name for p in job_dir.rglob("*")) == before
+        assert (await c.logs(log_req(running_pod, "main"))).strip() == "victim-started"
+        [st] = await c.status([running_pod])
+        assert st.containers[0].state.running is not None and st.JID == jid
+        assert squeue(slurm, "-j", jid, "-o", "%T").strip() == "RUNNING"
+        await c.delete(running_pod)
+        await left_squeue(slurm, jid)
+
+
+async def test_job_dirs_of_the_old_layout_keep_working(slurm, plugin_factory) -> None:
+    """A pod submitted by a plugin from before uid-keyed dirs (`<data-root>/<namespace>-<uid>`) is still
+    answered, logged and deleted from its old dir after an upgrade."""
+    plugin = plugin_factory(slurm, runtime="none")
+    p = pod("legacy", [container("main", "echo from-the-old-layout; exit 2")])
+    uid = p["metadata"]["uid"]
+    async with plugin.client() as c:
+        await c.create(retrieved(p))
+        await wait_for(c, [p], finished)
+    plugin.kill(signal.SIGKILL)
+    old = plugin.data_root / f"physics-{uid}"
+    (plugin.data_root / "jobs" / uid).rename(old)
+    db = sqlite3.connect(plugin.data_root / "plugin.sqlite")
+    db.execute("UPDATE pods SET job_dir = ?, final_status = NULL WHERE uid = ?", (str(old), uid))
+    db.commit()
+    db.close()
+    plugin.start()
+    async with plugin.client() as c:
+        [st] = await c.status([p])  # answered from the exit-status file in the old dir
+        assert st.containers[0].state.terminated.exitCode == 2
+        assert (await c.logs(log_req(p, "main"))).strip() == "from-the-old-layout"
+        await c.delete(p)
+    for _ in range(40):
+        if not old.exists():
+            break
+        await asyncio.sleep(0.25)
+    assert not old.exists()
+
+
+async def test_every_request_is_in_the_access_log(slurm, plugin_factory) -> None:
+    plugin = plugin_factory(slurm, runtime="none")
+    p = pod("logged", [container("main", "echo hi")])
+    md = p["metadata"]
+    async with plugin.client() as c:
+        jid = (await c.create(retrieved(p))).PodJID
+        await wait_for(c, [p], finished)
+        await c.logs(log_req(p, "main"))
+        await c.delete(p)
+        with pytest.raises(PluginError):
+            await c.logs(log_req(p, "nope"))
+    lines = plugin.access_log()
+    create = next(f for f in lines if f["path"] == "/create")
+    assert create == {"method": "POST", "path": "/create", "status": "200", "ms": create["ms"],
+                      "namespace": md["namespace"], "pod": md["name"], "uid": md["uid"], "jid": jid,
+                      "client": create["client"]}
+    assert float(create["ms"]) > 0
+    status = next(f for f in lines if f["path"] == "/status")
+    assert (status["status"], status["pods"], status["uid"]) == ("200", "1", md["uid"])
+    logs = [f for f in lines if f["path"] == "/getLogs"]
+    assert logs[0]["container"] == "main" and logs[0]["status"] == "200"
+    assert logs[-1]["status"] in ("404", "410") and logs[-1]["uid"] == md["uid"]
+    assert [f["status"] for f in lines if f["path"] == "/delete"] == ["200"]
+    assert plugin.token is not None and plugin.token not in plugin.log.read_text()
