@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +57,18 @@ def test_up_starts_slurm_and_the_plugin_before_the_cluster(tmp_path: Path) -> No
         for component in offload:
             sup.start(component, timeout=90)
         assert (opts.state_dir / "slurm" / "etc" / "slurm.conf").exists()
+        # the plugin answers only the holder of the token up wrote (0600): not a notebook on this machine
+        token_file = opts.state_dir / "secrets" / "interlink-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert str(token_file) in offload[1].argv
+        forged = urllib.request.Request(f"{interlink[VNODE]}/create", data=b"{}", method="POST",
+                                        headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=10)
+        assert refused.value.code == 401
         cluster = sup.start(cluster_component(opts, facility, logs, interlink), timeout=60)
         assert f"{VNODE}={interlink[VNODE]}" in cluster.argv
+        assert cluster.env == {"AIFACILITY_INTERLINK_TOKEN_FILE": str(token_file)}
         kubeconfig = opts.state_dir / "kubeconfig"
         wait(lambda: conditions(kubeconfig, VNODE)["Ready"]["status"] == "True", 60)
         htc = conditions(kubeconfig, "vk-htc-tier1")

@@ -15,6 +15,7 @@ from aifacility.facility.model import Facility
 from aifacility.launcher.secrets import persistent_secret
 from aifacility.launcher.supervisor import Component, LaunchError, free_port, http_ok, port_in_use
 from aifacility.oidc.launcher import DEMO_USERS, DemoUser, EmbeddedOIDCProvider
+from aifacility_interlink.client import TOKEN_FILE_ENV, read_token_file
 from aifacility_interlink.localslurm import SBIN, LocalSlurm, LocalSlurmError
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ def cluster_component(opts: UpOptions, facility: Facility, logs: Path,
         name="development cluster",
         argv=[sys.executable, "-m", "aifacility.devcluster", "--facility", str(opts.facility),
               "--state-dir", str(opts.state_dir), "--listen", f"127.0.0.1:{port}", *plugins],
+        # the virtual nodes authenticate to the plugins offload_components started (PluginClient's token)
+        env={TOKEN_FILE_ENV: str(interlink_token_file(opts.state_dir))} if interlink else {},
         log=logs / "devcluster.log",
         ready=http_ok(f"http://127.0.0.1:{port}/readyz", accept=lambda code: code == 200),
     )
@@ -80,11 +83,21 @@ class LocalSlurmComponent(Component):
         self.slurm.stop()
 
 
-def _plugin_ready(url: str) -> Callable[[], bool]:
+def interlink_token_file(state_dir: Path) -> Path:
+    """The bearer token shared by the plugins `up` starts and the cluster's virtual nodes (0600, kept across
+    restarts): the plugin answers nothing else, so no notebook can create, read or delete offloaded jobs."""
+    persistent_secret(state_dir, "interlink-token")
+    path = state_dir / "secrets" / "interlink-token"
+    path.chmod(0o600)
+    return path
+
+
+def _plugin_ready(url: str, token: str) -> Callable[[], bool]:
     """interLink's own health check: `GET /status` with the body `[]` answers 200."""
     def check() -> bool:
         req = urllib.request.Request(f"{url}/status", data=b"[]", method="GET",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {token}"})
         try:
             with urllib.request.urlopen(req, timeout=2) as r:
                 return bool(r.status == 200)
@@ -110,13 +123,15 @@ def offload_components(opts: UpOptions, facility: Facility, logs: Path) -> tuple
     root.mkdir(parents=True, exist_ok=True)
     config = root / "slurm.yaml"
     config.write_text(yaml.safe_dump({"slurm": {"partition": partition}}))
+    token_file = interlink_token_file(opts.state_dir)
     plugin = Component(
         name="interLink plugin (SLURM)",
         argv=[sys.executable, "-m", "aifacility_interlink", "serve", "--backend", "slurm", "--runtime", "bwrap",
-              "--listen", f"127.0.0.1:{port}", "--data-root", str(root / "slurm"), "--config", str(config)],
+              "--listen", f"127.0.0.1:{port}", "--data-root", str(root / "slurm"), "--config", str(config),
+              "--token-file", str(token_file)],
         env={"SLURM_CONF": str(slurm.slurm.conf)},
         log=logs / "interlink-slurm.log",
-        ready=_plugin_ready(url),
+        ready=_plugin_ready(url, read_token_file(token_file)),
     )
     return [slurm, plugin], {n.name: url for n in nodes}
 

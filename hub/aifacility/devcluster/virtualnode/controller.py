@@ -20,7 +20,7 @@ from aifacility.devcluster.virtualnode.logs import InterLinkLogProvider
 from aifacility.devcluster.virtualnode.node import mark_not_ready, mark_ready
 from aifacility.devcluster.virtualnode.provider import JOB_ID, UNREACHABLE, InterLinkProvider
 from aifacility.facility.model import Facility
-from aifacility_interlink.client import PluginClient, PluginError
+from aifacility_interlink.client import PluginClient, PluginError, token_from_env
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class VirtualNodes:
                  ping_interval: float = 30.0, status_interval: float = 5.0, retry_base: float = 1.0,
                  retry_max: float = 30.0) -> None:
         self.urls = plugin_urls(facility, urls or {})
-        self.token = token
+        self.token = token if token is not None else token_from_env()  # `aifacility up` names the token file
         self.ping_interval = ping_interval
         self.status_interval = status_interval
         self.retry = (retry_base, retry_max)
