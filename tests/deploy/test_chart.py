@@ -349,8 +349,14 @@ def test_the_interlink_plugin_values_are_what_the_plugin_accepts(values: dict, t
 
     plugin = values["interlink"]["plugin"]
     args = build_parser().parse_args(plugin["args"])
-    assert args.listen == ("127.0.0.1", plugin["port"])
+    # interLink reaches its plugin (SidecarURL = plugin.socket) on a socket only this pod mounts, never on a port
+    assert plugin["socket"] == f"unix://{args.listen}" and args.socket_mode == 0o660
     assert str(args.config) == "/etc/interlink/plugin.yaml"  # where the interLink chart mounts plugin.config
+    # the token Secret, for a TCP listener, is mounted read-only where the docs' --token-file points
+    [token_volume] = [v for v in values["interlink"]["extraVolumes"] if v["name"] == "plugin-token"]
+    assert token_volume["secret"]["optional"] is True and token_volume["secret"]["defaultMode"] == 0o400
+    assert {"name": "plugin-token", "mountPath": "/etc/aifacility-interlink", "readOnly": True} in plugin[
+        "extraVolumeMounts"]
     config = tmp_path / "plugin.yaml"
     config.write_text(plugin["config"])
     cfg = load_config(config)
