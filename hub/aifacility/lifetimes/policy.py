@@ -152,6 +152,14 @@ def hours(d: timedelta) -> str:
     return f"{d.total_seconds() / 3600:.4g} h"
 
 
+def asked(number: int | float) -> str:
+    """A number from a request, for a message: 4 significant digits, whatever its size."""
+    try:
+        return f"{float(number):.4g}"
+    except OverflowError:  # an int beyond any float
+        return "more than 1e308"
+
+
 def check_extension(times: SessionTimes, add_hours: object, now: datetime) -> timedelta:
     """The new total extension after adding `add_hours`, or ExtensionRefused saying why not.
 
@@ -160,15 +168,16 @@ def check_extension(times: SessionTimes, add_hours: object, now: datetime) -> ti
     if isinstance(add_hours, bool) or not isinstance(add_hours, int | float):
         raise ExtensionRefused("'hours' must be a number of hours, e.g. {\"hours\": 2}")
     if not add_hours > 0 or add_hours != add_hours or add_hours == float("inf"):
-        raise ExtensionRefused(f"'hours' must be a positive number of hours, not {add_hours}")
+        raise ExtensionRefused(f"'hours' must be a positive number of hours, not {asked(add_hours)}")
     step = times.limits.extend_step
-    add = timedelta(hours=add_hours)
     if times.expired(now):
         raise ExtensionRefused(f"this session already reached its end at {when(times.stop_at)} "
                                "and is being stopped; start a new one")
-    if add > step:
-        raise ExtensionRefused(f"one extension adds at most {hours(step)} (asked for {hours(add)}); "
+    # Compared as numbers first: a timedelta of 1e308 hours does not exist (OverflowError).
+    if add_hours > step.total_seconds() / 3600:
+        raise ExtensionRefused(f"one extension adds at most {hours(step)} (asked for {asked(add_hours)} h); "
                                f"the session ends at {when(times.deadline)}")
+    add = timedelta(hours=add_hours)
     room = times.cap - times.deadline
     if add > room + CAP_SLACK:
         more = (f"it can be extended by at most {hours(room)} more" if room > CAP_SLACK

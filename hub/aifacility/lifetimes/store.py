@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aifacility.secrecy import private_sqlite
+
 DB_ENV = "AIFACILITY_LIFETIMES_DB"
 DB_NAME = "lifetimes.sqlite"
 
@@ -51,7 +53,7 @@ def _key_time(started: datetime) -> str:
 class ExtensionStore:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(self.path)  # 0600 before sqlite first opens it: its journal and WAL files follow its mode
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             for table in SCHEMA:

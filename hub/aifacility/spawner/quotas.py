@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aifacility.facility.model import Facility, Limits
+from aifacility.secrecy import private_sqlite
 
 
 class LimitsSource(Protocol):
@@ -103,8 +104,7 @@ class QuotaStore:
     """Reservations in a small sqlite file. Use one instance per file per process (see `quota_store`)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = private_sqlite(path)  # 0600 before sqlite first opens it (see aifacility.secrecy)
         self._lock = asyncio.Lock()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")

@@ -24,9 +24,13 @@ from aifacility.facility import load_facility
 from aifacility.hubapi import HubClient
 from aifacility.lifetimes.service.handlers import ExtendAPI, PageHandler, ServerSessionAPI, UserSessionsAPI
 from aifacility.lifetimes.store import ExtensionStore
+from aifacility.secrecy import install_log_filter
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
+
+# What a request's body may be before the connection is dropped (the handlers answer above MAX_BODY_BYTES).
+MAX_SERVER_BODY = 1024 * 1024
 
 # Rows of server runs spawned longer ago than the longest cap plus this are of servers long gone.
 KEEP_AFTER_CAP = timedelta(days=7)
@@ -70,7 +74,9 @@ async def serve() -> None:
         ipaddress.ip_address(host)
     except ValueError:
         host = ""  # a DNS name (e.g. the hub's Kubernetes Service): listen on every interface of the pod
-    make_app().listen(url.port or 80, host)
+    # Bodies are a few bytes; a larger one is refused by the handlers with a message (the extension API reads
+    # up to DISCARD_LIMIT before its 413, see handlers.py), and this bounds what a form post may buffer.
+    make_app().listen(url.port or 80, host, max_body_size=MAX_SERVER_BODY)
     logging.getLogger("aifacility.lifetimes").info("lifetimes service on %s", url.geturl())
     stop = asyncio.Event()
     # The hub stops its managed services with SIGTERM: leave quietly (nothing is pending, the store commits
@@ -82,6 +88,7 @@ async def serve() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s")
+    install_log_filter()  # the service's output goes to the hub's log: no session identifiers in it
     asyncio.run(serve())
 
 

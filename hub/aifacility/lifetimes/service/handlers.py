@@ -31,6 +31,15 @@ from aifacility.lifetimes.store import ExtensionStore
 
 READ = "custom:lifetimes:read"
 EXTEND = "custom:lifetimes:extend"
+# An extension's body is a dozen bytes ({"hours": 2}); a form's a few dozen.
+MAX_BODY_BYTES = 4096
+# Bodies up to this size are read (and dropped) before the 413, so that the client hears it.
+DISCARD_LIMIT = 64 * 1024 * 1024
+
+
+def too_large(size: int) -> str:
+    return (f"The request's body is {size} bytes; at most {MAX_BODY_BYTES} are accepted. "
+            'Send only the extension, e.g. {"hours": 2}.')
 
 
 def now() -> datetime:
@@ -145,14 +154,37 @@ class ServerSessionAPI(APIHandler):
         self.write_json(describe(user, server, times, now()))
 
 
+@web.stream_request_body
 class ExtendAPI(APIHandler):
-    """POST api/users/<user>/server/extend, body {"hours": 2}: add to the lifetime, up to the profile's cap."""
+    """POST api/users/<user>/server/extend, body {"hours": 2}: add to the lifetime, up to the profile's cap.
+
+    The body is read as it arrives and only its first MAX_BODY_BYTES are kept: a larger one is read to its end
+    (so that the client hears the answer) and answered with a 413, without holding it in memory. Bodies that
+    announce more than DISCARD_LIMIT bytes are refused at once.
+    """
+
+    _body: bytearray
+    _received = 0
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        announced = self.request.headers.get("Content-Length", "")
+        if announced.isdigit() and int(announced) > DISCARD_LIMIT:
+            raise fail(413, too_large(int(announced)))
+        self.request.connection.set_max_body_size(DISCARD_LIMIT)  # type: ignore[union-attr]
+
+    def data_received(self, chunk: bytes) -> None:
+        self._received += len(chunk)
+        if len(self._body) < MAX_BODY_BYTES:
+            self._body += chunk[:MAX_BODY_BYTES - len(self._body)]
 
     async def post(self, user: str, server: str | None = None) -> None:
         server = server or ""
+        if self._received > MAX_BODY_BYTES:
+            raise fail(413, too_large(self._received))
         try:
-            body = json.loads(self.request.body or b"null")
-        except ValueError:
+            body = json.loads(bytes(self._body) or b"null")
+        except (ValueError, RecursionError):
             raise fail(400, 'The body must be JSON, e.g. {"hours": 2}.') from None
         if not isinstance(body, dict) or "hours" not in body:
             raise fail(400, 'The body must be a JSON object with "hours", e.g. {"hours": 2}.')
@@ -181,6 +213,10 @@ class PageHandler(Base):
     @web.authenticated
     async def post(self) -> None:
         owner = self.who()["name"]
+        if len(self.request.body) > MAX_BODY_BYTES:
+            self.set_status(413)
+            await self.show(error=too_large(len(self.request.body)), notice=None)
+            return
         server = self.get_body_argument("server", "")
         raw = self.get_body_argument("hours", "")
         try:
