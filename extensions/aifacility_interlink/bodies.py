@@ -62,16 +62,24 @@ async def read_limited(declared: str | None, stream: AsyncIterator[bytes], limit
     return b"".join(chunks)
 
 
-def too_deep(value: Any, limit: int) -> bool:
-    """Whether JSON arrays/objects nest deeper than `limit` (iterative: no recursion to exhaust)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        obj, depth = stack.pop()
-        if depth > limit:
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
+
+
+def too_deep(text: str, limit: int) -> bool:
+    """Whether the JSON text nests arrays/objects deeper than `limit` (or is unbalanced: then json.loads says
+    what is wrong). Regular expressions only, no recursion: strings out, then brackets only, then one pass per
+    level removing the innermost pairs; a pod nests about ten levels, so this costs a few passes."""
+    skeleton = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    for _ in range(limit):
+        if not skeleton:
+            return False
+        shorter = _INNERMOST.sub("", skeleton)
+        if len(shorter) == len(skeleton):
             return True
-        children = obj.values() if isinstance(obj, dict) else obj
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
+        skeleton = shorter
+    return bool(skeleton)
 
 
 def _no_constant(name: str) -> Any:
@@ -93,7 +101,7 @@ def decode_json(body: bytes, what: str, max_depth: int) -> Any:
             f"UTF-8); send {what} as JSON encoded in UTF-8") from None
     if not text.strip():
         raise BadRequest(f"the request body is empty; expected {what} as JSON")
-    too_many = text.count("{") + text.count("[") > max_depth  # cheap: only a body that could nest deeper is walked
+    deep = too_deep(text, max_depth)
     try:
         raw = json.loads(text, parse_constant=_no_constant)
     except BadRequest:
@@ -106,7 +114,7 @@ def decode_json(body: bytes, what: str, max_depth: int) -> Any:
                          f"expected {what}") from None
     except ValueError:  # an integer literal with thousands of digits
         raise BadRequest(f"the request body holds a number with too many digits; expected {what}") from None
-    if too_many and too_deep(raw, max_depth):
+    if deep:
         raise BadRequest(f"the request body nests arrays/objects deeper than {max_depth} levels; expected {what}")
     if _SURROGATE_ESCAPE.search(text):
         try:

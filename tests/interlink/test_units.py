@@ -206,3 +206,17 @@ def test_a_database_from_before_pruning_gets_the_new_column(tmp_path: Path) -> N
     assert store.get("u") is not None
     assert store.prune_deleted(3600) == 1  # no deletion time: its creation time counts
     store.close()
+
+
+def test_depth_check_counts_structure_not_brackets_in_strings() -> None:
+    from aifacility_interlink.bodies import BadRequest, decode_json, too_deep
+
+    assert not too_deep("[" * 100 + "]" * 100, 100)
+    assert too_deep("[" * 101 + "]" * 101, 100)
+    # brackets inside strings, escaped quotes and backslashes do not count
+    assert not too_deep('["' + "[" * 500 + '\\\\", "\\"[[[[", {"k{": "}]"}]', 3)
+    assert too_deep('{"a": [[["x\\\\"]]]}', 3) and not too_deep('{"a": [[["x\\\\"]]]}', 4)
+    assert decode_json(b'{"a": "[[[[[[[[[[[["}', "x", 8) == {"a": "[[[[[[[[[[[["}
+    # unbalanced text is reported as what it is, not as too deep
+    with pytest.raises(BadRequest, match="not valid JSON"):
+        decode_json(b"[[[[[[[[[[[[}", "x", 8)
