@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.utils import compare_token
 from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler, _deserialize_state
 from tornado import web
 
@@ -106,9 +107,10 @@ class SessionTokenHandler(APIHandler):
             self.log.warning("Refused: %s's server asked for the IAM token of %s", user.name, asked)
             return self._refuse(403, f"A server may read only its own user's token: this is {user.name}'s "
                                      f"server, and it asked for {asked}'s.")
-        if not _is_server_token(orm_token, user.name):
-            return self._refuse(403, "Only the notebook server's own API token may read the IAM token; "
-                                     "personal API tokens and browser sessions may not.")
+        if not _is_running_servers_token(user, self.get_auth_token() or ""):
+            return self._refuse(403, "Only the API token of a running notebook server (the one the hub gave it "
+                                     "at its start) may read the IAM token; personal API tokens, browser "
+                                     "sessions and the tokens of servers that have stopped may not.")
         auth: IAMAuthenticator = self.authenticator
         refreshed = await auth.refresh_user(user, self)
         if refreshed is False:
@@ -132,7 +134,20 @@ class SessionTokenHandler(APIHandler):
         }))
 
 
-def _is_server_token(orm_token: Any, username: str) -> bool:
-    """The hub's tokens for a server carry `access:servers!server=<user>/<name>` (JupyterHub 5 `User.spawn`)."""
-    prefix = f"access:servers!server={username}/"
-    return (orm_token.note or "").startswith("Server at ") and any(s.startswith(prefix) for s in orm_token.scopes)
+def _is_running_servers_token(user: Any, token: str) -> bool:
+    """Whether `token` is the API token the hub gave one of `user`'s servers that is running or starting now.
+
+    What a token's note or scopes say can be copied into a personal token; what the hub ties to a server is its
+    OAuth client, whose secret is the server's current API token (JupyterHub `User.spawn`, also after a spawner
+    re-used a token), kept in the database across hub restarts and deleted when the server stops. A token of a
+    server that stopped or was replaced (an orphan pod's) no longer matches.
+    """
+    if not token:
+        return False
+    for orm_spawner in user.orm_user.orm_spawners.values():
+        client = orm_spawner.oauth_client
+        if orm_spawner.server is None or client is None or not client.secret:
+            continue
+        if compare_token(client.secret, token):
+            return True
+    return False
