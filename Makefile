@@ -8,7 +8,7 @@ STAMP := .make
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint setup system-deps venv node-deps clean
+.PHONY: demo test bench lint setup system-deps venv node-deps controlplane clean
 
 demo: setup
 	$(BIN)/aifacility up $(ARGS)
@@ -25,7 +25,14 @@ lint: setup
 	$(BIN)/ruff check hub extensions tests
 	$(BIN)/mypy
 
-setup: system-deps venv node-deps
+setup: system-deps venv node-deps controlplane
+
+# The real Kubernetes control plane and Kueue, built from their Go modules once per machine into
+# ~/.cache/aifacility (about 10 minutes on 2 cores the first time, instant after), and helm, which renders the
+# chart's Kueue and RBAC for the embedded facility.
+controlplane: venv
+	@$(BIN)/python -m aifacility.embedded.controlplane.build
+	@bash charts/install-helm.sh >/dev/null
 
 system-deps:
 	@bash .ci/install-system-deps
