@@ -277,15 +277,16 @@ def test_the_rendered_configmap_holds_the_facility_file(helm: str, chart_copy: P
     assert load_facility(path) == Facility.model_validate(values["facility"])
 
 
-def test_the_hub_may_read_nodes_and_manage_kueue_objects(helm: str, chart_copy: Path) -> None:
+def test_the_hub_may_read_nodes_kueue_objects_and_queue_positions_but_write_no_queue(helm: str,
+                                                                                   chart_copy: Path) -> None:
     docs = _template(helm, chart_copy)
     kinds = {(d["kind"], d["metadata"].get("namespace")) for d in docs}
     (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert {"get", "list", "watch"} <= rules[("", "nodes")]
-    for kind in ("resourceflavors", "clusterqueues", "localqueues"):
-        assert {"create", "patch", "delete", "list"} <= rules[("kueue.x-k8s.io", kind)]
-    assert "list" in rules[("kueue.x-k8s.io", "workloads")]
+    for kind in ("resourceflavors", "clusterqueues", "localqueues", "cohorts", "workloads"):
+        assert rules[("kueue.x-k8s.io", kind)] == {"get", "list", "watch"}
+    assert rules[("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads")] == {"get"}
     (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "aifacility"}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]

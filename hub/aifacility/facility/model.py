@@ -93,6 +93,10 @@ class Image(Strict):
     display_name: str
     image: str
     description: str = ""
+    # The image's ENTRYPOINT and CMD, as its Dockerfile sets them: the embedded facility's node agent runs no
+    # images, so it runs a container without `command` (KubeSpawner's pods) the way the image would.
+    entrypoint: list[str] = Field(default_factory=list, max_length=64)
+    cmd: list[str] = Field(default_factory=list, max_length=64)
 
 
 class AcceleratorRequest(Strict):

@@ -1,0 +1,1 @@
+"""The node agent: the kubelet of the embedded cluster's local nodes, running pods as sandboxed processes."""

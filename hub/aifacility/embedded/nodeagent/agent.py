@@ -1,0 +1,103 @@
+"""The node agent: a kubelet of processes for every local node of the facility file, and the volume provisioner.
+
+    agent = NodeAgent(facility, state_dir, plane)   # plane: the ControlPlane (credentials, addresses)
+    await agent.start(); ...; await agent.stop()
+
+Each local node registers itself with the capacity, labels and taints the facility file gives it (GPUs, MIG
+slices and FPGAs as the device plugins advertise them), renews its Lease, runs the pods the scheduler binds to
+it as sandboxed processes (`local.LocalProcessProvider`) and serves its kubelet endpoint for `kubectl logs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from aifacility.embedded.controlplane.plane import APISERVER_KUBELET_CLIENT, ControlPlane
+from aifacility.embedded.kubeclient import KubeClient
+from aifacility.embedded.nodeagent.devices import DeviceManager
+from aifacility.embedded.nodeagent.events import EventRecorder
+from aifacility.embedded.nodeagent.ipam import PodIPs, choose_block
+from aifacility.embedded.nodeagent.kubelet import NodeKubelet
+from aifacility.embedded.nodeagent.local import LocalProcessProvider
+from aifacility.embedded.nodeagent.provisioner import PROVISIONER_USER, VolumeProvisioner
+from aifacility.embedded.nodeagent.registration import is_virtual, node_ip, node_object
+from aifacility.embedded.nodeagent.runner import NodeContext
+from aifacility.embedded.nodeagent.server import KubeletServer
+from aifacility.facility.model import Facility
+
+log = logging.getLogger(__name__)
+
+
+class NodeAgent:
+    def __init__(self, facility: Facility, state_dir: Path, plane: ControlPlane, *,
+                 backoff_base: float = 1.0) -> None:
+        self.facility = facility
+        self.state_dir = Path(state_dir).resolve()
+        self.plane = plane
+        self.backoff_base = backoff_base
+        self.kubelets: dict[str, NodeKubelet] = {}
+        self.providers: dict[str, LocalProcessProvider] = {}
+        self.servers: list[KubeletServer] = []
+        self.clients: list[KubeClient] = []
+        self.provisioner: VolumeProvisioner | None = None
+
+    def _client(self, kubeconfig: Path) -> KubeClient:
+        client = KubeClient(kubeconfig)
+        self.clients.append(client)
+        return client
+
+    async def start(self) -> None:
+        plane = self.plane
+        ips = PodIPs(choose_block(self.state_dir))
+        api_host, api_port = "127.0.0.1", plane.ports.apiserver
+        provisioner_config = plane.component_kubeconfig("volume-provisioner", PROVISIONER_USER)
+        self.provisioner = VolumeProvisioner(self._client(provisioner_config), self.state_dir)
+        await self.provisioner.start()
+        for index, node in enumerate(self.facility.nodes):
+            if is_virtual(node):
+                continue
+            obj = node_object(self.facility, node, index, self.state_dir)
+            client = self._client(plane.node_kubeconfig(node.name))
+            kubelet = NodeKubelet(client, obj)
+            allocatable = dict(obj["status"]["allocatable"])
+            ip = node_ip(obj)
+            ctx = NodeContext(
+                name=node.name, ip=ip, allocatable=allocatable, state_dir=self.state_dir,
+                lookup=kubelet.lookup, notify=kubelet.notify, events=EventRecorder(client, "kubelet", node.name),
+                api_host=api_host, api_port=api_port, token=kubelet.token, backoff_base=self.backoff_base,
+                devices=DeviceManager(node.name, allocatable),
+                images={i.image: (list(i.entrypoint), list(i.cmd)) for i in self.facility.images})
+            provider = LocalProcessProvider(ctx, ips)
+            self.kubelets[node.name] = kubelet
+            self.providers[node.name] = provider
+            serving = plane.kubelet_serving(node.name, ip)
+            server = KubeletServer(ip, kubelet.pod, self.state_dir, serving.cert, serving.key, plane.ca,
+                                   APISERVER_KUBELET_CLIENT)
+            await server.start()
+            self.servers.append(server)
+            await kubelet.start(provider)
+            for pod in kubelet.pods.values():  # addresses handed out before a restart stay the pods'
+                pod_ip = (pod.get("status") or {}).get("podIP")
+                if pod_ip:
+                    ips.reserve(pod["metadata"]["uid"], pod_ip)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.shutdown() for p in self.providers.values()), return_exceptions=True)
+        await asyncio.gather(*(k.stop() for k in self.kubelets.values()), return_exceptions=True)
+        if self.provisioner is not None:
+            await self.provisioner.stop()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await server.stop()
+        for client in self.clients:
+            await client.close()
+
+    def pids(self) -> list[int]:
+        return [pid for p in self.providers.values() for pid in p.pids()]
+
+    def describe(self) -> dict[str, Any]:
+        return {name: len(k.pods) for name, k in self.kubelets.items()}

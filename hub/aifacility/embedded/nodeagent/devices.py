@@ -1,0 +1,54 @@
+"""What device plugins hand a container, for the simulated nodes.
+
+On a real node the kubelet asks the device plugin of each extended resource to *allocate* devices to a container
+and gets back the environment (and device files) that make exactly those devices visible. The NVIDIA device
+plugin answers with `NVIDIA_VISIBLE_DEVICES` = the UUIDs of the GPUs (`GPU-...`) or MIG instances (`MIG-...`).
+Here each node's devices get stable UUIDs derived from the node and the resource, and a container keeps its
+devices until its pod ends, so code in a notebook sees the same answer it would on the cluster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aifacility.facility.quantity import parse_quantity
+
+NVIDIA = "nvidia.com/"
+
+
+def device_ids(node: str, resource: str, count: int) -> list[str]:
+    prefix = "MIG" if resource.startswith(f"{NVIDIA}mig-") else "GPU" if resource.startswith(NVIDIA) else "DEV"
+    return [f"{prefix}-{uuid.uuid5(uuid.NAMESPACE_URL, f'aifacility-devcluster:{node}:{resource}:{i}')}"
+            for i in range(count)]
+
+
+class DeviceManager:
+    """The devices of one node's extended resources, and which container holds which."""
+
+    def __init__(self, node: str, allocatable: Mapping[str, str]) -> None:
+        self.devices = {res: device_ids(node, res, int(parse_quantity(qty)))
+                        for res, qty in allocatable.items() if "/" in res}
+        self.held: dict[tuple[str, str], dict[str, list[str]]] = {}
+
+    def allocate(self, pod_uid: str, container: Mapping[str, Any]) -> dict[str, str]:
+        """Devices for a container (the same ones on every restart of it) and the environment that shows them."""
+        key = (pod_uid, str(container.get("name")))
+        if key not in self.held:
+            res = container.get("resources") or {}
+            wanted = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+            taken = {d for grant in self.held.values() for ids in grant.values() for d in ids}
+            grant: dict[str, list[str]] = {}
+            for resource, qty in wanted.items():
+                if resource in self.devices:
+                    free = [d for d in self.devices[resource] if d not in taken]
+                    grant[resource] = free[: int(parse_quantity(qty))]
+            self.held[key] = grant
+        nvidia = [d for res, ids in self.held[key].items() if res.startswith(NVIDIA) for d in ids]
+        # Like the NVIDIA container toolkit: a container without GPUs sees none (not all of them).
+        return {"NVIDIA_VISIBLE_DEVICES": ",".join(nvidia) if nvidia else "void"}
+
+    def release(self, pod_uid: str) -> None:
+        for key in [k for k in self.held if k[0] == pod_uid]:
+            del self.held[key]
