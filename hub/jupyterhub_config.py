@@ -32,6 +32,11 @@ c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
 c.JupyterHub.cleanup_servers = env("AIFACILITY_CLEANUP_SERVERS", "1") == "1"
 c.JupyterHub.last_activity_interval = 60
 
+# --- secrets at rest and in the log: database and cookie secret 0600, no session identifiers in the hub log ----
+from aifacility.secrecy import configure as configure_secrecy  # noqa: E402
+
+configure_secrecy(c)
+
 # --- operations: a service token for the facility's own tools (tests, benchmarks, admin CLI) -------------------
 # Appended, not assigned: the chart (z2jh) and the other parts below declare services and roles of their own.
 if env("AIFACILITY_ADMIN_TOKEN"):

@@ -22,11 +22,13 @@ PRIVATE = 0o600
 REDACTED = "[redacted]"
 LOG_FILTER = "aifacility-session-ids"
 
-# jupyterhub-session-id=<v>, "jupyterhub-session-id": "<v>", session_id='<v>', session_id=<v>, and HubAuth's
-# cache keys "token:<session id>:<sha256>" / "cookie:<session id>:<sha256>".
+# jupyterhub-session-id=<v>, "jupyterhub-session-id": "<v>", session_id='<v>', session_id=<v>; JupyterHub's (and
+# jupyter_server's) "Setting new xsrf cookie for b'<session id>:<user or anonymous id>'"; and HubAuth's cache keys
+# "token:<session id>:<sha256>" / "cookie:<session id>:<sha256>".
 _SESSION_PATTERNS = (
-    re.compile(r"(?i)(jupyterhub-session-id['\"]?\s*[=:]\s*['\"]?)([^\s;,'\"&]+)"),
-    re.compile(r"(?i)(session[_-]id['\"]?\s*[=:]\s*['\"]?)([0-9a-f]{16,})"),
+    re.compile(r"(?i)(jupyterhub-session-id['\"]?\s*[=:]\s*['\"]?)([^\s;,'\"&]+)()"),
+    re.compile(r"(?i)(session[_-]id['\"]?\s*[=:]\s*['\"]?)([0-9a-f]{16,})()"),
+    re.compile(r"(?i)(xsrf cookie for b?['\"]?)([0-9a-f]{16,})(:)"),
     re.compile(r"((?:token|cookie):)([0-9a-f]{32})(:[0-9a-f]{64})"),
 )
 
@@ -34,7 +36,7 @@ _SESSION_PATTERNS = (
 def redact_session_ids(text: str) -> str:
     """`text` with every session identifier it shows replaced by [redacted]."""
     for pattern in _SESSION_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + REDACTED + (m.group(3) if m.lastindex == 3 else ""), text)
+        text = pattern.sub(lambda m: m.group(1) + REDACTED + m.group(3), text)
     return text
 
 

@@ -1,4 +1,5 @@
-"""Notebook-side parts of aifacility: the Jupyter server extension that keeps the IAM token file fresh.
+"""Notebook-side parts of aifacility: the Jupyter server extension that keeps the IAM token file fresh (and
+keeps session identifiers out of the server's log).
 
 Enabled with `--ServerApp.jpserver_extensions=aifacility.notebook=True` (what `aifacility.auth.configure` adds
 to the spawner's arguments) or `jupyter server extension enable aifacility.notebook` in an image.
@@ -10,6 +11,7 @@ import asyncio
 from typing import Any
 
 from aifacility.notebook.token_refresher import TokenRefresher
+from aifacility.secrecy import install_log_filter
 
 _tasks: set[asyncio.Task[None]] = set()
 
@@ -19,6 +21,8 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
+    # The server logs the browser's hub session id (in its xsrf cookie messages): never in a log.
+    install_log_filter(serverapp.log)
     refresher = TokenRefresher.from_env()
     if refresher is None:
         return

@@ -79,15 +79,15 @@ class ServerTokenMixin(_SpawnerBase):
             state[STATE_KEY] = self._server_token_hashed
         return state
 
+    # clear_state keeps the record: spawners clear their state as soon as they see their server gone (in poll or
+    # stop, before JupyterHub calls the post-stop hook), and the record is what that hook revokes. Revoking
+    # forgets it; a new start records the new token over it.
+
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         hashed = state.get(STATE_KEY)
         if isinstance(hashed, str) and hashed:
             self._server_token_hashed = hashed
-
-    def clear_state(self) -> None:
-        super().clear_state()
-        self._server_token_hashed = None
 
     def run_post_stop_hook(self) -> Any:
         # Every end of a server passes here (JupyterHub calls it even when poll() found the server gone).
