@@ -13,6 +13,7 @@ import re
 import sqlite3
 import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,14 @@ from support.hub_process import HubProcess, free_port
 MB = 1024 * 1024
 
 
+@dataclass
+class RestartableHub(HubProcess):
+    config: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableHub]:
     work = tmp_path_factory.mktemp("badinput")
     kubeconfig = work / "kubeconfig"
     kubeconfig.write_text(textwrap.dedent(f"""\
@@ -37,10 +44,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
         contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
         current-context: c
         """))
-    h = HubProcess(work)
+    h = RestartableHub(work)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    h.launch(textwrap.dedent(f"""
+    h.env = env
+    h.config = textwrap.dedent(f"""
         from aifacility.facility import load_facility
         from aifacility.spawner import configure
         configure(c, load_facility({str(demo_facility_path())!r}), facility_path={str(demo_facility_path())!r},
@@ -51,7 +59,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
         c.JupyterHub.services = [{{"name": "tester", "api_token": "{h.token}"}}]
         c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
                                      "scopes": ["admin:users", "admin:servers", "admin:groups"]}}]
-    """), env=env)
+    """)
+    h.launch(h.config, env=h.env)
     try:
         for u in ("alice", "bob"):
             h.api("POST", f"/users/{u}")
@@ -206,3 +215,25 @@ def test_the_form_queue_checkbox_becomes_a_boolean(hub: HubProcess) -> None:
     assert r.status_code == 400, r.text[:500]
     assert "cannot wait in a queue" in r.text
     assert _stored(hub) == before
+
+
+def test_options_a_hub_without_these_checks_saved_are_dropped_not_half_spawned(hub: RestartableHub) -> None:
+    """Before these checks, a refused body stayed saved as the server's options: JupyterHub could then not even
+    build the server's spawner, and a spawn without a body (what the spawn keeper sends) re-uses saved options."""
+    hub.stop()
+    with sqlite3.connect(_db(hub)) as db:
+        db.execute("UPDATE spawners SET user_options = ? WHERE name = '' AND user_id = "
+                   "(SELECT id FROM users WHERE name = 'alice')", ("[1, 2, 3]",))
+    hub.launch(hub.config, env=hub.env)
+    before = _stored(hub)
+    r = hub.api("POST", "/users/alice/server")
+    _assert_refusal(r, 400, "The options saved at this server's previous spawn were not an object and have been "
+                            "dropped; send the options")
+    after = _stored(hub)
+    assert after["tokens"] == before["tokens"] and after["servers"] == before["servers"]
+    assert [row[2] for row in after["spawners"] if row[1] == ""] == [None, None]  # alice's and bob's
+    # and the server is usable again: options sent with the request are checked as usual
+    _assert_refusal(_post(hub, "/users/alice/server", '{"profile": "mig-7g-80gb", "queue": true}'), 400,
+                    "There is no profile")
+    assert hub.api("GET", "/users/alice").status_code == 200
+    assert _stored(hub) == after

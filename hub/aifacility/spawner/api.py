@@ -17,7 +17,7 @@ from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from aifacility.spawner.options import OptionsRefused, check_options, parse_body
+from aifacility.spawner.options import EXAMPLE, OptionsRefused, parse_body, quote
 
 
 class CheckedUserServerAPIHandler(UserServerAPIHandler):
@@ -27,12 +27,13 @@ class CheckedUserServerAPIHandler(UserServerAPIHandler):
     async def post(self, user_name: str, server_name: str = "") -> None:
         try:
             options = parse_body(self.request.body)
-            if options is None:
-                # No body: JupyterHub re-uses the options saved at the server's previous spawn. Options saved by a
-                # hub without these checks may not be an object, which would fail the spawn half-way.
-                saved = self._saved_options(user_name, server_name)
-                if saved is not None:
-                    check_options(saved)
+            # A hub without these checks may have saved a refused body as the server's options: JupyterHub then
+            # cannot even build the server's spawner (a TraitError, a 500), and a spawn without a body (what the
+            # spawn keeper sends) would re-use them. They are dropped; other saved options are the spawner's to
+            # judge, as they were when saved.
+            if self._drop_saved_non_object(user_name, server_name) and options is None:
+                raise OptionsRefused("The options saved at this server's previous spawn were not an object and "
+                                     f"have been dropped; send the options, e.g. {EXAMPLE}.")
         except OptionsRefused as e:
             self.log.info("Refused the spawn options for %s: %s", user_name, e)
             raise web.HTTPError(e.status, "%s", str(e)) from None
@@ -52,10 +53,17 @@ class CheckedUserServerAPIHandler(UserServerAPIHandler):
         if check is not None:
             check(options)
 
-    def _saved_options(self, user_name: str, server_name: str) -> object:
+    def _drop_saved_non_object(self, user_name: str, server_name: str) -> bool:
         user = self.find_user(user_name)
         orm_spawner = user.orm_spawners.get(server_name) if user is not None else None
-        return orm_spawner.user_options if orm_spawner is not None else None
+        saved = orm_spawner.user_options if orm_spawner is not None else None
+        if saved is None or isinstance(saved, dict):
+            return False
+        self.log.warning("Dropping the saved options of %s's server %r, which are not an object: %s", user_name,
+                         server_name, quote(saved))
+        orm_spawner.user_options = None
+        self.db.commit()
+        return True
 
 
 def install() -> None:
