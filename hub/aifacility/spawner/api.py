@@ -56,9 +56,9 @@ class CheckedUserServerAPIHandler(UserServerAPIHandler):
     def _drop_saved_non_object(self, user_name: str, server_name: str) -> bool:
         user = self.find_user(user_name)
         orm_spawner = user.orm_spawners.get(server_name) if user is not None else None
-        saved = orm_spawner.user_options if orm_spawner is not None else None
-        if saved is None or isinstance(saved, dict):
+        if orm_spawner is None or orm_spawner.user_options is None or isinstance(orm_spawner.user_options, dict):
             return False
+        saved = orm_spawner.user_options
         self.log.warning("Dropping the saved options of %s's server %r, which are not an object: %s", user_name,
                          server_name, quote(saved))
         orm_spawner.user_options = None
