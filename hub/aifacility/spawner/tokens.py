@@ -28,6 +28,9 @@ class ServerTokenMixin(_SpawnerBase):
     """Mix in before the spawner class (`class S(ServerTokenMixin, KubeSpawner)`)."""
 
     _server_token_hashed: str | None = None
+    # Tokens of earlier instances of this server that a stop kept (keeps_server_token) and that the current start
+    # has not taken over yet: revoked once it is clear they are not the server's (the start ended either way).
+    _kept_tokens: frozenset[str] = frozenset()
 
     def _hub_db(self) -> Any:
         return getattr(self.user, "db", None)
@@ -49,12 +52,10 @@ class ServerTokenMixin(_SpawnerBase):
         """Whether the stop now under way leaves the token valid (a lost spawn that will resume with it)."""
         return False
 
-    def revoke_server_token(self) -> bool:
-        """Delete the recorded token of this server from the hub's database; whether there was one to delete."""
-        hashed, self._server_token_hashed = self._server_token_hashed, None
+    def _revoke(self, hashed: str) -> bool:
         db = self._hub_db()
         orm_user = getattr(self.user, "orm_user", None)
-        if not hashed or db is None or orm_user is None:
+        if db is None or orm_user is None:
             return False
         found = db.query(orm.APIToken).filter_by(hashed=hashed, user_id=orm_user.id).first()
         if found is None:
@@ -64,17 +65,39 @@ class ServerTokenMixin(_SpawnerBase):
         db.commit()
         return True
 
+    def revoke_server_token(self) -> bool:
+        """Delete the recorded token of this server (and kept ones of its earlier instances) from the hub's
+        database; whether there was one to delete."""
+        hashed, self._server_token_hashed = self._server_token_hashed, None
+        kept, self._kept_tokens = self._kept_tokens, frozenset()
+        return any([self._revoke(h) for h in {*kept, *([hashed] if hashed else [])}])
+
+    def revoke_kept_tokens(self) -> None:
+        """After a start: the kept tokens the server did not take over are no one's any more."""
+        kept, self._kept_tokens = self._kept_tokens, frozenset()
+        for hashed in kept - {self._server_token_hashed}:
+            self._revoke(hashed)
+
     def start(self) -> Any:
         # The fresh token exists now: record it in the database at once (JupyterHub commits right after start()
         # is called), so that a hub that dies during the spawn still knows, after its restart, what to revoke.
+        previous = self._server_token_hashed
         self.record_server_token()
+        if previous and previous != self._server_token_hashed:
+            self._kept_tokens = self._kept_tokens | {previous}
         if self._server_token_hashed and self.orm_spawner is not None:
             self.orm_spawner.state = self.get_state()
-        return super().start()
+        return self._started(super().start())
+
+    async def _started(self, starting: Any) -> Any:
+        url = await starting
+        self.record_server_token()  # a start that took over a lost spawn's pod runs with that pod's token
+        self.revoke_kept_tokens()
+        return url
 
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()
-        self.record_server_token()  # after a start that took over a lost spawn's pod: the token it kept
+        self.record_server_token()
         if self._server_token_hashed:
             state[STATE_KEY] = self._server_token_hashed
         return state
