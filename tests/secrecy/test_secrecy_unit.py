@@ -13,6 +13,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
+from aifacility.auth import load_or_create_crypt_key
 from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
 from aifacility.lifetimes.store import ExtensionStore
@@ -132,3 +133,12 @@ def test_only_sqlite_files_are_touched() -> None:
     assert sqlite_path("sqlite:///jupyterhub.sqlite") == Path("jupyterhub.sqlite")
     assert sqlite_path("sqlite:///:memory:") is None
     assert sqlite_path("postgresql://hub@db/jupyterhub") is None
+
+
+def test_the_auth_state_key_is_private_from_its_first_byte(tmp_path: Path) -> None:
+    path = tmp_path / "auth_state.key"
+    key = load_or_create_crypt_key(path)
+    assert mode(path) == 0o600 and len(key) == 32
+    path.chmod(0o644)
+    assert load_or_create_crypt_key(path) == key
+    assert mode(path) == 0o600

@@ -10,6 +10,7 @@ from typing import Any
 from aifacility.auth.authenticator import IAMAuthenticator
 from aifacility.facility.model import Facility
 from aifacility.hubconfig import add_spawner_args, add_spawner_environment
+from aifacility.secrecy import private_file
 
 TEMPLATES = str(Path(__file__).resolve().parent / "templates")
 DEFAULT_TOKEN_FILE = "/tmp/aifacility/token"
@@ -20,15 +21,15 @@ def load_or_create_crypt_key(path: str | os.PathLike[str]) -> bytes:
     """The key that encrypts `auth_state` in the hub database: made once (demo), then reused across restarts."""
     p = Path(path)
     if p.exists():
+        private_file(p)  # one an older version left readable by others becomes the hub's alone
         key = bytes.fromhex(p.read_text().strip())
         if len(key) != 32:
             raise ValueError(f"{p}: the auth_state key must be 32 bytes (64 hex digits)")
         return key
     p.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    tmp = p.with_suffix(".tmp")
+    tmp = private_file(p.with_suffix(".tmp"))  # 0600 before the key is in it
     tmp.write_text(key.hex())
-    tmp.chmod(0o600)
     tmp.replace(p)
     return key
 
