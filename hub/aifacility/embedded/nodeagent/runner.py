@@ -101,12 +101,49 @@ def qos_class(pod: dict[str, Any]) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
+@dataclass(frozen=True)
+class Sandbox:
+    """How a running container's processes run: its mounts, environment, user and working directory. The
+    container's command ran in it; exec probes, lifecycle hooks and `kubectl exec` run their commands in it."""
+
+    pod_tmp: Path
+    mounts: tuple[Mount, ...]
+    env: dict[str, str]
+    working_dir: str | None
+    hostname: str
+    uid: int | None
+    gid: int | None
+    hidden: tuple[str, ...]
+
+    def argv(self, command: list[str], *, session: bool = True) -> list[str]:
+        """bwrap's argv for `command` in this sandbox. `session=False` keeps the caller's session (bwrap's
+        --new-session left out): a terminal of the exec's own, whose process group must reach the command."""
+        argv = bwrap_command(command, pod_tmp=self.pod_tmp, mounts=list(self.mounts), working_dir=self.working_dir,
+                             hostname=self.hostname, uid=self.uid, gid=self.gid, hidden=self.hidden)
+        if not session:
+            end = argv.index("--")
+            argv = [a for a in argv[:end] if a != "--new-session"] + argv[end:]
+        return argv
+
+
+# The pods running in this process by uid: the kubelet endpoint (`server.py`) finds a container's sandbox here.
+_LIVE: dict[str, PodRunner] = {}
+
+
+def running_sandbox(pod_uid: str, container: str) -> Sandbox | None:
+    """The sandbox of a running container of a pod this process runs (None: no such pod or not running)."""
+    runner = _LIVE.get(pod_uid)
+    running = runner._running.get(container) if runner is not None else None
+    return running.sandbox if running is not None and running.proc.returncode is None else None
+
+
 @dataclass
 class _Running:
     proc: asyncio.subprocess.Process
     started: float
     spec: dict[str, Any]
     exec_runner: ExecRunner
+    sandbox: Sandbox
     probe: asyncio.Task[None] | None = None
     liveness: asyncio.Task[None] | None = None
 
@@ -208,6 +245,7 @@ class PodRunner:
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        _LIVE[self.pod["metadata"]["uid"]] = self
         self._task = asyncio.create_task(self._run())
         deadline = self.pod["spec"].get("activeDeadlineSeconds")
         if deadline is not None:
@@ -241,6 +279,8 @@ class PodRunner:
         finally:
             if self.ctx.devices is not None:
                 self.ctx.devices.release(self.pod["metadata"]["uid"])
+            if _LIVE.get(self.pod["metadata"]["uid"]) is self:
+                del _LIVE[self.pod["metadata"]["uid"]]
             self._done.set()
 
     async def _run_pod(self) -> None:
@@ -283,11 +323,11 @@ class PodRunner:
                 for name in reversed([c.name for c in self.init if c.sidecar]):
                     running = self._running.get(name)
                     if running is not None:
-                        _signal_tree(running.proc.pid, signal.SIGTERM)
+                        signal_tree(running.proc.pid, signal.SIGTERM)
                 await asyncio.wait(sidecars, timeout=float(spec.get("terminationGracePeriodSeconds", 30)))
                 for name, running in list(self._running.items()):
                     if any(c.name == name and c.sidecar for c in self.init):
-                        _signal_tree(running.proc.pid, signal.SIGKILL)
+                        signal_tree(running.proc.pid, signal.SIGKILL)
                 await asyncio.gather(*sidecars, return_exceptions=True)
         self.publish()
 
@@ -385,9 +425,10 @@ class PodRunner:
             self.publish()
             return 128
         uid, gid = run_as(self.pod, spec)
-        argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts,
-                             working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid,
-                             hidden=(str(self.ctx.state_dir),))
+        sandbox = Sandbox(pod_tmp=self.dir / "tmp", mounts=tuple(mounts), env=env,
+                          working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid,
+                          hidden=(str(self.ctx.state_dir),))
+        argv = sandbox.argv(command)
         log_path = self.dir / f"{cs.name}.log"
         if log_path.exists():
             log_path.replace(self.dir / f"{cs.name}.log.1")
@@ -407,9 +448,9 @@ class PodRunner:
         probe = spec.get("readinessProbe")
         cs.ready = probe is None
         def exec_runner(cmd: list[str], seconds: float) -> Awaitable[int]:
-            return self._exec(cmd, mounts, env, seconds, (uid, gid))
+            return _exec(sandbox, cmd, seconds)
 
-        running = _Running(proc, time.monotonic(), spec, exec_runner)
+        running = _Running(proc, time.monotonic(), spec, exec_runner, sandbox)
         self._running[cs.name] = running
         self._event("Created", f"Created container {cs.name}", container=cs.name)
         self._event("Started", f"Started container {cs.name}", container=cs.name)
@@ -419,7 +460,7 @@ class PodRunner:
             # As the kubelet: a failed postStart hook kills the container, which then restarts per policy.
             self._event("FailedPostStartHook", f"PostStartHook failed for container {cs.name}", warning=True,
                         container=cs.name)
-            _signal_tree(proc.pid, signal.SIGKILL)
+            signal_tree(proc.pid, signal.SIGKILL)
         if probe is not None:
             running.probe = asyncio.create_task(readiness_loop(
                 probe, spec, self.pod_ip, exec_runner, lambda ok: self._set_ready(cs, ok)))
@@ -429,12 +470,12 @@ class PodRunner:
                 self._event("Unhealthy", "Liveness probe failed", warning=True, container=cs.name)
                 self._event("Killing", f"Container {cs.name} failed liveness probe, will be restarted",
                             container=cs.name)
-                _signal_tree(proc.pid, signal.SIGTERM)
+                signal_tree(proc.pid, signal.SIGTERM)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), float(self.pod["spec"].get("terminationGracePeriodSeconds",
                                                                                    30)))
                 if proc.returncode is None:
-                    _signal_tree(proc.pid, signal.SIGKILL)
+                    signal_tree(proc.pid, signal.SIGKILL)
 
             running.liveness = asyncio.create_task(liveness_loop(liveness, spec, self.pod_ip, exec_runner, restart))
         try:
@@ -485,21 +526,6 @@ class PodRunner:
         cs.ready = ok and cs.running
         self.publish()
 
-    async def _exec(self, command: list[str], mounts: list[Mount], env: dict[str, str], seconds: float,
-                    user: tuple[int | None, int | None]) -> int:
-        argv = bwrap_command(command, pod_tmp=self.dir / "tmp", mounts=mounts, hostname=self.hostname,
-                             uid=user[0], gid=user[1], hidden=(str(self.ctx.state_dir),))
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.DEVNULL, env=env,
-                                                    start_new_session=True)
-        try:
-            return await asyncio.wait_for(proc.wait(), seconds)
-        except TimeoutError:
-            _signal_tree(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            return 1
-
     # ---- stop ------------------------------------------------------------------------------------------------
 
     async def stop(self, grace: float, *, shutdown: bool = False, keep_deadline: bool = False) -> None:
@@ -527,23 +553,38 @@ class PodRunner:
                                 container=name)
         left = max(grace - (time.monotonic() - started), 2.0 if hooks and not shutdown else 0.0)
         for r in running.values():
-            _signal_tree(r.proc.pid, signal.SIGTERM)
+            signal_tree(r.proc.pid, signal.SIGTERM)
         if running:
             waits = [asyncio.create_task(r.proc.wait()) for r in running.values()]
             _done, pending = await asyncio.wait(waits, timeout=left)
             for r in running.values():
                 if r.proc.returncode is None:
-                    _signal_tree(r.proc.pid, signal.SIGKILL)
+                    signal_tree(r.proc.pid, signal.SIGKILL)
             if pending:
                 await asyncio.wait(pending, timeout=10)
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if _LIVE.get(self.pod["metadata"]["uid"]) is self:
+            del _LIVE[self.pod["metadata"]["uid"]]
         self._done.set()
 
     def pids(self) -> list[int]:
         return [r.proc.pid for r in self._running.values()]
+
+
+async def _exec(sandbox: Sandbox, command: list[str], seconds: float) -> int:
+    """An exec probe's or hook's command in the container's sandbox: its exit code (1 after `seconds`)."""
+    proc = await asyncio.create_subprocess_exec(*sandbox.argv(command), stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                                                env=sandbox.env, start_new_session=True)
+    try:
+        return await asyncio.wait_for(proc.wait(), seconds)
+    except TimeoutError:
+        signal_tree(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return 1
 
 
 async def _pump(reader: asyncio.StreamReader, stream: str, fd: int) -> None:
@@ -563,7 +604,7 @@ async def _pump(reader: asyncio.StreamReader, stream: str, fd: int) -> None:
         os.write(fd, f"{now_nano()} {stream} {tag} ".encode() + chunk)
 
 
-def _signal_tree(pid: int, sig: signal.Signals) -> None:
+def signal_tree(pid: int, sig: signal.Signals) -> None:
     """Signal a sandbox and everything in it (bwrap does not forward signals to the command)."""
     try:
         children = psutil.Process(pid).children(recursive=True)

@@ -1,7 +1,8 @@
-"""The kubelet endpoint of each node: what the API server calls for `kubectl logs` (and `-f`).
+"""The kubelet endpoint of each node: what the API server calls for `kubectl logs` (and `-f`) and `kubectl exec`.
 
 It listens on the node's InternalIP and port 10250 over TLS with the node's serving certificate, and answers
 only the API server: a client certificate from the cluster CA whose name is the API server's kubelet client.
+Exec is the remotecommand WebSocket protocol (`remotecommand.py`), run in the container's sandbox.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from typing import Any
 from aiohttp import web
 
 from aifacility.embedded.nodeagent.podlogs import FileLogProvider, LogOptions, LogProvider, LogsUnavailable
+from aifacility.embedded.nodeagent.remotecommand import ExecError, ExecOptions, serve_exec
+from aifacility.embedded.nodeagent.runner import Sandbox, running_sandbox
 
 KUBELET_PORT = 10250
 PodGetter = Callable[[str, str], dict[str, Any] | None]
+# (pod uid, container) -> the running container's sandbox, None when it does not run here
+SandboxGetter = Callable[[str, str], Sandbox | None]
 
 
 def _int(value: str | None) -> int | None:
@@ -46,7 +51,8 @@ def log_options(container: str, q: Any) -> LogOptions:
                       previous=_bool(q.get("previous")))
 
 
-def make_app(pod_getter: PodGetter, logs: LogProvider, allowed_client: str) -> web.Application:
+def make_app(pod_getter: PodGetter, logs: LogProvider, allowed_client: str,
+             sandboxes: SandboxGetter = running_sandbox) -> web.Application:
     @web.middleware
     async def only_the_api_server(request: web.Request, handler: Any) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peercert") if request.transport else None
@@ -79,9 +85,37 @@ def make_app(pod_getter: PodGetter, logs: LogProvider, allowed_client: str) -> w
         await response.write_eof()
         return response
 
+    async def exec_(request: web.Request) -> web.StreamResponse:
+        ns, name, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
+        try:
+            pod = pod_getter(ns, name)
+            if pod is None:
+                raise ExecError(404, "pod does not exist")
+            uid = request.match_info.get("uid")
+            if uid and uid != pod["metadata"]["uid"]:
+                raise ExecError(404, "pod not found")
+            spec = pod["spec"]
+            if not any(c.get("name") == container
+                       for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]):
+                raise ExecError(404, f"container not found ({container!r})")
+            opts = ExecOptions.parse(request.query)
+            sandbox = sandboxes(pod["metadata"]["uid"], container)
+            if sandbox is None:
+                raise ExecError(400, f"container {container!r} in pod {ns}/{name} is not running")
+            if request.headers.get("Upgrade", "").lower() != "websocket":
+                # kubectl falls back to SPDY when its WebSocket upgrade fails; this kubelet speaks WebSockets only.
+                raise ExecError(400, "this kubelet serves exec over WebSockets (v5.channel.k8s.io, "
+                                "v4.channel.k8s.io) only, not SPDY")
+        except ExecError as e:
+            return web.Response(status=e.code, text=e.message)
+        return await serve_exec(request, sandbox, opts)
+
     app = web.Application(middlewares=[only_the_api_server])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", container_logs)
+    for path in ("/exec/{namespace}/{pod}/{container}", "/exec/{namespace}/{pod}/{uid}/{container}"):
+        app.router.add_get(path, exec_)
+        app.router.add_post(path, exec_)
     return app
 
 
