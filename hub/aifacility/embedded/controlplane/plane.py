@@ -207,6 +207,10 @@ class ControlPlane:
             *self._pair_args("--kubelet-client-certificate", "--kubelet-client-key",
                              p.pair("apiserver-kubelet-client")),
             f"--kubelet-certificate-authority={self.ca}", "--kubelet-preferred-address-types=InternalIP",
+            # `kubectl exec` (WebSocket v5) is proxied as it is to kubelets whose Node declares the feature (ours
+            # does); without these the API server would translate it to SPDY, which our kubelet does not speak.
+            # Both are on by default in 1.36 (beta); named here because the node agent depends on them.
+            "--feature-gates=ExtendWebSocketsToKubelet=true,NodeDeclaredFeatures=true",
             # The aggregation layer (Kueue's visibility API) authenticates to extension servers as front-proxy.
             f"--requestheader-client-ca-file={p.ca('front-proxy-ca').cert}",
             "--requestheader-allowed-names=front-proxy-client", "--requestheader-username-headers=X-Remote-User",

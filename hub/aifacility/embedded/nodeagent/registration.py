@@ -15,6 +15,9 @@ from aifacility.embedded.controlplane.versions import versions
 from aifacility.embedded.nodeagent.events import now
 from aifacility.facility.model import Facility, Node
 
+# Node features the API server acts on (status.declaredFeatures, sorted): ExtendWebSocketsToKubelet has it
+# proxy `kubectl exec`'s WebSocket to our kubelet endpoint as it is.
+DECLARED_FEATURES = ("ExtendWebSocketsToKubelet",)
 INTERLINK_TAINT = {"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}
 # interLink's virtual kubelet labels accelerators by vendor kind.
 _VIRTUAL_ACCEL_LABEL = {"gpu": "nvidia-gpu-type", "mig": "nvidia-gpu-type", "fpga": "xilinx-fpga-type"}
@@ -95,6 +98,11 @@ def node_object(facility: Facility, node: Node, index: int, state_dir: Path | No
     node_taints = taints(node)
     if node_taints:
         spec["taints"] = node_taints
+    status: dict[str, Any] = {}
+    if not virtual:
+        # Our kubelet endpoint serves exec over WebSockets: the API server proxies kubectl's WebSocket to it
+        # (instead of translating to SPDY, which it does not speak) for nodes that declare this feature.
+        status["declaredFeatures"] = list(DECLARED_FEATURES)
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -125,6 +133,7 @@ def node_object(facility: Facility, node: Node, index: int, state_dir: Path | No
                 "operatingSystem": "linux",
                 "architecture": "amd64",
             },
+            **status,
         },
     }
 
