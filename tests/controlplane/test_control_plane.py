@@ -9,10 +9,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-from controlplane_support import Cluster
 
 from aifacility.embedded.cluster import HUB_NAMESPACE, HUB_SERVICE_ACCOUNT
 from aifacility.embedded.controlplane.versions import versions
+from support.controlplane import Cluster
 
 NS = "aifacility"
 HUB = f"system:serviceaccount:{HUB_NAMESPACE}:{HUB_SERVICE_ACCOUNT}"

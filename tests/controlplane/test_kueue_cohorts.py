@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from controlplane_support import Cluster
+from support.controlplane import Cluster
 
 NS = "aifacility"
 FLAVOR = "cohort-test-cpu"

@@ -61,6 +61,15 @@ def _bind_host_path(path: str, targets: list[str]) -> list[str]:
     return args
 
 
+def _through_host_links(target: str, host_dirs: tuple[str, ...]) -> str:
+    """A mount target under a host directory, with the host's symlinks on its way resolved (/var/run/secrets is
+    /run/secrets): the sandbox has the same links, but bwrap would follow an absolute one on the host."""
+    target = os.path.normpath(target)
+    if any(target == d or _under(target, d) for d in host_dirs):
+        return os.path.realpath(target)
+    return target
+
+
 def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], working_dir: str | None = None,
                   hostname: str | None = None, uid: int | None = None, gid: int | None = None,
                   host_dirs: tuple[str, ...] = HOST_DIRS, hidden: tuple[str, ...] = (),
@@ -71,10 +80,13 @@ def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], wor
     appears as that user: the process sees itself as e.g. jovyan (1000) and owns its volumes, while on the
     host its files stay root's, as with a rootless container runtime.
     """
+    mounts = [Mount(m.source, _through_host_links(m.target, host_dirs), m.read_only) for m in mounts]
     targets = [os.path.normpath(m.target) for m in mounts]
     if working_dir:
         targets.append(os.path.normpath(working_dir))
-    args = [BWRAP, "--tmpfs", "/"]
+    # An empty /run of the sandbox's own, as a container has: the host's /var/run links to it, and the
+    # service-account volume every pod gets by default is mounted under /var/run/secrets.
+    args = [BWRAP, "--tmpfs", "/", "--dir", "/run"]
     for d in host_dirs:
         args += _bind_host_path(d, targets)
     # `hidden`: the cluster's state directory holds every user's volumes; under a bound host directory (a

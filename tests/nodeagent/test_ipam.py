@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from aifacility.devcluster.agent.ipam import PodIPs, choose_block, listening_blocks
+from aifacility.embedded.nodeagent.ipam import PodIPs, choose_block, listening_blocks
 
 
 def test_a_block_with_a_listener_is_avoided(tmp_path: Path) -> None:

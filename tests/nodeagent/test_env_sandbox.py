@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from aifacility.devcluster.agent.env import ConfigError, container_env, expand, expand_command
-from aifacility.devcluster.agent.sandbox import Mount, bwrap_command
+from aifacility.embedded.nodeagent.env import ConfigError, container_env, expand, expand_command
+from aifacility.embedded.nodeagent.sandbox import Mount, bwrap_command
 
 
 def test_expand_like_kubernetes() -> None:
@@ -110,3 +110,17 @@ def test_sandbox_mounts_volumes_at_their_paths(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["value-1", "read-only", "nb-1", "/home/jovyan", "etc"]
     assert (data / "out").read_text() == "written\n"
+
+
+def test_a_volume_under_a_host_symlink_is_mounted(tmp_path: Path) -> None:
+    """The service-account volume every pod gets is at /var/run/secrets/..., and /var/run links to /run."""
+    token, pod_tmp = tmp_path / "token", tmp_path / "tmp"
+    for d in (token, pod_tmp):
+        d.mkdir()
+    (token / "namespace").write_text("aifacility")
+    target = "/var/run/secrets/kubernetes.io/serviceaccount"
+    argv = bwrap_command(["sh", "-c", f"cat {target}/namespace; echo; echo x > /run/own; cat /var/run/own"],
+                         pod_tmp=pod_tmp, mounts=[Mount(token, target, read_only=True)])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["aifacility", "x"]

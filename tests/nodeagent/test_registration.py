@@ -1,8 +1,8 @@
-"""Node objects from the facility file."""
+"""Node objects from the facility file, as the node agent registers them."""
 
 from __future__ import annotations
 
-from aifacility.devcluster.nodes import INTERLINK_TAINT, node_object
+from aifacility.embedded.nodeagent.registration import INTERLINK_TAINT, node_object
 from aifacility.facility.model import Facility
 
 
@@ -29,6 +29,8 @@ def test_virtual_node(facility: Facility) -> None:
     obj = node_object(facility, node, i, None)
     labels = obj["metadata"]["labels"]
     assert labels["virtual-node.interlink/type"] == "virtual-kubelet"
-    assert labels["kubernetes.io/os"] == "virtual-kubelet" and labels["kubernetes.io/role"] == "agent"
+    assert labels["kubernetes.io/os"] == "virtual-kubelet"
+    # NodeRestriction refuses a node's own kubernetes.io/ labels other than the well-known ones.
+    assert "kubernetes.io/role" not in labels
     assert INTERLINK_TAINT in obj["spec"]["taints"]
     assert obj["status"]["allocatable"]["pods"] == "10000"

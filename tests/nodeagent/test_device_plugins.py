@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aifacility.devcluster.agent.devices import DeviceManager
+from aifacility.embedded.nodeagent.devices import DeviceManager
 
 
 def container(name: str, **limits: str) -> dict:

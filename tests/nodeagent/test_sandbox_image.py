@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aifacility.devcluster.agent.sandbox import bwrap_command, runtime_dirs
+from aifacility.embedded.nodeagent.sandbox import bwrap_command, runtime_dirs
 
 
 def test_a_checkout_under_tmp_is_bound_over_the_pods_own_tmp(tmp_path: Path) -> None:
