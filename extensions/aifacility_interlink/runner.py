@@ -49,7 +49,13 @@ bw_mirror() {
     elif [[ -r $e ]]; then BW+=(--ro-bind "$e" "$e"); fi
   done
 }
-bw_root() { BW=(--die-with-parent --tmpfs / --proc /proc --dev /dev --tmpfs /tmp); bw_mirror / "$@"; }
+# Mount paths are mirrored (and bound) as the host resolves them: /var/run/secrets/... (a pod's service-account
+# token) is /run/secrets/... where /var/run is a symlink, and /run must then be a dir of the sandbox's own.
+bw_root() {
+  local m real=()
+  for m in "$@"; do real+=("$(realpath -m -- "$m")"); done
+  BW=(--die-with-parent --tmpfs / --proc /proc --dev /dev --tmpfs /tmp); bw_mirror / ${real[@]+"${real[@]}"}
+}
 shopt -s dotglob nullglob
 trap 'kill $(jobs -p) 2>/dev/null; exit 143' TERM INT
 """
@@ -116,7 +122,9 @@ class ScriptBuilder:
         targets = " ".join(_q(b.target) for b in binds)
         bwrap = [self.cfg.runtime_binary or "bwrap", '"${BW[@]}"']
         for b in binds:
-            bwrap += ["--ro-bind" if b.read_only else "--bind", _q(b.source), _q(b.target)]
+            # The target as the host resolves it (bwrap would follow an absolute symlink on the way, such as
+            # /var/run -> /run, outside the new root).
+            bwrap += ["--ro-bind" if b.read_only else "--bind", _q(b.source), f'"$(realpath -m -- {_q(b.target)})"']
         bwrap += ["--ro-bind", _q(env_file), "/.aifacility-env", "--"]
         inner = inner.replace(_q(env_file), "/.aifacility-env")
         return f"bw_root {targets}; " + " ".join(bwrap) + f" bash -c {_q(inner)}"

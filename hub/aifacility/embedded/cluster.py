@@ -23,6 +23,7 @@ from aifacility.embedded.controlplane.kueue_manager import CHART, KueueManager, 
 from aifacility.embedded.controlplane.plane import ControlPlane, https_ok
 from aifacility.embedded.nodeagent import provisioner
 from aifacility.embedded.nodeagent.registration import is_virtual, node_address
+from aifacility.embedded.virtualnode import rbac as virtual_kubelet_rbac
 from aifacility.facility.model import Facility
 from aifacility.kueue.render import render as render_kueue_objects
 from aifacility.launcher.supervisor import Component, LaunchError
@@ -105,6 +106,8 @@ class EmbeddedCluster:
         classes = {self.facility.storage.storage_class, provisioner.STORAGE_CLASS}
         plane.apply([*provisioner.rbac(), *(provisioner.storage_class(c, default=c == provisioner.STORAGE_CLASS)
                                             for c in sorted(classes))])
+        # The interLink virtual kubelets' ClusterRole (their identity is not a node's: see virtualnode/rbac.py).
+        plane.apply(virtual_kubelet_rbac.rbac())
         plane.service_account_kubeconfig(HUB_NAMESPACE, HUB_SERVICE_ACCOUNT, "hub.kubeconfig")
         assert self.kueue is not None
         self.kueue.install(self.facility.namespace)

@@ -1,4 +1,6 @@
-"""`python -m aifacility.embedded.nodeagent --state-dir DIR [--facility FILE]`: run the node agent until SIGTERM."""
+"""`python -m aifacility.embedded.nodeagent --state-dir DIR [--facility FILE] [--interlink NODE=URL ...]`: run the
+node agent until SIGTERM. The interLink plugins' token is read from the file $AIFACILITY_INTERLINK_TOKEN_FILE
+names (what `aifacility up` writes)."""
 
 from __future__ import annotations
 
@@ -23,10 +25,20 @@ async def _serve(agent: object) -> None:
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
     try:
-        print(f"node agent: serving nodes {', '.join(agent.kubelets)}", flush=True)
+        print(f"node agent: serving nodes {', '.join([*agent.kubelets, *agent.virtual.kubelets])}", flush=True)
         await stop.wait()
     finally:
         await agent.stop()
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{value} s is out of range (more than 0, at most 3600)")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,18 +46,29 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run the embedded cluster's node agent until SIGTERM or Ctrl-C.")
     parser.add_argument("--facility", help="facility file (default: $AIFACILITY_FACILITY or the demo facility)")
     parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--interlink", action="append", default=[], metavar="NODE=URL",
+                        help="the interLink plugin serving virtual node NODE (repeatable)")
+    parser.add_argument("--ping-interval", type=_seconds, default=30.0, metavar="SECONDS",
+                        help="how often virtual nodes ping their interLink plugin (default 30, as interLink)")
+    parser.add_argument("--status-interval", type=_seconds, default=5.0, metavar="SECONDS",
+                        help="how often virtual nodes ask their plugin for their pods' status (default 5)")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from aifacility.embedded.nodeagent.agent import NodeAgent
+    from aifacility.embedded.virtualnode.controller import parse_interlink_options
+    from aifacility_interlink.client import token_from_env
     try:
         facility = load_facility(args.facility)
         plane = ControlPlane(args.state_dir, facility.namespace, [n.name for n in facility.nodes], starts=False)
-    except (FacilityError, LaunchError) as e:
+        interlink = parse_interlink_options(args.interlink)
+        agent = NodeAgent(facility, args.state_dir, plane, interlink=interlink, plugin_token=token_from_env(),
+                          ping_interval=args.ping_interval, status_interval=args.status_interval)
+    except (FacilityError, LaunchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from aifacility.embedded.nodeagent.agent import NodeAgent
-    asyncio.run(_serve(NodeAgent(facility, args.state_dir, plane)))
+    asyncio.run(_serve(agent))
     return 0
 
 

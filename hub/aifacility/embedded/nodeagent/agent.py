@@ -1,4 +1,5 @@
-"""The node agent: a kubelet of processes for every local node of the facility file, and the volume provisioner.
+"""The node agent: a kubelet of processes for every local node of the facility file, the facility's interLink
+virtual nodes, and the volume provisioner.
 
     agent = NodeAgent(facility, state_dir, plane)   # plane: the ControlPlane (credentials, addresses)
     await agent.start(); ...; await agent.stop()
@@ -6,6 +7,9 @@
 Each local node registers itself with the capacity, labels and taints the facility file gives it (GPUs, MIG
 slices and FPGAs as the device plugins advertise them), renews its Lease, runs the pods the scheduler binds to
 it as sandboxed processes (`local.LocalProcessProvider`) and serves its kubelet endpoint for `kubectl logs`.
+Each virtual node (`interlink` in the facility file) runs its pods through its interLink plugin
+(`embedded/virtualnode/`): `interlink` maps a virtual node to its plugin's URL (else the facility file's), and
+`plugin_token` is the plugins' bearer token.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +32,16 @@ from aifacility.embedded.nodeagent.provisioner import PROVISIONER_USER, VolumePr
 from aifacility.embedded.nodeagent.registration import is_virtual, node_ip, node_object
 from aifacility.embedded.nodeagent.runner import NodeContext
 from aifacility.embedded.nodeagent.server import KubeletServer
+from aifacility.embedded.virtualnode.controller import VirtualNodes
 from aifacility.facility.model import Facility
 
 log = logging.getLogger(__name__)
 
 
 class NodeAgent:
-    def __init__(self, facility: Facility, state_dir: Path, plane: ControlPlane, *,
-                 backoff_base: float = 1.0) -> None:
+    def __init__(self, facility: Facility, state_dir: Path, plane: ControlPlane, *, backoff_base: float = 1.0,
+                 interlink: Mapping[str, str] | None = None, plugin_token: str | None = None,
+                 ping_interval: float = 30.0, status_interval: float = 5.0) -> None:
         self.facility = facility
         self.state_dir = Path(state_dir).resolve()
         self.plane = plane
@@ -44,6 +51,9 @@ class NodeAgent:
         self.servers: list[KubeletServer] = []
         self.clients: list[KubeClient] = []
         self.provisioner: VolumeProvisioner | None = None
+        # ValueError here (a node that is not virtual, a bad URL) before anything starts.
+        self.virtual = VirtualNodes(facility, self.state_dir, plane, interlink, token=plugin_token,
+                                    ping_interval=ping_interval, status_interval=status_interval)
 
     def _client(self, kubeconfig: Path) -> KubeClient:
         client = KubeClient(kubeconfig)
@@ -84,8 +94,10 @@ class NodeAgent:
                 pod_ip = (pod.get("status") or {}).get("podIP")
                 if pod_ip:
                     ips.reserve(pod["metadata"]["uid"], pod_ip)
+        await self.virtual.start()
 
     async def stop(self) -> None:
+        await self.virtual.stop()
         await asyncio.gather(*(p.shutdown() for p in self.providers.values()), return_exceptions=True)
         await asyncio.gather(*(k.stop() for k in self.kubelets.values()), return_exceptions=True)
         if self.provisioner is not None:
@@ -100,4 +112,4 @@ class NodeAgent:
         return [pid for p in self.providers.values() for pid in p.pids()]
 
     def describe(self) -> dict[str, Any]:
-        return {name: len(k.pods) for name, k in self.kubelets.items()}
+        return {name: len(k.pods) for name, k in [*self.kubelets.items(), *self.virtual.kubelets.items()]}
