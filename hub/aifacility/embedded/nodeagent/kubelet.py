@@ -18,7 +18,7 @@ from typing import Any
 from aifacility.embedded.kubeclient import STRATEGIC, ApiError, KubeClient, cancel_all, follow
 from aifacility.embedded.nodeagent.events import now
 from aifacility.embedded.nodeagent.provider import Pod, PodLifecycleHandler
-from aifacility.embedded.nodeagent.references import prefetch
+from aifacility.embedded.nodeagent.references import PATHS, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class NodeKubelet:
         self._deleting: set[str] = set()
         self._meta: dict[str, tuple[Any, Any]] = {}
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (namespace, kind, name) -> object
+        self._fetching: set[tuple[str, str, str]] = set()
         self._tokens: dict[str, str] = {}  # pod uid -> its service-account token
         self._status: dict[str, tuple[Pod, dict[str, Any]]] = {}  # uid -> newest status not yet written
         self._writers: dict[str, asyncio.Task[Any]] = {}
@@ -112,8 +113,31 @@ class NodeKubelet:
 
     def lookup(self, namespace: str) -> Callable[[str, str], dict[str, Any] | None]:
         def get(kind: str, name: str) -> dict[str, Any] | None:
-            return self._objects.get((namespace, kind, name))
+            obj = self._objects.get((namespace, kind, name))
+            if obj is None:
+                # Not there when the pod was created: fetched again in the background, so that a runner that
+                # retries (a container waiting for its Secret) finds it once it exists, as the kubelet does.
+                self._refetch(namespace, kind, name)
+            return obj
         return get
+
+    def _refetch(self, namespace: str, kind: str, name: str) -> None:
+        key = (namespace, kind, name)
+        if key in self._fetching or kind not in PATHS:
+            return
+        self._fetching.add(key)
+
+        async def fetch() -> None:
+            try:
+                obj = await self.client.get(f"/api/v1/namespaces/{namespace}/{PATHS[kind]}/{name}")
+                if obj is not None:
+                    self._objects[key] = obj
+            except Exception as e:  # refused or unreachable: the runner asks again at its next try
+                log.info("node %s: %s %s/%s not fetched: %s", self.name, kind, namespace, name, e)
+            finally:
+                self._fetching.discard(key)
+
+        self._spawn(fetch())
 
     def pod(self, namespace: str, name: str) -> Pod | None:
         return self.pods.get((namespace, name))
@@ -140,6 +164,8 @@ class NodeKubelet:
                     await self.client.patch(path, {"metadata": {"uid": uid}, "status": status}, STRATEGIC)
                     break
                 except ApiError as e:
+                    if e.status == 422:  # refused (e.g. an immutable field changed): say so, retrying won't help
+                        log.warning("pod %s/%s: status refused: %s", meta["namespace"], meta["name"], e)
                     if e.status in (404, 409, 422):
                         break
                     log.info("pod %s/%s: status not written (%s)", meta["namespace"], meta["name"], e)

@@ -85,6 +85,7 @@ class FileLogProvider:
         if self.state_dir is None:
             return
         path = log_path(self.state_dir, pod, container, opts.previous)
+        _check_available(pod, container, opts, path)
         budget = opts.limit_bytes if opts.limit_bytes is not None else -1
         since = opts.since()
         lines, offset, inode = await asyncio.to_thread(_read_existing, path, opts.tail_lines)
@@ -130,6 +131,22 @@ class FileLogProvider:
             out = _render(pending, opts.timestamps, since)
             if out is not None:
                 yield _spend(out, budget)[0]
+
+
+def _check_available(pod: Obj, container: str, opts: LogOptions, path: Path) -> None:
+    """The kubelet's 400s for logs that do not exist: no previous run, or a container that never started."""
+    name = pod["metadata"]["name"]
+    if opts.previous:
+        if not path.exists():
+            raise LogsUnavailable(400, f'previous terminated container "{container}" in pod "{name}" not found')
+        return
+    status = pod.get("status") or {}
+    statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+    cs: Obj = next((c for c in statuses if c.get("name") == container), {})
+    waiting = (cs.get("state") or {}).get("waiting")
+    if waiting is not None and not cs.get("restartCount") and not path.exists():
+        reason = waiting.get("reason") or "ContainerCreating"
+        raise LogsUnavailable(400, f'container "{container}" in pod "{name}" is waiting to start: {reason}')
 
 
 def _spend(out: bytes, budget: int) -> tuple[bytes, int, bool]:

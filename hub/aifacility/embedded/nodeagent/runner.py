@@ -85,12 +85,18 @@ def run_as(pod: dict[str, Any], container: dict[str, Any]) -> tuple[int | None, 
 
 
 def qos_class(pod: dict[str, Any]) -> str:
+    """The pod's QoS class: the API server's (set at creation, and immutable), else computed as it does, from
+    CPU and memory only (extended resources such as GPUs do not count)."""
+    given = (pod.get("status") or {}).get("qosClass")
+    if given:
+        return str(given)
     containers = [*(pod["spec"].get("containers") or []), *(pod["spec"].get("initContainers") or [])]
     any_set = False
     guaranteed = True
     for c in containers:
         res = c.get("resources") or {}
-        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        limits = {k: v for k, v in (res.get("limits") or {}).items() if k in ("cpu", "memory")}
+        requests = {k: v for k, v in (res.get("requests") or {}).items() if k in ("cpu", "memory")}
         if limits or requests:
             any_set = True
         for r in ("cpu", "memory"):
