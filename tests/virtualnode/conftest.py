@@ -1,23 +1,21 @@
-"""Fixtures: a real SLURM (LocalSlurm), the interLink plugin as a real server process (`--runtime bwrap`), and
-a DevCluster whose vk-hpc-leonardo virtual node forwards to it. kubectl runs as an async subprocess, so the
-cluster keeps serving on the test's own event loop."""
+"""Fixtures: a real SLURM (LocalSlurm), the interLink plugin as a real server process (`--runtime bwrap`, with a
+token), and the embedded cluster (the real control plane and Kueue) whose node agent runs the vk-hpc-leonardo
+virtual node against that plugin. Started once for the session; kubectl runs as an async subprocess."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-from vnode_helpers import VNODE, Kubectl, Plugin
+from vnode_helpers import Kubectl, OffloadCluster, Plugin, offload_cluster
 
-from aifacility.devcluster import DevCluster
 from aifacility.facility import load_facility
 from aifacility_interlink.localslurm import LocalSlurm
 
 
-@pytest.fixture
-def plugin(slurm: LocalSlurm, tmp_path: Path) -> Iterator[Plugin]:
-    p = Plugin(tmp_path / "plugin", slurm.env()).start()
+@pytest.fixture(scope="session")
+def plugin_process(slurm: LocalSlurm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plugin]:
+    p = Plugin(tmp_path_factory.mktemp("plugin"), slurm.env()).start()
     try:
         yield p
     finally:
@@ -25,16 +23,28 @@ def plugin(slurm: LocalSlurm, tmp_path: Path) -> Iterator[Plugin]:
 
 
 @pytest.fixture
-async def cluster(plugin: Plugin, tmp_path: Path) -> AsyncIterator[DevCluster]:
-    dev = DevCluster(load_facility(), tmp_path / "state", interlink_urls={VNODE: plugin.url}, backoff_base=0.2)
-    # Tests ping and poll often; the defaults (30 s, 5 s) are interLink's.
-    dev.virtual_nodes.ping_interval = 0.5
-    dev.virtual_nodes.status_interval = 0.5
-    dev.virtual_nodes.retry = (0.2, 1.0)
-    async with dev:
-        yield dev
+def plugin(plugin_process: Plugin) -> Plugin:
+    """The plugin, running (a test before may have stopped it)."""
+    if not plugin_process.running:
+        plugin_process.start()
+    return plugin_process
+
+
+@pytest.fixture(scope="session")
+def offload(plugin_process: Plugin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OffloadCluster]:
+    with offload_cluster(load_facility(), tmp_path_factory.mktemp("offload"), plugin_process) as c:
+        yield c
 
 
 @pytest.fixture
-def kubectl(cluster: DevCluster) -> Kubectl:
-    return Kubectl(cluster.kubeconfig_path)
+def cluster(offload: OffloadCluster, plugin: Plugin) -> OffloadCluster:
+    """The cluster, its node agent running and its plugin answering."""
+    if not offload.agent.alive():
+        offload.agent.start()
+        offload.agent.wait_ready(60)
+    return offload
+
+
+@pytest.fixture
+def kubectl(cluster: OffloadCluster) -> Kubectl:
+    return Kubectl(cluster.kubeconfig)

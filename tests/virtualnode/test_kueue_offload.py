@@ -1,38 +1,42 @@
-"""A batch/v1 Job queued through Kueue, admitted to the `hpc` offload flavor, runs on SLURM via the virtual node."""
+"""A batch/v1 Job queued through the real Kueue, admitted to the `hpc` offload flavor, runs on SLURM via the
+virtual node."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from vnode_helpers import VNODE, Kubectl, Plugin, until
+from vnode_helpers import VNODE, Kubectl, OffloadCluster, until
 
-from aifacility.devcluster import DevCluster
 from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
+from aifacility.kueue.render import render as render_kueue_objects
 
 pytestmark = pytest.mark.slurm
 NS = "aifacility"
 
 
 @pytest.fixture
-async def small_quota_cluster(plugin: Plugin, tmp_path: Path) -> AsyncIterator[DevCluster]:
-    """The demo facility with a 1-CPU local quota per group, so that a 3-CPU job can only go to HPC."""
+def small_local_quota(cluster: OffloadCluster, tmp_path: Path) -> Iterator[OffloadCluster]:
+    """The demo facility's queues with a 1-CPU local quota per group, so that a 3-CPU job can only go to HPC
+    (the facility's objects rendered again and applied; the demo's are restored afterwards)."""
     doc = yaml.safe_load(demo_facility_path().read_text())
     for group in doc["queues"]["groups"].values():
         group["cpu"] = "1"
         group.pop("borrowing_limit", None)
     path = tmp_path / "facility.yaml"
     path.write_text(yaml.safe_dump(doc))
-    dev = DevCluster(load_facility(path), tmp_path / "state", interlink_urls={VNODE: plugin.url})
-    dev.virtual_nodes.ping_interval = 0.5
-    dev.virtual_nodes.status_interval = 0.5
-    async with dev:
-        yield dev
+    plane = cluster.embedded.plane
+    plane.apply(render_kueue_objects(load_facility(path)))
+    try:
+        yield cluster
+    finally:
+        plane.kubectl("delete", "job", "-n", NS, "fit", "--ignore-not-found", "--wait=true", check=False)
+        plane.apply(render_kueue_objects(cluster.embedded.facility))
 
 
 def hpc_job(name: str) -> dict[str, Any]:
@@ -49,13 +53,14 @@ def hpc_job(name: str) -> dict[str, Any]:
                                               "limits": {"cpu": "3", "memory": "200Mi"}}}]}}}}
 
 
-async def test_kueue_job_admitted_to_hpc_runs_on_slurm(small_quota_cluster: DevCluster) -> None:
-    kubectl = Kubectl(small_quota_cluster.kubeconfig_path)
-    await kubectl("apply", "-f", "-", stdin=yaml.safe_dump(hpc_job("fit")))
+async def test_kueue_job_admitted_to_hpc_runs_on_slurm(small_local_quota: OffloadCluster) -> None:
+    kubectl = Kubectl(small_local_quota.kubeconfig, namespace=NS)
+    await kubectl.apply(hpc_job("fit"))
 
     async def workload() -> dict[str, Any] | None:
-        items = json.loads(await kubectl("get", "workloads.kueue.x-k8s.io", "-n", NS, "-o", "json"))["items"]
-        admitted = [w for w in items if (w.get("status") or {}).get("admission")]
+        items = json.loads(await kubectl("get", "workloads.kueue.x-k8s.io", "-o", "json"))["items"]
+        admitted = [w for w in items if (w.get("status") or {}).get("admission")
+                    and w["metadata"]["ownerReferences"][0]["name"] == "fit"]
         return admitted[0] if admitted else None
 
     wl = await until(workload, 60)
@@ -63,14 +68,14 @@ async def test_kueue_job_admitted_to_hpc_runs_on_slurm(small_quota_cluster: DevC
     assert set(assignment["flavors"].values()) == {"hpc"}
 
     async def succeeded() -> bool:
-        job = json.loads(await kubectl("get", "job", "fit", "-n", NS, "-o", "json"))
-        return any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"].get("conditions") or [])
+        job = json.loads(await kubectl("get", "job", "fit", "-o", "json"))
+        return any(c["type"] == "Complete" and c["status"] == "True"
+                   for c in (job.get("status") or {}).get("conditions") or [])
 
     await until(succeeded, 120)
-    pods = json.loads(await kubectl("get", "pods", "-n", NS, "-l", "job-name=fit", "-o", "json"))["items"]
-    [pod] = pods
+    [pod] = json.loads(await kubectl("get", "pods", "-l", "job-name=fit", "-o", "json"))["items"]
     assert pod["spec"]["nodeName"] == VNODE
     assert pod["metadata"]["annotations"]["JobID"].isdigit()
     assert pod["status"]["phase"] == "Succeeded"
-    out = await kubectl("logs", "-n", NS, pod["metadata"]["name"])
+    out = await kubectl("logs", pod["metadata"]["name"])
     assert out.strip() == "fitted on 3 cpus in debug"

@@ -1,9 +1,9 @@
-"""The `aifacility up` side: a local SLURM and the plugin start before the cluster, whose virtual node uses them."""
+"""The `aifacility up` side: a local SLURM and the plugin start before the embedded cluster, whose node agent
+runs the virtual node against them (the plugin URL and token file passed as `up` passes them)."""
 
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import time
@@ -16,9 +16,10 @@ import pytest
 import yaml
 from vnode_helpers import VNODE
 
+from aifacility.embedded.controlplane import build
 from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
-from aifacility.launcher.components import cluster_component, offload_components
+from aifacility.launcher.components import cluster_components, offload_components
 from aifacility.launcher.supervisor import Supervisor
 from aifacility.launcher.up import UpOptions
 
@@ -26,14 +27,17 @@ pytestmark = pytest.mark.slurm
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    return subprocess.run(["kubectl", *args], env={**os.environ, "KUBECONFIG": str(kubeconfig)}, input=stdin,
-                          capture_output=True, text=True, check=True, timeout=60).stdout
+    return subprocess.run([str(build.binary("kubectl")), f"--kubeconfig={kubeconfig}", "-n", "default", *args],
+                          input=stdin, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def wait(check: Any, seconds: float = 90) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        value = check()
+        try:
+            value = check()
+        except (subprocess.CalledProcessError, KeyError):
+            value = None
         if value:
             return value
         time.sleep(0.3)
@@ -46,6 +50,7 @@ def conditions(kubeconfig: Path, node: str) -> dict[str, dict[str, str]]:
 
 
 def test_up_starts_slurm_and_the_plugin_before_the_cluster(tmp_path: Path) -> None:
+    build.build(quiet=True)
     opts = UpOptions(facility=demo_facility_path(), state_dir=tmp_path / "state")
     facility = load_facility(opts.facility)
     logs = opts.state_dir / "logs"
@@ -66,12 +71,16 @@ def test_up_starts_slurm_and_the_plugin_before_the_cluster(tmp_path: Path) -> No
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(forged, timeout=10)
         assert refused.value.code == 401
-        cluster = sup.start(cluster_component(opts, facility, logs, interlink), timeout=60)
-        assert f"{VNODE}={interlink[VNODE]}" in cluster.argv
-        assert cluster.env == {"AIFACILITY_INTERLINK_TOKEN_FILE": str(token_file)}
-        kubeconfig = opts.state_dir / "kubeconfig"
+        cluster, parts = cluster_components(opts, facility, interlink)
+        for component in parts:
+            sup.start(component, timeout=120)
+        agent = next(c for c in parts if c.name == "node agent")
+        assert f"{VNODE}={interlink[VNODE]}" in agent.argv
+        assert agent.env == {"AIFACILITY_INTERLINK_TOKEN_FILE": str(token_file)}
+        kubeconfig = cluster.plane.admin_kubeconfig
+        # interLink's default ping interval is 30 s; the first ping is at the start.
         wait(lambda: conditions(kubeconfig, VNODE)["Ready"]["status"] == "True", 60)
-        htc = conditions(kubeconfig, "vk-htc-tier1")
+        htc = wait(lambda: conditions(kubeconfig, "vk-htc-tier1"), 30)
         assert htc["Ready"]["status"] == "False"
         assert htc["InterlinkConnectivity"]["reason"] == "InterlinkNotConfigured"
         assert "--interlink vk-htc-tier1=URL" in htc["InterlinkConnectivity"]["message"]

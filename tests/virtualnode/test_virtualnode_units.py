@@ -1,4 +1,5 @@
-"""The virtual node's pieces without a batch system: phase rules, RetrievedPodData, URLs, node status."""
+"""The virtual node's pieces without a cluster or a batch system: phase rules, RetrievedPodData, plugin URLs and
+options, the node's status and taints from a ping, its RBAC."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import Any
 
 import pytest
 
-from aifacility.devcluster import DevCluster, kinds
-from aifacility.devcluster.__main__ import main as devcluster_main
-from aifacility.devcluster.agent.env import ConfigError
-from aifacility.devcluster.store import Store
-from aifacility.devcluster.virtualnode import plugin_urls
-from aifacility.devcluster.virtualnode.node import mark_not_ready, mark_ready
-from aifacility.devcluster.virtualnode.phase import pod_status
-from aifacility.devcluster.virtualnode.podspec import retrieved_pod_data
+from aifacility.embedded.nodeagent.__main__ import main as nodeagent_main
+from aifacility.embedded.nodeagent.env import ConfigError
+from aifacility.embedded.nodeagent.registration import node_object
+from aifacility.embedded.virtualnode import rbac
+from aifacility.embedded.virtualnode.controller import parse_interlink_options, plugin_urls
+from aifacility.embedded.virtualnode.node import not_ready, plugin_taints, ready, taint_patch
+from aifacility.embedded.virtualnode.phase import pod_status
+from aifacility.embedded.virtualnode.podspec import retrieved_pod_data
 from aifacility.facility import load_facility
+from aifacility_interlink.client import TOKEN_FILE_ENV
 from aifacility_interlink.contract import PingResponse
 
 RUN = {"running": {"startedAt": "2026-11-21T05:00:00Z"}}
@@ -151,80 +153,95 @@ def test_plugin_urls() -> None:
         plugin_urls(facility, {"vk-htc-tier1": "127.0.0.1:4000"})
 
 
-def test_devcluster_cli_refuses_bad_interlink_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as e:
-        devcluster_main(["--state-dir", str(tmp_path), "--interlink", "vk-hpc-leonardo"])
-    assert e.value.code == 2 and "is not NODE=URL" in capsys.readouterr().err
-    assert devcluster_main(["--state-dir", str(tmp_path), "--interlink", "nope=http://127.0.0.1:1"]) == 2
+def test_interlink_options() -> None:
+    assert parse_interlink_options(["vk-hpc-leonardo=unix:///run/p.sock"]) == {
+        "vk-hpc-leonardo": "unix:///run/p.sock"}
+    with pytest.raises(ValueError, match="expected NODE=URL"):
+        parse_interlink_options(["vk-hpc-leonardo"])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_interlink_options(["a=http://x", "a=http://y"])
+
+
+def test_node_agent_cli_refuses_bad_interlink_options(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    state = ["--state-dir", str(tmp_path)]
+    assert nodeagent_main([*state, "--interlink", "vk-hpc-leonardo"]) == 2
+    assert "expected NODE=URL" in capsys.readouterr().err
+    assert nodeagent_main([*state, "--interlink", "nope=http://127.0.0.1:1"]) == 2
     assert "nope is not an interLink virtual node" in capsys.readouterr().err
+    monkeypatch.setenv(TOKEN_FILE_ENV, str(tmp_path / "absent"))
+    assert nodeagent_main([*state, "--interlink", "vk-hpc-leonardo=http://127.0.0.1:1"]) == 2
+    assert "cannot read the interLink plugin token file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        nodeagent_main([*state, "--ping-interval", "0"])
+    assert "out of range" in capsys.readouterr().err
 
 
-def _node(store: Store) -> dict[str, Any]:
-    return store.get(kinds.NODE, None, "vk-hpc-leonardo")
+def _node() -> dict[str, Any]:
+    facility = load_facility()
+    [(index, vk)] = [(i, n) for i, n in enumerate(facility.nodes) if n.name == "vk-hpc-leonardo"]
+    node = node_object(facility, vk, index, None)
+    node["metadata"]["resourceVersion"] = "7"
+    return node
 
 
-def test_ping_sets_capacity_never_zero_and_the_plugin_taints(tmp_path: Path) -> None:
-    from aifacility.devcluster.nodes import apply_nodes
-
-    store = Store(tmp_path / "store.sqlite")
-    try:
-        apply_nodes(store, load_facility())
-        configured = dict(_node(store)["status"]["capacity"])
-        mark_not_ready(store, "vk-hpc-leonardo", "InterlinkPingFailed", "down")
-        taints = {t["key"] for t in _node(store)["spec"]["taints"]}
-        assert "node.kubernetes.io/not-ready" in taints and "virtual-node.interlink/no-schedule" in taints
-        ping = PingResponse.model_validate({
-            "status": "ok", "resources": {"cpu": "0", "memory": "512Gi", "pods": "1000",
-                                          "accelerators": [{"resourceType": "nvidia.com/gpu", "available": 8}]},
-            "taints": [{"key": "site", "value": "leonardo", "effect": "NoSchedule"}]})
-        mark_ready(store, "vk-hpc-leonardo", ping, configured, ping.model_dump_json())
-        node = _node(store)
-        cap = node["status"]["capacity"]
-        assert cap["cpu"] == configured["cpu"]  # a 0 from a full cluster does not drain the node
-        assert (cap["memory"], cap["pods"], cap["nvidia.com/gpu"]) == ("512Gi", "1000", "8")
-        assert node["status"]["allocatable"] == cap
-        conds = {c["type"]: c for c in node["status"]["conditions"]}
-        assert conds["Ready"]["status"] == "True" and conds["InterlinkConnectivity"]["status"] == "True"
-        keys = [t["key"] for t in node["spec"]["taints"]]
-        assert "node.kubernetes.io/not-ready" not in keys and "site" in keys
-        assert "virtual-node.interlink/no-schedule" in keys
-        # The plugin stops reporting its taint: it goes; the facility's own taint stays.
-        ping.taints = []
-        mark_ready(store, "vk-hpc-leonardo", ping, configured, ping.model_dump_json())
-        assert [t["key"] for t in _node(store)["spec"]["taints"]] == ["virtual-node.interlink/no-schedule"]
-    finally:
-        store.close()
+def _apply(node: dict[str, Any], patch: dict[str, Any] | None) -> None:
+    """A JSON merge patch of metadata.annotations and spec.taints, as the API server applies it."""
+    if patch is None:
+        return
+    for k, v in (patch["metadata"].get("annotations") or {}).items():
+        if v is None:
+            node["metadata"]["annotations"].pop(k, None)
+        else:
+            node["metadata"]["annotations"][k] = v
+    if "spec" in patch:
+        node["spec"]["taints"] = patch["spec"]["taints"]
 
 
-async def test_unreachable_plugin_node_not_ready_and_pods_unscheduled(tmp_path: Path) -> None:
-    import asyncio
+def test_ping_sets_capacity_never_zero_conditions_and_the_plugin_taints() -> None:
+    node = _node()
+    configured = dict(node["status"]["capacity"])
+    not_ready(node, "InterlinkPingFailed", "down")
+    conds = {c["type"]: c for c in node["status"]["conditions"]}
+    assert conds["Ready"]["status"] == "False" and conds["InterlinkConnectivity"]["reason"] == "InterlinkPingFailed"
+    patch = taint_patch(node, False, None)
+    assert patch is not None and patch["metadata"]["resourceVersion"] == "7"  # a concurrent writer gets a 409
+    _apply(node, patch)
+    keys = {(t["key"], t["effect"]) for t in node["spec"]["taints"]}
+    assert keys == {("node.kubernetes.io/not-ready", "NoSchedule"), ("virtual-node.interlink/no-schedule",
+                                                                     "NoSchedule")}
+    assert taint_patch(node, False, None) is None  # nothing to change
+    ping = PingResponse.model_validate({
+        "status": "ok", "resources": {"cpu": "0", "memory": "512Gi", "pods": "1000",
+                                      "accelerators": [{"resourceType": "nvidia.com/gpu", "available": 8}]},
+        "taints": [{"key": "site", "value": "leonardo", "effect": "NoSchedule"},
+                   {"key": "virtual-node.interlink/no-schedule", "value": "true"}]})
+    ready(node, ping, configured)
+    cap = node["status"]["capacity"]
+    assert cap["cpu"] == configured["cpu"]  # a 0 from a full cluster does not drain the node
+    assert (cap["memory"], cap["pods"], cap["nvidia.com/gpu"]) == ("512Gi", "1000", "8")
+    assert node["status"]["allocatable"] == cap
+    conds = {c["type"]: c for c in node["status"]["conditions"]}
+    assert conds["Ready"]["status"] == "True" and conds["InterlinkConnectivity"]["status"] == "True"
+    # Taints: the not-ready one goes, the plugin's own comes (never a second interLink taint), with the ping.
+    _apply(node, taint_patch(node, True, plugin_taints(ping), ping.model_dump_json()))
+    keys = {(t["key"], t["effect"]) for t in node["spec"]["taints"]}
+    assert keys == {("site", "NoSchedule"), ("virtual-node.interlink/no-schedule", "NoSchedule")}
+    assert "512Gi" in node["metadata"]["annotations"]["interlink.virtual-kubelet.io/ping-response"]
+    # Another writer's taint stays (the node lifecycle controller's NoExecute one, say).
+    node["spec"]["taints"].append({"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"})
+    ping.taints = []
+    _apply(node, taint_patch(node, True, plugin_taints(ping)))
+    assert sorted(t["key"] for t in node["spec"]["taints"]) == ["node.kubernetes.io/unreachable",
+                                                                  "virtual-node.interlink/no-schedule"]
 
-    from vnode_helpers import free_port, until
 
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    dev = DevCluster(load_facility(), tmp_path / "state", interlink_urls={"vk-hpc-leonardo": url})
-    dev.virtual_nodes.ping_interval = 0.2
-    async with dev:
-        def connectivity(name: str) -> dict[str, Any]:
-            node = dev.store.get(kinds.NODE, None, name)
-            return next(c for c in node["status"]["conditions"] if c["type"] == "InterlinkConnectivity")
-
-        cond = await until(lambda: connectivity("vk-hpc-leonardo")["reason"] == "InterlinkPingFailed"
-                           and connectivity("vk-hpc-leonardo"), 10)
-        assert url in cond["message"] and "cannot be reached" in cond["message"]
-        htc = connectivity("vk-htc-tier1")
-        assert htc["status"] == "False" and htc["reason"] == "InterlinkNotConfigured"
-        dev.store.create(kinds.POD, {"metadata": {"name": "w", "namespace": "default"}, "spec": {
-            "restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": "vk-hpc-leonardo"},
-            "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists"}],
-            "containers": [{"name": "c", "image": "x", "command": ["true"]}]}})
-
-        def unschedulable() -> str:
-            p = dev.store.get(kinds.POD, "default", "w")
-            return next((c.get("message", "") for c in p["status"].get("conditions") or []
-                         if c["type"] == "PodScheduled" and c["status"] == "False"), "")
-
-        message = await until(unschedulable, 10)
-        assert "node.kubernetes.io/not-ready" in message
-        await asyncio.sleep(0.5)
-        assert not dev.store.get(kinds.POD, "default", "w")["spec"].get("nodeName")
+def test_rbac_binds_the_virtual_kubelets_group_not_nodes() -> None:
+    role, binding = rbac.rbac()
+    rules = {(r["apiGroups"][0], res): set(r["verbs"]) for r in role["rules"] for res in r["resources"]}
+    assert {"patch"} <= rules[("", "nodes")] and {"patch"} <= rules[("", "nodes/status")]
+    assert {"patch"} <= rules[("", "pods/status")] and rules[("", "secrets")] == {"get"}
+    assert rules[("", "serviceaccounts/token")] == {"create"}
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                    "name": rbac.GROUP}]
+    assert not rbac.user("vk-hpc-leonardo").startswith("system:")

@@ -57,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from aifacility.embedded.nodeagent.agent import NodeAgent
-    from aifacility.embedded.virtualnode.controller import parse_interlink_options
+    from aifacility.embedded.virtualnode.controller import parse_interlink_options, plugin_urls
     from aifacility_interlink.client import token_from_env
     try:
         facility = load_facility(args.facility)
-        plane = ControlPlane(args.state_dir, facility.namespace, [n.name for n in facility.nodes], starts=False)
         interlink = parse_interlink_options(args.interlink)
-        agent = NodeAgent(facility, args.state_dir, plane, interlink=interlink, plugin_token=token_from_env(),
+        plugin_urls(facility, interlink)  # every option names a virtual node, with a URL it can use
+        token = token_from_env()
+        plane = ControlPlane(args.state_dir, facility.namespace, [n.name for n in facility.nodes], starts=False)
+        agent = NodeAgent(facility, args.state_dir, plane, interlink=interlink, plugin_token=token,
                           ping_interval=args.ping_interval, status_interval=args.status_interval)
     except (FacilityError, LaunchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
