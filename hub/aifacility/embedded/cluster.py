@@ -13,7 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,11 @@ class EmbeddedCluster:
 
     @property
     def hub_kubeconfig(self) -> Path:
-        return self.plane.kubeconfigs / "hub.kubeconfig"
+        return self.hub_kubeconfig_path(self.plane.state_dir)
+
+    @staticmethod
+    def hub_kubeconfig_path(state_dir: Path) -> Path:
+        return Path(state_dir).resolve() / "controlplane" / "kubeconfigs" / "hub.kubeconfig"
 
     def _bootstrap(self) -> None:
         plane = self.plane
@@ -116,17 +120,23 @@ class EmbeddedCluster:
         # After Kueue: its webhooks validate ClusterQueues and LocalQueues.
         self.plane.apply(render_kueue_objects(self.facility))
 
-    def node_agent(self, facility_file: Path | None = None) -> Component:
+    def node_agent(self, facility_file: Path | None = None, *, interlink: Mapping[str, str] | None = None,
+                   env: Mapping[str, str] | None = None) -> Component:
+        """`interlink`: virtual node -> URL of its interLink plugin; `env`: e.g. the plugins' token file."""
         local = [(i, n) for i, n in enumerate(self.facility.nodes) if not is_virtual(n)]
         argv = [sys.executable, "-m", "aifacility.embedded.nodeagent", "--state-dir", str(self.plane.state_dir)]
         if facility_file is not None:
             argv += ["--facility", str(facility_file)]
+        for node, url in (interlink or {}).items():
+            argv += ["--interlink", f"{node}={url}"]
         # Ready once the last node serves its kubelet endpoint (nodes register in order).
         index = local[-1][0] if local else 0
-        return Component(name="node agent", argv=argv, log=self.plane.logs / "node-agent.log",
-                         ready=https_ok(f"https://{node_address(index)}:10250/healthz", self.plane.ca))
+        return Component(name="node agent", argv=argv, log=self.plane.logs / "node-agent.log", env=dict(env or {}),
+                         ready=https_ok(f"https://{node_address(index)}:{self.plane.ports.kubelet}/healthz",
+                                        self.plane.ca))
 
-    def components(self, facility_file: Path | None = None, *, nodes: bool = True) -> list[Component]:
+    def components(self, facility_file: Path | None = None, *, nodes: bool = True,
+                   interlink: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None) -> list[Component]:
         plane = self.plane
         plane.prepare()
         self.kueue = KueueManager(plane, render_umbrella_kueue(HUB_NAMESPACE))
@@ -135,5 +145,5 @@ class EmbeddedCluster:
                Step("cluster bootstrap", self._bootstrap, log), self.kueue.component(),
                Step("the facility's queues", self._queues, log)]
         if nodes:
-            out.append(self.node_agent(facility_file))
+            out.append(self.node_agent(facility_file, interlink=interlink, env=env))
         return out

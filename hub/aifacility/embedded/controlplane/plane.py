@@ -78,6 +78,9 @@ class Ports:
     kueue_visibility: int
     kueue_health: int
     kueue_metrics: int
+    # Every node's kubelet endpoint (on the node's own InternalIP): one port per facility, so that two
+    # facilities on one machine (a demo and the tests) never collide on the nodes' addresses.
+    kubelet: int
 
     @classmethod
     def stable(cls, state_dir: Path) -> Ports:

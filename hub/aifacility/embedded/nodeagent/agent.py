@@ -70,7 +70,7 @@ class NodeAgent:
         for index, node in enumerate(self.facility.nodes):
             if is_virtual(node):
                 continue
-            obj = node_object(self.facility, node, index, self.state_dir)
+            obj = node_object(self.facility, node, index, self.state_dir, plane.ports.kubelet)
             client = self._client(plane.node_kubeconfig(node.name))
             kubelet = NodeKubelet(client, obj)
             allocatable = dict(obj["status"]["allocatable"])
@@ -86,7 +86,7 @@ class NodeAgent:
             self.providers[node.name] = provider
             serving = plane.kubelet_serving(node.name, ip)
             server = KubeletServer(ip, kubelet.pod, self.state_dir, serving.cert, serving.key, plane.ca,
-                                   APISERVER_KUBELET_CLIENT)
+                                   APISERVER_KUBELET_CLIENT, port=plane.ports.kubelet)
             await server.start()
             self.servers.append(server)
             await kubelet.start(provider)

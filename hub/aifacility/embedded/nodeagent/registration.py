@@ -90,7 +90,8 @@ def _conditions(stamp: str) -> list[dict[str, str]]:
     ]
 
 
-def node_object(facility: Facility, node: Node, index: int, state_dir: Path | None) -> dict[str, Any]:
+def node_object(facility: Facility, node: Node, index: int, state_dir: Path | None,
+                kubelet_port: int = 10250) -> dict[str, Any]:
     cap = capacity(facility, node, state_dir)
     stamp = now()
     virtual = is_virtual(node)
@@ -119,7 +120,7 @@ def node_object(facility: Facility, node: Node, index: int, state_dir: Path | No
             "conditions": _conditions(stamp),
             "addresses": [{"type": "InternalIP", "address": node_address(index)},
                           {"type": "Hostname", "address": node.name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
             "nodeInfo": {
                 "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, node.name).hex,
                 "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, node.name)),
