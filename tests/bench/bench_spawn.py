@@ -49,7 +49,7 @@ def main() -> int:
     mv, mf = statistics.median(v), statistics.median(f)
     print(f"{'':34}{'median':>9}{'min':>9}{'max':>9}   (seconds, {ROUNDS} spawns each, alternating)")
     print(f"{'vanilla JupyterHub (local process)':34}{mv:9.2f}{min(v):9.2f}{max(v):9.2f}")
-    print(f"{'aifacility (devcluster pod)':34}{mf:9.2f}{min(f):9.2f}{max(f):9.2f}")
+    print(f"{'aifacility (pod on the embedded cluster)':34}{mf:9.2f}{min(f):9.2f}{max(f):9.2f}")
     ratio = mf / mv
     print(f"ratio aifacility/vanilla: {ratio:.2f}  (target <= 1.25: {'met' if ratio <= 1.25 else 'NOT met'})")
     return 0

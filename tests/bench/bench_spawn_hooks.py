@@ -33,14 +33,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import requests
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the support package
 
+from aifacility.embedded.cluster import EmbeddedCluster
+from aifacility.embedded.controlplane import build
 from aifacility.facility import load_facility
-from aifacility.launcher.supervisor import free_port
-from support.hub_process import HubProcess, terminate
+from aifacility.launcher.supervisor import Supervisor, free_port
+from support.hub_process import HubProcess
 from support.spawning import spawn_and_wait, stop_and_wait
 
 ROUNDS = 8  # spawns per spawner after one warm-up each (median of these)
@@ -90,31 +91,6 @@ c.KubeSpawner.volumes, c.KubeSpawner.volume_mounts = storage.pod_volumes(facilit
 """
 
 
-class Proc:
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> None:
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                         start_new_session=True)
-        self.log = log
-
-    def stop(self) -> None:
-        terminate(self.proc, 60)
-
-
-def _wait_up(url: str, proc: Proc, what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"{what} exited; log: {proc.log}\n{proc.log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer at {url} within {timeout} s; log: {proc.log}")
-
-
 def _start_hub(work: Path, config: str, kubeconfig: Path) -> HubProcess:
     work.mkdir(parents=True)
     hub = HubProcess(work)
@@ -123,8 +99,8 @@ def _start_hub(work: Path, config: str, kubeconfig: Path) -> HubProcess:
 
 
 def _pod(kubeconfig: Path, name: str) -> dict[str, Any]:
-    out = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "-n", "aifacility", "get", "pod", name,
-                          "-o", "json"], check=True, capture_output=True, text=True, timeout=60).stdout
+    argv = [str(build.binary("kubectl")), "--kubeconfig", str(kubeconfig), "-n", "aifacility", "get", "pod", name]
+    out = subprocess.run([*argv, "-o", "json"], check=True, capture_output=True, text=True, timeout=60).stdout
     return dict(json.loads(out))
 
 
@@ -150,20 +126,20 @@ def _prepare_shared_claims(kubeconfig: Path) -> None:
     for name, kind, what in storage.shared_claims(facility, GROUPS):
         body = storage.pvc_manifest(name, facility.storage, facility.storage.group_size if kind == "group"
                                     else facility.storage.dataset_size, kind, what)
-        subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "-n", facility.namespace, "apply", "-f", "-"],
+        subprocess.run([str(build.binary("kubectl")), "--kubeconfig", str(kubeconfig), "-n", facility.namespace,
+                        "apply", "-f", "-"],
                        input=json.dumps(body), check=True, capture_output=True, text=True, timeout=60)
 
 
 def bench_spawns(tmp: Path) -> None:
-    state = tmp / "cluster"
-    cport = free_port()
-    cluster = Proc([sys.executable, "-m", "aifacility.devcluster", "--state-dir", str(state),
-                    "--listen", f"127.0.0.1:{cport}"], tmp / "devcluster.log", dict(os.environ), tmp)
+    cluster = EmbeddedCluster(load_facility(), tmp / "cluster")
+    sup = Supervisor()
     hubs: list[HubProcess] = []
     try:
-        _wait_up(f"http://127.0.0.1:{cport}/readyz", cluster, "the development cluster")
-        kubeconfig = state / "kubeconfig"
-        _prepare_shared_claims(kubeconfig)
+        for component in cluster.components():
+            sup.start(component, timeout=120)
+        _prepare_shared_claims(cluster.plane.admin_kubeconfig)
+        kubeconfig = cluster.hub_kubeconfig  # both hubs as the chart's hub service account
         ours = _start_hub(tmp / "hub-facility", FACILITY_HUB.format(data=str(tmp / "hub-facility")), kubeconfig)
         hubs.append(ours)
         plain = _start_hub(tmp / "hub-plain", PLAIN_HUB.format(data=str(tmp / "hub-plain"), own=OWN_TRAITS,
@@ -185,7 +161,7 @@ def bench_spawns(tmp: Path) -> None:
                 posted: list[float] = []
                 took = spawn_and_wait(hub.api, hub.url, user, PROFILE, posted=posted)
                 if round_ == 0:  # warm-up: first imports, claims, caches; and the pods compared
-                    shapes[kind] = _pod_shape(_pod(kubeconfig, f"jupyter-{user}"), user)
+                    shapes[kind] = _pod_shape(_pod(cluster.plane.admin_kubeconfig, f"jupyter-{user}"), user)
                 else:
                     times[kind].append(took)
                     hooks[kind].append(_pod_created_at(hub.log_path, user, posted[0]) - posted[0])
@@ -211,7 +187,7 @@ def bench_spawns(tmp: Path) -> None:
     finally:
         for hub in hubs:
             hub.stop(timeout=60)
-        cluster.stop()
+        sup.stop()
 
 
 def _pod_created_at(log: Path, user: str, after: float) -> float:

@@ -39,7 +39,10 @@ def parse_summary(body: Mapping[str, Any]) -> list[PendingWorkload]:
     out = []
     for item in body.get("items") or []:
         meta = item.get("metadata") or {}
-        owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+        # Kueue's visibility API copies a Workload's owner references without their `controller` flag: the
+        # controller's reference when it is marked, else the first (a Workload has its job as only owner).
+        refs = meta.get("ownerReferences") or []
+        owner = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
         out.append(PendingWorkload(
             name=meta.get("name", ""), namespace=meta.get("namespace", ""),
             local_queue=item.get("localQueueName", ""), priority=int(item.get("priority") or 0),

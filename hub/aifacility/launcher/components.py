@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from aifacility.embedded.cluster import EmbeddedCluster
 from aifacility.facility.model import Facility
 from aifacility.launcher.secrets import persistent_secret
 from aifacility.launcher.supervisor import Component, LaunchError, free_port, http_ok, port_in_use
@@ -45,20 +46,14 @@ def public_url(opts: UpOptions) -> str:
     return f"http://{host}:{opts.port}"
 
 
-def cluster_component(opts: UpOptions, facility: Facility, logs: Path,
-                      interlink: dict[str, str] | None = None) -> Component:
-    """`interlink`: virtual node -> URL of the plugin started for it (see offload_components)."""
-    port = stable_port(opts.state_dir, "devcluster")
-    plugins = [arg for node, url in (interlink or {}).items() for arg in ("--interlink", f"{node}={url}")]
-    return Component(
-        name="development cluster",
-        argv=[sys.executable, "-m", "aifacility.devcluster", "--facility", str(opts.facility),
-              "--state-dir", str(opts.state_dir), "--listen", f"127.0.0.1:{port}", *plugins],
-        # the virtual nodes authenticate to the plugins offload_components started (PluginClient's token)
-        env={TOKEN_FILE_ENV: str(interlink_token_file(opts.state_dir))} if interlink else {},
-        log=logs / "devcluster.log",
-        ready=http_ok(f"http://127.0.0.1:{port}/readyz", accept=lambda code: code == 200),
-    )
+def cluster_components(opts: UpOptions, facility: Facility,
+                       interlink: dict[str, str] | None = None) -> tuple[EmbeddedCluster, list[Component]]:
+    """The embedded cluster's parts in start order: the control plane, Kueue, the facility's objects and the
+    node agent. `interlink`: virtual node -> URL of the plugin started for it (see offload_components)."""
+    cluster = EmbeddedCluster(facility, opts.state_dir)
+    # the virtual nodes authenticate to the plugins offload_components started (PluginClient's token)
+    env = {TOKEN_FILE_ENV: str(interlink_token_file(opts.state_dir))} if interlink else {}
+    return cluster, cluster.components(opts.facility, interlink=interlink, env=env)
 
 
 class LocalSlurmComponent(Component):
@@ -188,7 +183,8 @@ def hub_env(opts: UpOptions, extra: dict[str, str]) -> dict[str, str]:
         "AIFACILITY_PROXY_API_PORT": str(stable_port(state, "proxy-api")),
         "AIFACILITY_LIFETIMES_PORT": str(stable_port(state, "lifetimes")),
         "AIFACILITY_ADMIN_TOKEN": persistent_secret(state, "admin-api-token"),
-        "KUBECONFIG": str(state / "kubeconfig"),
+        # The hub's own identity: the chart's service account and RBAC, never the admin's kubeconfig.
+        "KUBECONFIG": str(EmbeddedCluster.hub_kubeconfig_path(state)),
         "JUPYTERHUB_CRYPT_KEY": persistent_secret(state, "crypt-key", 32),
         "CONFIGPROXY_AUTH_TOKEN": persistent_secret(state, "proxy-auth-token"),
     }

@@ -1,5 +1,6 @@
-"""FacilitySpawner in a real JupyterHub against the development cluster: a MIG session with its volumes, and
-a queued session that waits in Kueue with its position shown, then starts when a slice is freed.
+"""FacilitySpawner in a real JupyterHub against the embedded cluster (the real control plane and Kueue, with the
+hub's own service account): a MIG session with its volumes, and a queued session that waits in Kueue with its
+position shown, then starts when a slice is freed.
 
 (The whole facility in a browser is the end-to-end suite's; here the hub uses the dummy authenticator.)
 """
@@ -10,7 +11,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -21,12 +21,15 @@ from typing import Any
 import pytest
 import requests
 
-from aifacility.launcher.supervisor import free_port
-from support.hub_process import HubProcess, terminate
+from aifacility.embedded.cluster import EmbeddedCluster
+from aifacility.embedded.controlplane import build
+from aifacility.facility import load_facility
+from aifacility.launcher.supervisor import Supervisor
+from support.hub_process import HubProcess
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "spawner-devcluster-test-token"
+TOKEN = "spawner-cluster-test-token"
 
 
 @dataclass
@@ -41,8 +44,8 @@ class Setup:
                                 headers={"Authorization": f"token {TOKEN}"}, **kw)
 
     def kubectl(self, *args: str) -> Any:
-        out = subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), "-n", "aifacility", *args,
-                              "-o", "json"], check=True, capture_output=True, text=True, timeout=60).stdout
+        argv = [str(build.binary("kubectl")), "--kubeconfig", str(self.kubeconfig), "-n", "aifacility", *args]
+        out = subprocess.run([*argv, "-o", "json"], check=True, capture_output=True, text=True, timeout=60).stdout
         return json.loads(out)
 
     def reservations(self) -> list[tuple[Any, ...]]:
@@ -68,19 +71,17 @@ def _up(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    work = tmp_path_factory.mktemp("spawner-dc")
+    work = tmp_path_factory.mktemp("spawner-cluster")
     state, data = work / "state", work / "hub"
     data.mkdir()
-    cport = free_port()
-    cluster_log = work / "devcluster.log"
-    with cluster_log.open("wb") as out:
-        cluster = subprocess.Popen([sys.executable, "-m", "aifacility.devcluster", "--state-dir", str(state),
-                                    "--listen", f"127.0.0.1:{cport}"], stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    cluster = EmbeddedCluster(load_facility(None), state)
+    sup = Supervisor()
     hub = HubProcess(work, token=TOKEN)
     try:
-        _wait("the development cluster", lambda: _up(f"http://127.0.0.1:{cport}/readyz"), 60, cluster_log)
-        env = {**os.environ, "KUBECONFIG": str(state / "kubeconfig")}
+        for component in cluster.components():
+            sup.start(component, timeout=120)
+        # The hub's own identity, as on a cluster: the chart's service account and RBAC.
+        env = {**os.environ, "KUBECONFIG": str(cluster.hub_kubeconfig)}
         env.pop("AIFACILITY_FACILITY", None)
         hub.launch(textwrap.dedent(f"""
             from aifacility.facility import load_facility
@@ -93,7 +94,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
                                          "scopes": ["admin:users", "admin:servers", "admin:groups"]}}]
         """), env=env)
-        s = Setup(hub.url, state, data, state / "kubeconfig")
+        s = Setup(hub.url, state, data, cluster.plane.admin_kubeconfig)
         users = {"alice": ["physics", "ml"], "u1": ["ml"], "u2": ["ml"], "u3": ["ml"]}
         for u in users:
             s.api("POST", f"/users/{u}")
@@ -102,7 +103,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         yield s
     finally:
         hub.stop()
-        terminate(cluster)
+        sup.stop()
 
 
 def _spawn(s: Setup, user: str, options: dict[str, Any], ready: bool = True) -> None:
