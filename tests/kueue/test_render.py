@@ -1,47 +1,28 @@
-"""The facility's Kueue objects: what render() derives from the facility file, valid against Kueue's CRDs."""
+"""The facility's Kueue objects: what render() derives from the facility file."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 
-from aifacility.devcluster.kueue.schema import admit, crd_schema
 from aifacility.facility import FacilityError, load_facility
 from aifacility.facility.loader import demo_facility_path
 from aifacility.kueue import render
-
-SHARED_CRDS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "kueue-v0.19.2"
-PLURALS = {"ResourceFlavor": "resourceflavors", "ClusterQueue": "clusterqueues", "LocalQueue": "localqueues"}
-
-
-def shared_schema(plural: str) -> dict[str, Any]:
-    crd = yaml.safe_load((SHARED_CRDS / f"{plural}.yaml").read_text())
-    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta2")["schema"]["openAPIV3Schema"]
 
 
 def by_name(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
 
 
-def test_packaged_crd_schemas_are_the_shared_ones() -> None:
-    for path in sorted(SHARED_CRDS.glob("*.yaml")):
-        assert crd_schema(path.stem) == shared_schema(path.stem), path.name
-
-
-def test_demo_objects_validate_against_the_crds() -> None:
+def test_demo_objects_are_v1beta2_queues_of_both_groups() -> None:
+    # Whether Kueue accepts them is shown where the real Kueue admits them (tests/controlplane): its CRDs'
+    # schemas and CEL rules, and its validating webhooks, run on every apply.
     objs = render(load_facility())
     assert [o["kind"] for o in objs].count("ClusterQueue") == 2
-    for obj in objs:
-        assert obj["apiVersion"] == "kueue.x-k8s.io/v1beta2"
-        plural = PLURALS[obj["kind"]]
-        jsonschema.validate(obj, shared_schema(plural))
-        # ... and the CRDs' CEL rules, as the development cluster's API server runs them.
-        assert admit(plural, copy.deepcopy(obj), None) == [], obj["metadata"]["name"]
+    assert {o["apiVersion"] for o in objs} == {"kueue.x-k8s.io/v1beta2"}
 
 
 def test_flavors_follow_accelerators_and_virtual_nodes() -> None:
