@@ -49,7 +49,7 @@ FORM_ROUNDS = 5
 PROFILE = {"profile": "cpu-small", "image": "ml"}
 GROUPS = ["ml"]
 # FacilitySpawner's own traits: everything else it is configured with, plain KubeSpawner gets too.
-OWN_TRAITS = {"facility_path", "quota_db", "limits_source", "cmd_as_container_command", "kueue_accelerator_sessions",
+OWN_TRAITS = {"facility_path", "quota_db", "limits_source", "kueue_accelerator_sessions",
               "queued_start_timeout", "queue_poll_interval", "availability_ttl"}
 
 HUB_COMMON = """
@@ -69,8 +69,8 @@ configure(c, load_facility(), data_dir={data!r})
 
 # Plain KubeSpawner with FacilitySpawner's settings and the pod FacilitySpawner makes for the profile: the
 # profile list is the rendered one (KubeSpawner applies it itself), the volumes those of a member of `groups`.
-# The development cluster runs commands, not images: the command goes into the container's `command`, as
-# FacilitySpawner's cmd_as_container_command does.
+# Like z2jh's, both pods carry the command as args to the image's ENTRYPOINT (the node agent runs it from the
+# facility file's images table).
 PLAIN_HUB = """
 from traitlets.config import Config
 from aifacility.facility import load_facility
@@ -82,9 +82,6 @@ for key, value in ours.FacilitySpawner.items():
     if key not in {own!r}:
         c.KubeSpawner[key] = value
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
-c.KubeSpawner.extra_container_config = {{"command": list(ours.FacilitySpawner.cmd)}}
-c.KubeSpawner.cmd = list(ours.FacilitySpawner.args)
-c.KubeSpawner.args = []
 c.KubeSpawner.profile_list = [{{k: v for k, v in p.items() if k != "aifacility"}}
                               for p in profiles.render_profile_list(facility, {groups!r}, {{}})]
 c.KubeSpawner.volumes, c.KubeSpawner.volume_mounts = storage.pod_volumes(facility, "home-{{username}}", {groups!r})

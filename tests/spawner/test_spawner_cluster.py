@@ -38,6 +38,7 @@ class Setup:
     state: Path
     data: Path
     kubeconfig: Path
+    hub_kubeconfig: Path
 
     def api(self, method: str, path: str, **kw: Any) -> requests.Response:
         return requests.request(method, f"{self.url}/hub/api{path}", timeout=60,
@@ -94,7 +95,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
                                          "scopes": ["admin:users", "admin:servers", "admin:groups"]}}]
         """), env=env)
-        s = Setup(hub.url, state, data, cluster.plane.admin_kubeconfig)
+        s = Setup(hub.url, state, data, cluster.plane.admin_kubeconfig, cluster.hub_kubeconfig)
         users = {"alice": ["physics", "ml"], "u1": ["ml"], "u2": ["ml"], "u3": ["ml"]}
         for u in users:
             s.api("POST", f"/users/{u}")
@@ -143,7 +144,8 @@ def test_a_queued_session_waits_with_its_position_and_starts_when_a_slice_frees(
                                   for p in setup.kubectl("get", "pods")["items"]), 60, Path(os.devnull))
     pod = setup.kubectl("get", "pod", "jupyter-u3")
     assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml"
-    assert [g["name"] for g in pod["spec"].get("schedulingGates", [])] == ["kueue.x-k8s.io/admission"]
+    # Kueue's admission gate (Kueue 0.19 adds its topology gate beside it).
+    assert "kueue.x-k8s.io/admission" in [g["name"] for g in pod["spec"].get("schedulingGates", [])]
 
     messages: list[str] = []
     with requests.get(f"{setup.url}/hub/api/users/u3/server/progress", stream=True, timeout=120,
@@ -169,3 +171,48 @@ def test_a_queued_session_waits_with_its_position_and_starts_when_a_slice_frees(
     assert ("u3", "", "ml", "mig-3g-40gb", 1, 0) in setup.reservations()
     for u in ("u2", "u3"):
         setup.api("DELETE", f"/users/{u}/server")
+
+
+def test_a_stock_kubespawner_spawns_on_the_embedded_cluster(setup: Setup, tmp_path: Path) -> None:
+    """KubeSpawner itself, without FacilitySpawner: its pod has the command as args to the image's ENTRYPOINT
+    (which the node agent runs from the facility file's images table), as Zero to JupyterHub's pods do."""
+    image = load_facility().images[0].image
+    hub = HubProcess(tmp_path / "stock")
+    hub.workdir.mkdir()
+    hub.launch(textwrap.dedent(f"""
+        c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+        c.KubeSpawner.namespace = "aifacility"
+        c.KubeSpawner.image = {image!r}
+        c.KubeSpawner.cpu_guarantee = 0.1
+        c.KubeSpawner.mem_guarantee = "128M"
+        c.KubeSpawner.http_timeout = 120
+        # Each pod has its own address here, as on a pod network: the server listens on it.
+        c.KubeSpawner.environment = {{"POD_IP": {{"valueFrom": {{"fieldRef": {{"fieldPath": "status.podIP"}}}}}}}}
+        c.KubeSpawner.cmd = ["jupyterhub-singleuser"]  # as Zero to JupyterHub's singleuser.cmd
+        c.KubeSpawner.args = ["--allow-root", "--ServerApp.ip=$(POD_IP)"]
+        c.JupyterHub.authenticator_class = "dummy"
+        c.Authenticator.allow_all = True
+        c.JupyterHub.cleanup_servers = True
+        c.JupyterHub.services = [{{"name": "tester", "api_token": "{hub.token}"}}]
+        c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
+                                     "scopes": ["admin:users", "admin:servers", "access:servers"]}}]
+    """), env={**os.environ, "KUBECONFIG": str(setup.hub_kubeconfig)})
+    try:
+        assert hub.api("POST", "/users/stock").status_code == 201
+        assert hub.api("POST", "/users/stock/server").status_code in (201, 202)
+        deadline = time.monotonic() + 120
+        while not hub.api("GET", "/users/stock").json()["servers"].get("", {}).get("ready"):
+            if time.monotonic() > deadline:
+                logs = subprocess.run([str(build.binary("kubectl")), "--kubeconfig", str(setup.kubeconfig), "-n",
+                                       "aifacility", "logs", "jupyter-stock"], capture_output=True, text=True)
+                raise AssertionError(f"the stock spawner's server never answered; its log:\n{logs.stdout[-3000:]}"
+                                     f"{logs.stderr[-500:]}\nthe hub's:\n{hub.log()[-2000:]}")
+            time.sleep(0.5)
+        (container,) = setup.kubectl("get", "pod", "jupyter-stock")["spec"]["containers"]
+        assert "command" not in container and container["args"][0] == "jupyterhub-singleuser"
+        r = requests.get(f"{hub.url}/user/stock/api/status", timeout=30,
+                         headers={"Authorization": f"token {hub.token}"})
+        assert r.status_code == 200, r.text
+        assert hub.api("DELETE", "/users/stock/server").status_code in (202, 204)
+    finally:
+        hub.stop()

@@ -74,8 +74,9 @@ async def test_pod_of_alice_on_a_mig_slice(make_spawner: Any, make_user: Any) ->
                                            "nvidia.com/mig.strategy": "mixed"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
     assert c["image"] == "harbor.cloud.infn.it/aifacility/notebook-ml:2026.11"
-    assert c["command"] == ["jupyterhub-singleuser"]
-    assert c["args"] == ["--allow-root", "--ServerApp.ip=$(POD_IP)"]
+    # As KubeSpawner writes it: the command is the args of the image's ENTRYPOINT (tini in docker-stacks).
+    assert "command" not in c
+    assert c["args"] == ["jupyterhub-singleuser", "--allow-root", "--ServerApp.ip=$(POD_IP)"]
     env = {e["name"]: e for e in c["env"]}
     assert env["HOME"]["value"] == "/home/jovyan"
     assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}

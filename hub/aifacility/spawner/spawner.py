@@ -92,11 +92,6 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
         None, allow_none=True, config=True,
         help="""A callable(spawner) -> LimitsSource giving the quota limits (default: the facility file's
         `quotas:`). The admin service plugs its editable limits in here.""")
-    cmd_as_container_command = Bool(
-        True, config=True,
-        help="""Run `cmd` as the container's `command` (and `args` as its args) instead of passing both as args
-        to the image's ENTRYPOINT (KubeSpawner's default). The development cluster runs commands, not images,
-        so it needs this; set False for images whose ENTRYPOINT must run (e.g. a tini init).""")
     kueue_accelerator_sessions = Bool(
         True, config=True,
         help="""Send every accelerator session of a group with a Kueue queue through that queue, not only the
@@ -376,10 +371,6 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
 
     async def get_pod_manifest(self) -> Any:
         pod = await super().get_pod_manifest()
-        container = pod.spec.containers[0]
-        n = len(self.cmd or [])
-        if self.cmd_as_container_command and n and list(container.args or [])[:n] == list(self.cmd):
-            container.command, container.args = container.args[:n], container.args[n:]
         if self._queue:
             pod.metadata.labels[queueing.QUEUE_LABEL] = self._queue
         pod.metadata.annotations = {**(pod.metadata.annotations or {}),
