@@ -1,0 +1,82 @@
+"""From inside bob's notebook (code in his kernel, sent through the Jupyter REST API as a script of his would),
+the cluster gives him nothing: no credentials in his pod, and the Kubernetes API refuses to show him alice's pod,
+to create a pod, to mount alice's home claim or a host path, or to read secrets, with or without the tokens his
+session holds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from support.facility import RunningFacility
+from support.kernel import run_in_kernel
+from support.oidc_login import oidc_login
+from support.spawning import spawn_and_wait, stop_and_wait
+
+pytestmark = pytest.mark.slow
+
+CPU = {"profile": "cpu-small", "image": "ml"}
+
+PROBE = r'''
+import json, os, ssl, urllib.error, urllib.request
+api = f"https://{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ['KUBERNETES_SERVICE_PORT']}"
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE  # an attacker does not care whom they talk to
+
+def call(method, path, body=None, token=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(api + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return type(e).__name__
+
+def pod(name, volume):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["cat", "/x/secret.txt"],
+                                     "volumeMounts": [{"name": "x", "mountPath": "/x"}]}],
+                     "volumes": [dict(name="x", **volume)]}}
+
+pods = "/api/v1/namespaces/aifacility/pods"
+hub_token = os.environ.get("JUPYTERHUB_API_TOKEN")
+out = {
+    "service_account_token": os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+    "kubeconfig": os.path.exists(os.path.expanduser("~/.kube/config")) or bool(os.environ.get("KUBECONFIG")),
+    "read_alice_pod": call("GET", pods + "/jupyter-alice"),
+    "list_pods": call("GET", pods),
+    "create_pod": call("POST", pods, pod("bob-probe", {"emptyDir": {}})),
+    "mount_alice_home": call("POST", pods, pod("bob-steals", {"persistentVolumeClaim": {"claimName": "home-alice"}})),
+    "mount_host_path": call("POST", pods, pod("bob-host", {"hostPath": {"path": "/"}})),
+    "read_secrets": call("GET", "/api/v1/secrets"),
+    "delete_alice_pod": call("DELETE", pods + "/jupyter-alice"),
+    "with_his_hub_token": call("GET", pods + "/jupyter-alice", token=hub_token),
+}
+print("PROBE", json.dumps(out))
+'''
+
+
+def test_bob_s_notebook_gets_nothing_from_the_kubernetes_api(facility: RunningFacility) -> None:
+    for user in ("alice", "bob"):
+        oidc_login(facility.url, user)
+    spawn_and_wait(facility.api, facility.url, "alice", CPU)
+    spawn_and_wait(facility.api, facility.url, "bob", CPU)
+    token = facility.api("POST", "/users/bob/tokens", json={"expires_in": 600, "note": "isolation"}).json()["token"]
+    printed = run_in_kernel(facility.url, "bob", token, PROBE)
+    seen = json.loads(printed.split("PROBE ", 1)[1])
+    assert seen.pop("service_account_token") is False
+    assert seen.pop("kubeconfig") is False
+    # Anonymous: authenticated as system:anonymous and authorized for nothing; his hub token is no credential.
+    assert seen.pop("with_his_hub_token") == 401
+    assert seen == dict.fromkeys(seen, 403), seen
+    alice = facility.api("GET", "/users/alice").json()["servers"][""]
+    assert alice["ready"], "alice's server must have survived bob's attempts"
+    for user in ("alice", "bob"):
+        stop_and_wait(facility.api, user)
