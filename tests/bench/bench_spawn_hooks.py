@@ -1,6 +1,6 @@
 """The spawn overhead of our hooks, in one run (`make bench ARGS=spawn_hooks`):
 
-1. full spawns on the development cluster, through the REST API until the server itself answers
+1. full spawns on the embedded cluster, through the REST API until the server itself answers
    (tests/support/spawning.py), with FacilitySpawner (profile rendering and validation, quota check and
    reservation, shared-storage claims) against plain KubeSpawner configured with the same pod: the same
    profile's resources and labels, command, args, env and volumes (checked on the two pods). Both hubs run at
@@ -174,7 +174,7 @@ def bench_spawns(tmp: Path) -> None:
               f"difference {(ho - hp) * 1e3:+.0f} ms")
         print(f"  what the hooks add to a spawn: ({mp:.2f} s {ho - hp:+.3f} s) / {mp:.2f} s = "
               f"ratio {(mp + ho - hp) / mp:.2f} (target <= 1.1)")
-        print(f"full spawn on the development cluster (POST .../server until the server answers), median of "
+        print(f"full spawn on the embedded cluster (POST .../server until the server answers), median of "
               f"{ROUNDS}: plain KubeSpawner {mp:.2f} s, FacilitySpawner {mo:.2f} s, ratio {mo / mp:.2f} "
               "(see above: not the target)")
         print("  each spawn, s: plain " + ", ".join(f"{t:.2f}" for t in times["plain"])

@@ -1,5 +1,5 @@
 """The foundation end to end: a physicist logs in, picks a profile, gets JupyterLab in a pod of that profile on
-the development cluster, runs a cell there, and stopping the server removes the pod and its process."""
+the embedded cluster, runs a cell there, and stopping the server removes the pod and its process."""
 
 from __future__ import annotations
 

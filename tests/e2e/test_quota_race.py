@@ -1,6 +1,6 @@
 """A quota race on the whole facility: 20 users who logged in through IAM ask at the same moment, through the REST
 API, for the last 2 A100 MIG 1g.10gb slices. Exactly 2 start; the 18 others get a 4xx naming the limit; the
-development cluster never holds more slices than the node has, and nothing is left behind for the refused."""
+embedded cluster never holds more slices than the node has, and nothing is left behind for the refused."""
 
 from __future__ import annotations
 

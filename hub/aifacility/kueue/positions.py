@@ -1,4 +1,4 @@
-"""Read queue positions from Kueue's visibility API (real Kueue and the development cluster alike).
+"""Read queue positions from Kueue's visibility API (the real Kueue, on a cluster and in the embedded facility).
 
     positions = await local_queue_positions(api_client, "aifacility", "physics")
     mine = find_owner(positions, "Pod", "jupyter-alice")     # -> PendingWorkload | None

@@ -1,1 +1,1 @@
-"""`aifacility up`: run the embedded facility (development cluster, OIDC provider, hub) on one machine."""
+"""`aifacility up`: run the embedded facility (Kubernetes control plane, Kueue, node agent, OIDC provider, hub) on one machine."""

@@ -1,7 +1,7 @@
 """Start, watch and stop the facility's processes, leaving none behind.
 
 Each component runs in its own session (process group) so that stopping it also stops what it started
-(JupyterHub starts configurable-http-proxy; the development cluster starts the pods' processes).
+(JupyterHub starts configurable-http-proxy; the node agent starts the pods' processes).
 """
 
 from __future__ import annotations

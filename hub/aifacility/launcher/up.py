@@ -1,4 +1,4 @@
-"""The sequence behind `aifacility up`: development cluster, OIDC provider, hub; stop all on Ctrl-C/SIGTERM."""
+"""The sequence behind `aifacility up`: the embedded cluster, OIDC provider, hub; stop all on Ctrl-C/SIGTERM."""
 
 from __future__ import annotations
 

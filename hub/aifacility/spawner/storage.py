@@ -1,7 +1,7 @@
 """The volumes of a notebook pod: private home, shared group directories, read-only datasets, /dev/shm.
 
 Every shared area is a PersistentVolumeClaim on the facility's ReadWriteMany storage class (NFS or CephFS in
-production; a directory under the state directory in the development cluster). A pod only ever mounts the
+production; a directory under the state directory in the embedded cluster). A pod only ever mounts the
 claims of its own user and of the groups that user is in, so one user cannot reach another's home or a group
 they are not a member of: isolation comes from what is mounted, not from file permissions.
 """

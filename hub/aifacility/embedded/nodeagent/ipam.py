@@ -1,7 +1,7 @@
 """Pod IPs: one loopback address per pod, so every pod can listen on its own IP while sharing the host network.
 
 Each cluster takes one /16 of 127.0.0.0/8 for its pods (127.B.0.1 - 127.B.255.254, B in 2..255), away from
-127.0.0.1 (the host's services) and 127.1.0.0/16 (the nodes' addresses). Several development clusters may run
+127.0.0.1 (the host's services) and 127.1.0.0/16 (the nodes' addresses). Several embedded clusters may run
 on one machine (tests, `aifacility up`), and two notebooks on the same IP and port would collide, so the block
 is one on which nothing listens yet, chosen once and kept in the state dir (pods keep their IPs on restart).
 Linux routes all of 127.0.0.0/8 to the loopback interface.

@@ -12,7 +12,7 @@ from aifacility.embedded.nodeagent.provider import Pod
 from aifacility.embedded.nodeagent.runner import NodeContext, PodRunner, pod_dir
 
 # How long the containers get to exit on SIGTERM when the whole cluster stops (pods keep their own grace
-# period for deletions; a stopping development cluster should not wait 30 s per notebook).
+# period for deletions; a stopping node agent should not wait 30 s per notebook).
 SHUTDOWN_GRACE_SECONDS = 3.0
 
 

@@ -189,7 +189,7 @@ def _prepare_one(vol: Mapping[str, Any], name: str, local: Path, namespace: str,
                 _write(local, str(source["serviceAccountToken"].get("path") or "token"), token().encode(), mode)
     else:
         kinds = ", ".join(k for k in vol if k != "name") or "none"
-        raise VolumeError(f"volume type {kinds} is not supported by the development cluster (supported: "
+        raise VolumeError(f"volume type {kinds} is not supported by the node agent (supported: "
                           "emptyDir, configMap, secret, projected, downwardAPI, persistentVolumeClaim, nfs, "
                           "hostPath)")
     return PreparedVolume(local, True)
