@@ -40,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aifacility", description="A multi-tenant analysis facility for physicists.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run the embedded facility (Kubernetes control plane, Kueue, node agent, OIDC provider, hub)")
+    up = sub.add_parser("up", help="run the embedded facility (Kubernetes control plane, Kueue, node agent, "
+                                   "OIDC provider, hub)")
     up.add_argument("--facility", help="facility file (default: the shipped demo facility)")
     up.add_argument("--state-dir", default=".state", help="where the facility keeps its state (default: .state)")
     up.add_argument("--port", type=int, default=8000, help="port of the facility's web address (default: 8000)")

@@ -4,7 +4,7 @@ groups may use.
 
 The hub's kubeconfig points at a closed loopback port: every refusal tested here happens before the spawner
 talks to Kubernetes, which is the point (nothing is created for a refused spawn). The full spawn on the
-development cluster is the end-to-end suite's.
+embedded cluster is the end-to-end suite's.
 """
 
 from __future__ import annotations
