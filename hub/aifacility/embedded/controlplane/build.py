@@ -80,7 +80,7 @@ def is_built() -> bool:
     return all((target / name).exists() for name in BINARIES.values())
 
 
-def _go() -> str:
+def go_command() -> str:
     go = shutil.which("go") or ("/usr/local/go/bin/go" if os.path.exists("/usr/local/go/bin/go") else None)
     if go is None:
         raise BuildError("the Go toolchain is missing: install Go (golang-go, or go.dev/dl) and run again")
@@ -123,7 +123,7 @@ def build(*, quiet: bool = False) -> Path:
             print(f"control plane: Kubernetes {v.kubernetes}, etcd {v.etcd}, Kueue {v.kueue} already built "
                   f"({target})", flush=True)
         return target
-    go = _go()
+    go = go_command()
     env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "CGO_ENABLED": "0"}
     print(f"control plane: building Kubernetes {v.kubernetes} (kube-apiserver, kube-controller-manager, "
           f"kube-scheduler), etcd {v.etcd} and Kueue {v.kueue} from their Go modules into {target}; "

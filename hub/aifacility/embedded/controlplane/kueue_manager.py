@@ -54,7 +54,11 @@ def helm_binary() -> str:
 
 def kueue_chart_dir() -> Path:
     """Kueue's chart inside the Kueue module of the control plane's go.mod (in the Go module cache)."""
-    proc = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kueue"], cwd=GOMOD_DIR,
+    try:
+        go = build.go_command()
+    except build.BuildError as e:
+        raise LaunchError(str(e)) from None
+    proc = subprocess.run([go, "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kueue"], cwd=GOMOD_DIR,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "GOFLAGS": "-mod=readonly"})
     chart = Path(proc.stdout.strip()) / "charts" / "kueue"
