@@ -16,8 +16,11 @@ from aifacility.launcher.demo_users import DemoUsersError, load_demo_users
 from aifacility.launcher.supervisor import Component, LaunchError, Supervisor, port_in_use
 from aifacility.oidc.launcher import DemoUser
 
-# How often `up` starts the hub again after it exits by itself (a crash loop stops the facility instead).
-HUB_RESTARTS = 5
+# How often `up` starts a part again after it exits by itself within RESTART_WINDOW_S (more is a crash loop,
+# which stops the facility instead).
+RESTARTS = 5
+RESTART_WINDOW_S = 600
+BACKOFF_MAX_S = 30.0
 
 DEMO_ACCOUNTS = (
     ("alice", "physics, ml"),
@@ -47,6 +50,27 @@ def is_loopback(host: str) -> bool:
 
 class _Stop(Exception):
     pass
+
+
+class Restarts:
+    """Restarts per part in a sliding window, and the back-off before the next one (0, 1, 2, 4 ... 30 s)."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, list[float]] = {}
+
+    def record(self, name: str) -> int | None:
+        """Count a restart of `name`; its number in the window, or None when that is one too many."""
+        now = time.monotonic()
+        recent = [t for t in self._times.get(name, []) if now - t < RESTART_WINDOW_S]
+        if len(recent) >= RESTARTS:
+            return None
+        recent.append(now)
+        self._times[name] = recent
+        return len(recent)
+
+    def backoff(self, name: str) -> float:
+        n = len(self._times.get(name, []))
+        return 0.0 if n <= 1 else min(BACKOFF_MAX_S, 2.0 ** (n - 2))
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -98,25 +122,32 @@ def run_up(opts: UpOptions) -> int:
             hub_env.update(component.hub_env())
         hub = sup.start(hub_component(opts, logs, hub_env), timeout=120)
         _banner(opts, facility.name, len(extra_users))
-        restarts = 0
+        restarts = Restarts()
         while True:
             dead = sup.first_dead()
-            if dead is hub and restarts < HUB_RESTARTS:
-                # Like the hub's Deployment on a cluster: the hub comes back, and so do the sessions (running
-                # ones from its database, pending and queued ones through the spawn keeper). Restarting the hub
-                # is also how an operator makes it read an edited configuration.
-                restarts += 1
-                code = hub.proc.returncode if hub.proc else None
-                print(f"aifacility: JupyterHub exited (code {code}); starting it again "
-                      f"({restarts} of at most {HUB_RESTARTS} restarts)", flush=True)
-                sup.restart(hub, timeout=120)
-                print(f"aifacility: JupyterHub is back at {hub_url(opts)}", flush=True)
+            if dead is None:
+                time.sleep(0.5)
                 continue
-            if dead is not None:
-                print(f"aifacility: {dead.name} stopped unexpectedly (log: {dead.log}); stopping the facility",
-                      file=sys.stderr)
+            # Like a Deployment or a kubelet on a cluster: a part that dies is started again, with back-off,
+            # while the others (and the sessions) go on. The hub comes back with its sessions (running ones
+            # from its database, pending and queued ones through the spawn keeper); restarting it is also how
+            # an operator makes it read an edited configuration. Only a crash loop stops the facility.
+            code = dead.proc.returncode if dead.proc else None
+            attempt = restarts.record(dead.name)
+            if attempt is None:
+                print(f"aifacility: {dead.name} keeps exiting (more than {RESTARTS} restarts in "
+                      f"{RESTART_WINDOW_S // 60} minutes; log: {dead.log}); stopping the facility", file=sys.stderr)
                 return 1
-            time.sleep(0.5)
+            delay = restarts.backoff(dead.name)
+            print(f"aifacility: {dead.name} exited (code {code}); starting it again in {delay:.0f} s "
+                  f"(restart {attempt} of at most {RESTARTS} in {RESTART_WINDOW_S // 60} minutes)", flush=True)
+            time.sleep(delay)
+            try:
+                sup.restart(dead, timeout=120)
+            except LaunchError as e:
+                print(f"aifacility: {dead.name} did not come back: {e}", file=sys.stderr, flush=True)
+                continue
+            print(f"aifacility: {dead.name} is back" + (f" at {hub_url(opts)}" if dead is hub else ""), flush=True)
     except _Stop:
         print("\naifacility: stopping ...", flush=True)
         return 0
