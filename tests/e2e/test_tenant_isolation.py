@@ -1,7 +1,7 @@
 """From inside bob's notebook (code in his kernel, sent through the Jupyter REST API as a script of his would),
-the cluster gives him nothing: no credentials in his pod, and the Kubernetes API refuses to show him alice's pod,
-to create a pod, to mount alice's home claim or a host path, or to read secrets, with or without the tokens his
-session holds."""
+the cluster gives him nothing: he is not root and has no capabilities, no credentials are in his pod, and the
+Kubernetes API refuses to show him alice's pod, to create a pod, to mount alice's home claim or a host path, or to
+read secrets, with or without the tokens his session holds."""
 
 from __future__ import annotations
 
@@ -47,7 +47,15 @@ def pod(name, volume):
 
 pods = "/api/v1/namespaces/aifacility/pods"
 hub_token = os.environ.get("JUPYTERHUB_API_TOKEN")
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
 out = {
+    "uid": os.getuid(),
+    "gid": os.getgid(),
+    "effective_capabilities": status["CapEff"].strip(),
+    "no_new_privs": status["NoNewPrivs"].strip(),
+    # the host's credentials and the checkout (only the Python environment is bound from there)
+    "host_files": [p for p in ("/root/.kube", "/root/.ssh", "/root/.bash_history", "/work/main/.git",
+                               "/work/main/README.md", "/work/shared") if os.path.exists(p)],
     "service_account_token": os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"),
     "kubeconfig": os.path.exists(os.path.expanduser("~/.kube/config")) or bool(os.environ.get("KUBECONFIG")),
     "read_alice_pod": call("GET", pods + "/jupyter-alice"),
@@ -71,6 +79,11 @@ def test_bob_s_notebook_gets_nothing_from_the_kubernetes_api(facility: RunningFa
     token = facility.api("POST", "/users/bob/tokens", json={"expires_in": 600, "note": "isolation"}).json()["token"]
     printed = run_in_kernel(facility.url, "bob", token, PROBE)
     seen = json.loads(printed.split("PROBE ", 1)[1])
+    # Not root, no capabilities, no privilege escalation, none of the host's credentials or checkouts.
+    assert (seen.pop("uid"), seen.pop("gid")) == (1000, 100)
+    assert seen.pop("effective_capabilities") == "0000000000000000"
+    assert seen.pop("no_new_privs") == "1"
+    assert seen.pop("host_files") == []
     assert seen.pop("service_account_token") is False
     assert seen.pop("kubeconfig") is False
     # Anonymous: authenticated as system:anonymous and authorized for nothing; his hub token is no credential.

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from aifacility.embedded.nodeagent.env import ConfigError, container_env, expand, expand_command
-from aifacility.embedded.nodeagent.sandbox import Mount, bwrap_command
+from aifacility.embedded.nodeagent.sandbox import Mount, bwrap_command, capabilities
 
 
 def test_expand_like_kubernetes() -> None:
@@ -86,13 +86,25 @@ def test_bwrap_command_layout(tmp_path: Path) -> None:
                          working_dir="/data", hostname="nb")
     joined = " ".join(argv)
     assert argv[:3] == ["/usr/bin/bwrap", "--tmpfs", "/"]
-    assert "--ro-bind /usr /usr" in joined and "--ro-bind /work /work" in joined
+    assert "--ro-bind /usr /usr" in joined
+    # The host's credentials and checkouts are not part of the "image"; the Python environment is bound alone.
+    assert "--ro-bind /root /root" not in joined and "--ro-bind /work /work" not in joined
+    assert f"--ro-bind {sys.prefix} {sys.prefix}" in joined
+    # A root container keeps only the default capabilities, never all of them.
+    assert "--cap-drop ALL" in joined and "--cap-add CAP_CHOWN" in joined and "CAP_SYS_ADMIN" not in joined
     assert f"--bind {tmp_path} /tmp" in joined
     for flag in ("--die-with-parent", "--unshare-pid", "--unshare-ipc", "--dev /dev", "--proc /proc"):
         assert flag in joined
     assert "--unshare-net" not in joined  # the pod listens on its loopback IP in the host's network
     assert f"--ro-bind {data} /data" in joined
     assert argv[-4:] == ["--chdir", "/data", "--", "true"]
+
+
+def test_a_root_container_has_the_capabilities_its_security_context_leaves() -> None:
+    assert "NET_RAW" in capabilities(None) and "SYS_ADMIN" not in capabilities(None)
+    assert capabilities({"capabilities": {"drop": ["ALL"]}}) == []
+    assert capabilities({"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}) == ["NET_BIND_SERVICE"]
+    assert "NET_RAW" not in capabilities({"capabilities": {"drop": ["CAP_NET_RAW"]}})
 
 
 def test_sandbox_mounts_volumes_at_their_paths(tmp_path: Path) -> None:

@@ -189,7 +189,9 @@ def test_a_stock_kubespawner_spawns_on_the_embedded_cluster(setup: Setup, tmp_pa
         # Each pod has its own address here, as on a pod network: the server listens on it.
         c.KubeSpawner.environment = {{"POD_IP": {{"valueFrom": {{"fieldRef": {{"fieldPath": "status.podIP"}}}}}}}}
         c.KubeSpawner.cmd = ["jupyterhub-singleuser"]  # as Zero to JupyterHub's singleuser.cmd
-        c.KubeSpawner.args = ["--allow-root", "--ServerApp.ip=$(POD_IP)"]
+        c.KubeSpawner.args = ["--ServerApp.ip=$(POD_IP)"]
+        c.KubeSpawner.uid = 1000  # as Zero to JupyterHub's singleuser.uid
+        c.KubeSpawner.environment["HOME"] = "/tmp"  # no home volume in this minimal configuration
         c.JupyterHub.authenticator_class = "dummy"
         c.Authenticator.allow_all = True
         c.JupyterHub.cleanup_servers = True

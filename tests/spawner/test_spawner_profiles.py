@@ -76,7 +76,10 @@ async def test_pod_of_alice_on_a_mig_slice(make_spawner: Any, make_user: Any) ->
     assert c["image"] == "harbor.cloud.infn.it/aifacility/notebook-ml:2026.11"
     # As KubeSpawner writes it: the command is the args of the image's ENTRYPOINT (tini in docker-stacks).
     assert "command" not in c
-    assert c["args"] == ["jupyterhub-singleuser", "--allow-root", "--ServerApp.ip=$(POD_IP)"]
+    assert c["args"] == ["jupyterhub-singleuser", "--ServerApp.ip=$(POD_IP)"]
+    assert c["securityContext"]["runAsUser"] == 1000 and c["securityContext"]["runAsGroup"] == 100
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["spec"]["securityContext"]["fsGroup"] == 100
     env = {e["name"]: e for e in c["env"]}
     assert env["HOME"]["value"] == "/home/jovyan"
     assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}

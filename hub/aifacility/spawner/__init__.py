@@ -37,7 +37,12 @@ def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
     # The devcluster (like a pod network) gives each pod its own IP: the server binds to it, and KubeSpawner
     # reaches it on the pod IP at port 8888. `$(POD_IP)` is expanded by the kubelet from the env below.
     s.cmd = ["jupyterhub-singleuser"]
-    add_spawner_args(c, ["--allow-root", "--ServerApp.ip=$(POD_IP)"])
+    add_spawner_args(c, ["--ServerApp.ip=$(POD_IP)"])
+    # The notebook user of the docker-stacks images (jovyan, 1000:100), as Zero to JupyterHub runs it: never
+    # root, no capabilities, no privilege escalation; volumes are the group's (fsGroup).
+    s.uid = 1000
+    s.gid = 100
+    s.fs_gid = 100
     s.ip = "0.0.0.0"
     s.port = 8888
     add_spawner_environment(c, {

@@ -14,7 +14,26 @@ from pathlib import Path
 
 BWRAP = "/usr/bin/bwrap"
 # The host's top-level directories that stand in for the container image (bound read-only when present).
-HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt", "/root", "/work", "/var")
+# Not /root nor /work: they hold the host's credentials and the checkouts; the Python environment pods need from
+# there is bound on its own (runtime_dirs).
+HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt", "/var")
+# The capabilities a container running as root starts with (containerd's and Docker's default set); a
+# container of another user has none, as on a cluster.
+DEFAULT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                        "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+
+
+def capabilities(security_context: dict[str, object] | None) -> list[str]:
+    """A root container's capabilities: the default set, less `drop`, plus `add` (names with or without CAP_)."""
+    caps = (security_context or {}).get("capabilities") or {}
+    assert isinstance(caps, dict)
+
+    def names(key: str) -> set[str]:
+        return {str(c).upper().removeprefix("CAP_") for c in caps.get(key) or []}
+
+    drop, add = names("drop"), names("add")
+    kept = set() if "ALL" in drop else set(DEFAULT_CAPABILITIES) - drop
+    return sorted(kept | (add - {"ALL"}))
 
 
 def runtime_dirs() -> tuple[str, ...]:
@@ -73,7 +92,7 @@ def _through_host_links(target: str, host_dirs: tuple[str, ...]) -> str:
 def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], working_dir: str | None = None,
                   hostname: str | None = None, uid: int | None = None, gid: int | None = None,
                   host_dirs: tuple[str, ...] = HOST_DIRS, hidden: tuple[str, ...] = (),
-                  image_dirs: tuple[str, ...] | None = None) -> list[str]:
+                  image_dirs: tuple[str, ...] | None = None, caps: list[str] | None = None) -> list[str]:
     """The full argv: bwrap options, then `--` and the container's command.
 
     `uid`/`gid` (the pod's runAsUser/runAsGroup) run the command in a user namespace where the host's root
@@ -106,7 +125,13 @@ def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], wor
     if hostname:
         args += ["--unshare-uts", "--hostname", hostname]
     if uid is not None and uid != 0:
+        # No capabilities at all (bwrap drops them for another user), and no_new_privs (always set).
         args += ["--unshare-user", "--uid", str(uid), "--gid", str(gid if gid is not None else 0)]
+    else:
+        # Root in the container: only the capabilities its securityContext leaves it (`caps`), never all.
+        args += ["--cap-drop", "ALL"]
+        for cap in caps if caps is not None else DEFAULT_CAPABILITIES:
+            args += ["--cap-add", f"CAP_{cap}"]
     # Shorter targets first so that a mount inside another volume lands on top of it, as the kubelet orders them.
     for m in sorted(mounts, key=lambda m: (os.path.normpath(m.target).count("/"), m.target)):
         target = os.path.normpath(m.target)
