@@ -24,10 +24,15 @@ def _job(name: str) -> dict[str, Any]:
 
 
 async def test_the_hub_reads_each_pending_job_s_position_from_the_visibility_api(cluster: Cluster) -> None:
-    cluster.apply(_job("position-first"))
-    cluster.apply(_job("position-second"))
     api = await config.new_client_from_config(config_file=str(cluster.embedded.hub_kubeconfig))
     try:
+        cluster.apply(_job("position-first"))
+        for _ in range(150):  # the first one queued before the second exists
+            if find_owner(await local_queue_positions(api, NS, "physics"), "Job", "position-first"):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.1)  # creation times have a resolution of a second: the second one is younger
+        cluster.apply(_job("position-second"))
         async def positions() -> list[Any]:
             found = await local_queue_positions(api, NS, "physics")
             mine = [find_owner(found, "Job", n) for n in ("position-first", "position-second")]

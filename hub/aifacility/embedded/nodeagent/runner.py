@@ -26,7 +26,7 @@ from aifacility.embedded.nodeagent.events import EventRecorder, now, now_nano, p
 from aifacility.embedded.nodeagent.hooks import run_hook
 from aifacility.embedded.nodeagent.probes import ExecRunner, liveness_loop, readiness_loop
 from aifacility.embedded.nodeagent.provider import Notify
-from aifacility.embedded.nodeagent.sandbox import Mount, bwrap_command
+from aifacility.embedded.nodeagent.sandbox import Mount, bwrap_command, capabilities
 from aifacility.embedded.nodeagent.status import ContainerState, conditions, pod_phase
 from aifacility.embedded.nodeagent.volumes import (
     PreparedVolume,
@@ -120,12 +120,14 @@ class Sandbox:
     uid: int | None
     gid: int | None
     hidden: tuple[str, ...]
+    caps: tuple[str, ...] | None = None  # a root container's capabilities (sandbox.capabilities)
 
     def argv(self, command: list[str], *, session: bool = True) -> list[str]:
         """bwrap's argv for `command` in this sandbox. `session=False` keeps the caller's session (bwrap's
         --new-session left out): a terminal of the exec's own, whose process group must reach the command."""
         argv = bwrap_command(command, pod_tmp=self.pod_tmp, mounts=list(self.mounts), working_dir=self.working_dir,
-                             hostname=self.hostname, uid=self.uid, gid=self.gid, hidden=self.hidden)
+                             hostname=self.hostname, uid=self.uid, gid=self.gid, hidden=self.hidden,
+                             caps=list(self.caps) if self.caps is not None else None)
         if not session:
             end = argv.index("--")
             argv = [a for a in argv[:end] if a != "--new-session"] + argv[end:]
@@ -206,7 +208,12 @@ class PodRunner:
         return str(self.pod["spec"].get("hostname") or self.name)[:63]
 
     def phase(self) -> str:
-        return pod_phase(self.init, self.containers, self.restart_policy, self.init_failed)
+        phase = pod_phase(self.init, self.containers, self.restart_policy, self.init_failed)
+        if phase in ("Succeeded", "Failed") and any(c.running for c in self.init):
+            # The main containers are done, but sidecars (restartable init containers) still stop: the pod is
+            # terminal only once they have, so its final status shows every container terminated.
+            return "Running"
+        return phase
 
     def status(self) -> dict[str, Any]:
         phase = "Failed" if self.deadline_exceeded else self.phase()
@@ -433,7 +440,7 @@ class PodRunner:
         uid, gid = run_as(self.pod, spec)
         sandbox = Sandbox(pod_tmp=self.dir / "tmp", mounts=tuple(mounts), env=env,
                           working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid,
-                          hidden=(str(self.ctx.state_dir),))
+                          hidden=(str(self.ctx.state_dir),), caps=tuple(capabilities(spec.get("securityContext"))))
         argv = sandbox.argv(command)
         log_path = self.dir / f"{cs.name}.log"
         if log_path.exists():
