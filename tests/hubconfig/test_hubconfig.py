@@ -47,7 +47,9 @@ def test_the_hub_config_gives_the_notebooks_every_parts_settings(tmp_path: Path,
     exec(compile(HUB_CONFIG.read_text(), str(HUB_CONFIG), "exec"), {"c": c})
     env, args = c.FacilitySpawner.environment, c.FacilitySpawner.args
     assert {"POD_IP", "HOME", "AIFACILITY_TOKEN_FILE", "BEARER_TOKEN_FILE", "AIFACILITY_LIFETIMES_API"} <= set(env)
-    assert args[:2] == ["--allow-root", "--ServerApp.ip=$(POD_IP)"]
+    assert args[0] == "--ServerApp.ip=$(POD_IP)"
+    assert "--allow-root" not in args  # notebooks run as jovyan, never as root
+    assert c.FacilitySpawner.uid == 1000 and c.FacilitySpawner.gid == 100
     assert "--ServerApp.jpserver_extensions=aifacility.notebook=True" in args
     assert any(a.startswith("--LabApp.check_for_updates_class=") for a in args)
     assert "environment" not in c.Spawner and "args" not in c.Spawner  # nothing left where it would be shadowed

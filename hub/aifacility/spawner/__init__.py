@@ -34,7 +34,7 @@ def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
     if facility_path:
         s.facility_path = str(facility_path)
     s.namespace = facility.namespace
-    # The devcluster (like a pod network) gives each pod its own IP: the server binds to it, and KubeSpawner
+    # Each pod has its own IP (the node agent, like a pod network): the server binds to it, and KubeSpawner
     # reaches it on the pod IP at port 8888. `$(POD_IP)` is expanded by the kubelet from the env below.
     s.cmd = ["jupyterhub-singleuser"]
     add_spawner_args(c, ["--ServerApp.ip=$(POD_IP)"])
