@@ -16,23 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aifacility.embedded.controlplane.plane import APISERVER_KUBELET_CLIENT, ControlPlane
 from aifacility.embedded.kubeclient import KubeClient
 from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.events import EventRecorder
-from aifacility.embedded.nodeagent.ipam import PodIPs, choose_block
+from aifacility.embedded.nodeagent.ipam import PodIPs
 from aifacility.embedded.nodeagent.kubelet import NodeKubelet
 from aifacility.embedded.nodeagent.local import LocalProcessProvider
+from aifacility.embedded.nodeagent.podnet import PodNetwork
 from aifacility.embedded.nodeagent.provisioner import PROVISIONER_USER, VolumeProvisioner
 from aifacility.embedded.nodeagent.registration import is_virtual, node_ip, node_object
 from aifacility.embedded.nodeagent.runner import NodeContext
 from aifacility.embedded.nodeagent.server import KubeletServer
-from aifacility.embedded.virtualnode.controller import VirtualNodes
+from aifacility.embedded.virtualnode.controller import VirtualNodes, plugin_urls
 from aifacility.facility.model import Facility
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class NodeAgent:
         self.servers: list[KubeletServer] = []
         self.clients: list[KubeClient] = []
         self.provisioner: VolumeProvisioner | None = None
+        self.network: PodNetwork | None = None
+        self._plugin_urls = plugin_urls(facility, interlink or {})
         # ValueError here (a node that is not virtual, a bad URL) before anything starts.
         self.virtual = VirtualNodes(facility, self.state_dir, plane, interlink, token=plugin_token,
                                     ping_interval=ping_interval, status_interval=status_interval)
@@ -62,7 +67,11 @@ class NodeAgent:
 
     async def start(self) -> None:
         plane = self.plane
-        ips = PodIPs(choose_block(self.state_dir))
+        self.network = network = await PodNetwork.open(self.state_dir)
+        if not network.isolated:
+            print(f"node agent: WARNING: no network namespace per pod on this machine ({network.reason}); pods "
+                  "share the host's loopback network, so the pods of one user only run here", flush=True)
+        ips = PodIPs(network.network, skip=1 if network.isolated else 0)
         api_host, api_port = "127.0.0.1", plane.ports.apiserver
         provisioner_config = plane.component_kubeconfig("volume-provisioner", PROVISIONER_USER)
         self.provisioner = VolumeProvisioner(self._client(provisioner_config), self.state_dir)
@@ -79,6 +88,7 @@ class NodeAgent:
                 name=node.name, ip=ip, allocatable=allocatable, state_dir=self.state_dir,
                 lookup=kubelet.lookup, notify=kubelet.notify, events=EventRecorder(client, "kubelet", node.name),
                 api_host=api_host, api_port=api_port, token=kubelet.token, backoff_base=self.backoff_base,
+                network=network, internal_ports=self.internal_ports(),
                 devices=DeviceManager(node.name, allocatable),
                 images={i.image: (list(i.entrypoint), list(i.cmd)) for i in self.facility.images})
             provider = LocalProcessProvider(ctx, ips)
@@ -100,6 +110,8 @@ class NodeAgent:
         await self.virtual.stop()
         await asyncio.gather(*(p.shutdown() for p in self.providers.values()), return_exceptions=True)
         await asyncio.gather(*(k.stop() for k in self.kubelets.values()), return_exceptions=True)
+        if self.network is not None:
+            await self.network.close()
         if self.provisioner is not None:
             await self.provisioner.stop()
         for server in self.servers:
@@ -107,6 +119,17 @@ class NodeAgent:
                 await server.stop()
         for client in self.clients:
             await client.close()
+
+    def internal_ports(self) -> frozenset[int]:
+        """The cluster's own ports on loopback, which no pod may reach (the API server aside, as in a cluster)."""
+        ports = {getattr(self.plane.ports, f.name) for f in dataclasses.fields(self.plane.ports)}
+        ports.discard(self.plane.ports.apiserver)
+        for url in self._plugin_urls.values():
+            if url and not url.startswith("unix://"):
+                port = urlsplit(url).port
+                if port:
+                    ports.add(port)
+        return frozenset(ports)
 
     def pids(self) -> list[int]:
         return [pid for p in self.providers.values() for pid in p.pids()]

@@ -14,6 +14,8 @@ from aifacility.embedded.nodeagent.runner import NodeContext, PodRunner, pod_dir
 # How long the containers get to exit on SIGTERM when the whole cluster stops (pods keep their own grace
 # period for deletions; a stopping node agent should not wait 30 s per notebook).
 SHUTDOWN_GRACE_SECONDS = 3.0
+# Whose a pod is (KubeSpawner's label): on a shared network the node runs one user's pods only.
+USER_LABEL = "hub.jupyter.org/username"
 
 
 class LocalProcessProvider:
@@ -37,6 +39,11 @@ class LocalProcessProvider:
             # The node restarted under a pod that must not run twice: the kubelet fails it.
             self._fail_lost(pod)
             return
+        network = self.ctx.network
+        refusal = network.admit(uid, (pod["metadata"].get("labels") or {}).get(USER_LABEL)) if network else None
+        if refusal is not None:
+            self._reject(pod, "NetworkIsolationUnavailable", refusal)
+            return
         ip = self._ips.allocate(uid, status.get("podIP"))
         runner = PodRunner(pod, self.ctx, ip)
         if was_running:
@@ -57,6 +64,11 @@ class LocalProcessProvider:
             cs.last_state = {"terminated": {"exitCode": 255, "reason": "Unknown", "startedAt": started,
                                             "finishedAt": now(),
                                             "message": "The node was restarted while the container ran"}}
+
+    def _reject(self, pod: Pod, reason: str, message: str) -> None:
+        """Admission refused by the node, as the kubelet fails a pod it cannot admit: phase Failed, why."""
+        self.ctx.events.record(pod, reason, message, type="Warning")
+        self.ctx.notify(pod, {**(pod.get("status") or {}), "phase": "Failed", "reason": reason, "message": message})
 
     def _fail_lost(self, pod: Pod) -> None:
         stamp = now()
@@ -95,6 +107,8 @@ class LocalProcessProvider:
                 grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
             await runner.stop(float(grace))
         self._ips.release(uid)
+        if self.ctx.network is not None:
+            self.ctx.network.forget(uid)
         directory = pod_dir(self.ctx.state_dir, pod)
         # emptyDirs and rendered volumes end with the pod (PVC and NFS data live elsewhere).
         await asyncio.to_thread(shutil.rmtree, directory, True)

@@ -24,6 +24,7 @@ from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.env import ConfigError, Lookup, container_env, expand_command
 from aifacility.embedded.nodeagent.events import EventRecorder, now, now_nano, parse_time
 from aifacility.embedded.nodeagent.hooks import run_hook
+from aifacility.embedded.nodeagent.podnet import NetworkError, PodNetwork, ServiceForwarder, service_ports
 from aifacility.embedded.nodeagent.probes import ExecRunner, liveness_loop, readiness_loop
 from aifacility.embedded.nodeagent.provider import Notify
 from aifacility.embedded.nodeagent.sandbox import Mount, bwrap_command, capabilities
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 # Directories a program expects to write under $HOME=/root (the host's /root is bound read-only): each pod
 # gets its own writable copies, the way a container image's root home is writable in its own layer.
+NSENTER = "nsenter"
 HOME_WRITABLE = (".local", ".cache", ".config", ".jupyter", ".ipython")
 RETRY_SECONDS = 2.0
 # postStart hooks block the container's start; one that hangs longer than this counts as failed.
@@ -68,6 +70,9 @@ class NodeContext:
     images: Mapping[str, tuple[list[str], list[str]]] = field(default_factory=dict)
     # Containers that ran at least this long restart without the accumulated back-off.
     backoff_reset_seconds: float = 60.0
+    # The cluster network (a namespace per pod) and the host ports no pod may reach through it.
+    network: PodNetwork | None = None
+    internal_ports: frozenset[int] = frozenset()
 
 
 def pod_dir(state_dir: Path, pod: dict[str, Any]) -> Path:
@@ -121,6 +126,7 @@ class Sandbox:
     gid: int | None
     hidden: tuple[str, ...]
     caps: tuple[str, ...] | None = None  # a root container's capabilities (sandbox.capabilities)
+    netns: str | None = None  # the pod's network namespace (None: the host's network)
 
     def argv(self, command: list[str], *, session: bool = True) -> list[str]:
         """bwrap's argv for `command` in this sandbox. `session=False` keeps the caller's session (bwrap's
@@ -131,6 +137,9 @@ class Sandbox:
         if not session:
             end = argv.index("--")
             argv = [a for a in argv[:end] if a != "--new-session"] + argv[end:]
+        if self.netns:
+            # nsenter execs bwrap (same pid): the sandbox starts inside the pod's network namespace.
+            argv = [NSENTER, f"--net={self.netns}", "--", *argv]
         return argv
 
 
@@ -191,6 +200,8 @@ class PodRunner:
         self._done = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._last_published: dict[str, Any] | None = None
+        self.netns: str | None = None
+        self._forwarder: ServiceForwarder | None = None
 
     # ---- status ----------------------------------------------------------------------------------------------
 
@@ -290,6 +301,8 @@ class PodRunner:
                     c.state = {"waiting": {"reason": "RunContainerError", "message": str(e)}}
             self.publish()
         finally:
+            with contextlib.suppress(Exception):
+                await self._close_network()
             if self.ctx.devices is not None:
                 self.ctx.devices.release(self.pod["metadata"]["uid"])
             if _LIVE.get(self.pod["metadata"]["uid"]) is self:
@@ -303,6 +316,7 @@ class PodRunner:
         for d in HOME_WRITABLE:
             (self.dir / "home" / d).mkdir(parents=True, exist_ok=True)
         self.publish()
+        await self._open_network()
         await self._prepare_volumes()
         self.sandbox_ready = True
         self.publish()
@@ -343,6 +357,38 @@ class PodRunner:
                         signal_tree(running.proc.pid, signal.SIGKILL)
                 await asyncio.gather(*sidecars, return_exceptions=True)
         self.publish()
+
+    async def _open_network(self) -> None:
+        """The pod's network namespace with its address, and the host services it may reach (see podnet.py);
+        retried as the kubelet retries a sandbox it could not create."""
+        net = self.ctx.network
+        if net is None or not net.isolated or self.pod["spec"].get("hostNetwork"):
+            return
+        spec = self.pod["spec"]
+        values = [str(e.get("value") or "") for c in [*(spec.get("initContainers") or []), *spec["containers"]]
+                  for e in c.get("env") or []]
+        ports = service_ports(values, [self.ctx.api_port] if self.ctx.api_port else [], self.ctx.internal_ports)
+        last_error = ""
+        while True:
+            try:
+                self.netns = await net.attach(self.pod["metadata"]["uid"], self.pod_ip)
+                if self.netns is not None:
+                    self._forwarder = await ServiceForwarder.start(self.netns, ports)
+                return
+            except NetworkError as e:
+                await self._close_network()
+                if str(e) != last_error:
+                    last_error = str(e)
+                    self._event("FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}", warning=True)
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _close_network(self) -> None:
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            await forwarder.close()
+        netns, self.netns = self.netns, None
+        if netns is not None and self.ctx.network is not None:
+            await self.ctx.network.detach(self.pod["metadata"]["uid"])
 
     async def _prepare_volumes(self) -> None:
         last_error = ""
@@ -440,7 +486,8 @@ class PodRunner:
         uid, gid = run_as(self.pod, spec)
         sandbox = Sandbox(pod_tmp=self.dir / "tmp", mounts=tuple(mounts), env=env,
                           working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid,
-                          hidden=(str(self.ctx.state_dir),), caps=tuple(capabilities(spec.get("securityContext"))))
+                          hidden=(str(self.ctx.state_dir),), caps=tuple(capabilities(spec.get("securityContext"))),
+                          netns=self.netns)
         argv = sandbox.argv(command)
         log_path = self.dir / f"{cs.name}.log"
         if log_path.exists():
@@ -579,6 +626,7 @@ class PodRunner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await self._close_network()
         if _LIVE.get(self.pod["metadata"]["uid"]) is self:
             del _LIVE[self.pod["metadata"]["uid"]]
         self._done.set()
