@@ -5,8 +5,8 @@ another pod's traffic."""
 from __future__ import annotations
 
 import http.server
-import json
 import ipaddress
+import json
 import threading
 import urllib.request
 from collections.abc import Iterator
