@@ -160,7 +160,7 @@ def create_app(service: PluginService, token: str | None = None) -> FastAPI:
         if len(pods) == 1:
             _about(request, pods[0].metadata)
         if not pods:  # interLink's health ping
-            return JSONResponse(service.ping().model_dump(exclude_none=True))
+            return JSONResponse((await service.ping()).model_dump(exclude_none=True))
         return JSONResponse([s.model_dump(exclude_none=True) for s in await service.status(pods)])
 
     @app.api_route("/getLogs", methods=["GET", "POST"])

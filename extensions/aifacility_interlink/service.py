@@ -369,7 +369,11 @@ class PluginService:
         except BackendError as exc:
             log.warning("capacity not refreshed: %s", exc)
 
-    def ping(self) -> PingResponse:
+    async def ping(self) -> PingResponse:
+        # The first ping can come before the background refresh has asked the backend once (a virtual node
+        # that starts with the plugin): ask now, so the node's first capacity is the site's, not empty.
+        if self._capacity is None:
+            await self.refresh_capacity()
         return PingResponse(
             status="ok",
             resources=self._capacity,
