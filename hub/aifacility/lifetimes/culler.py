@@ -20,6 +20,7 @@ from jupyterhub_idle_culler import IdleCuller
 
 from aifacility.facility import load_facility
 from aifacility.facility.model import Facility
+from aifacility.hubservice import die_with_hub
 from aifacility.lifetimes.policy import when
 from aifacility.lifetimes.sessions import session_times
 from aifacility.lifetimes.store import ExtensionStore
@@ -60,6 +61,7 @@ class Arbiter:
 
 
 def main() -> None:
+    die_with_hub()
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s")
     arbiter = Arbiter(load_facility(), ExtensionStore())
     # The culler's `timeout` only feeds the arbiter's `inactive_limit` argument, which the policy does not use.

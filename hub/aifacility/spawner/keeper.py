@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aifacility.hubapi import HubClient
+from aifacility.hubservice import die_with_hub
 from aifacility.spawner.quotas import QuotaStore, Reservation
 
 log = logging.getLogger("aifacility.keeper")
@@ -92,6 +93,7 @@ async def run(keeper: Keeper, interval: float, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    die_with_hub()
     parser = argparse.ArgumentParser(prog="python -m aifacility.spawner.keeper", description=__doc__.split("\n")[0])
     parser.add_argument("--quota-db", required=True, help="the spawner's quota reservations (FacilitySpawner.quota_db)")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between passes (default 10)")

@@ -22,6 +22,7 @@ from tornado import web
 
 from aifacility.facility import load_facility
 from aifacility.hubapi import HubClient
+from aifacility.hubservice import die_with_hub
 from aifacility.lifetimes.service.handlers import ExtendAPI, PageHandler, ServerSessionAPI, UserSessionsAPI
 from aifacility.lifetimes.store import ExtensionStore
 from aifacility.secrecy import install_log_filter
@@ -87,6 +88,7 @@ async def serve() -> None:
 
 
 def main() -> None:
+    die_with_hub()
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s")
     install_log_filter()  # the service's output goes to the hub's log: no session identifiers in it
     asyncio.run(serve())

@@ -1,0 +1,32 @@
+"""Hub-managed services die with their hub.
+
+JupyterHub starts each managed service (the spawn keeper, the lifetimes service, the culler) as a child in a
+session of its own, and stops it only when it shuts down cleanly. A hub killed with SIGKILL (or by the OOM
+killer) leaves them running with init as parent: the restarted hub then starts a second keeper and culler, and
+its lifetimes service cannot bind the port the orphan still holds. Linux's parent-death signal ties a service to
+the hub that started it, as a container's processes are tied to their pod.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_hub(sig: signal.Signals = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` to this process when its parent (the hub) dies; exit at once if it already
+    has. Call it first thing in a managed service's main. Outside Linux this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    # The hub may have died between our start and the prctl: the signal was then never armed for it.
+    if parent == 1 or os.getppid() != parent:
+        sys.exit("the hub that started this service is gone")
