@@ -44,7 +44,9 @@ if env("AIFACILITY_ADMIN_TOKEN"):
                              {"name": "aifacility-admin", "api_token": env("AIFACILITY_ADMIN_TOKEN")}]
     c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []),
                                {"name": "aifacility-admin", "services": ["aifacility-admin"],
-                                "scopes": ["admin:users", "admin:servers", "admin:groups", "read:hub", "tokens"]}]
+                                "scopes": ["admin:users", "admin:servers", "admin:groups", "read:hub", "tokens",
+                                           # everyone's jobs (the custom scope comes with the jobs part below)
+                                           "access:services!service=jobs", "custom:jobs:write"]}]
 
 # --- notebooks: profiles, storage, quotas, queued sessions on Kubernetes ---------------------------------------
 from aifacility.spawner import configure as configure_spawner  # noqa: E402
@@ -66,3 +68,8 @@ configure_auth(
 from aifacility.lifetimes import configure as configure_lifetimes  # noqa: E402
 
 configure_lifetimes(c, facility)
+
+# --- jobs: batch and notebook jobs from the sessions, created by the jobs service and queued by Kueue ----------
+from aifacility.jobs import configure as configure_jobs  # noqa: E402
+
+configure_jobs(c, facility, data_dir=str(data))

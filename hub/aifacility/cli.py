@@ -1,4 +1,4 @@
-"""The `aifacility` command: run the embedded facility, check and describe facility files."""
+"""The `aifacility` command: run the embedded facility, check and render facility files, submit jobs."""
 
 from __future__ import annotations
 
@@ -36,6 +36,19 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from aifacility.kueue.render import render
+
+    objects = render(load_facility(args.facility))
+    if args.output == "json":
+        print(json.dumps(objects, indent=1))
+    else:
+        sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aifacility", description="A multi-tenant analysis facility for physicists.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -57,6 +70,18 @@ def parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the JSON schema of the facility file")
     schema.set_defaults(func=_cmd_schema)
+
+    render = sub.add_parser("render", help="print the Kubernetes objects the facility file implies "
+                                           "(for kubectl apply -f -)")
+    render.add_argument("what", choices=["kueue"], help="kueue: ResourceFlavors, ClusterQueues (one per group, one "
+                                                        "cohort), LocalQueues, WorkloadPriorityClasses")
+    render.add_argument("facility", nargs="?", help="facility file (default: $AIFACILITY_FACILITY, else the demo)")
+    render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    render.set_defaults(func=_cmd_render)
+
+    from aifacility.jobs.cli import add_parser as add_jobs_parser
+
+    add_jobs_parser(sub)
     return p
 
 

@@ -1,7 +1,8 @@
 """The few JupyterHub REST calls the facility's hub-managed services make with their own token.
 
-Shared by the lifetimes service (reads a user's servers: `read:users:name`, `read:servers`) and the spawn keeper
-(also starts servers: `servers`); each service's role grants only what it calls.
+Shared by the lifetimes service (reads a user's servers: `read:users:name`, `read:servers`), the spawn keeper
+(also starts servers: `servers`) and the jobs service (a user's groups: `read:users:groups`); each service's role
+grants only what it calls.
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ class HubClient:
             raise
         servers: dict[str, dict[str, Any]] = json.loads(resp.body).get("servers") or {}
         return servers
+
+    async def user(self, user: str) -> dict[str, Any] | None:
+        """The user's REST model (name, admin, groups with `read:users:groups`); None when there is no such user."""
+        try:
+            resp = await AsyncHTTPClient().fetch(f"{self.api_url}/users/{quote(user, safe='')}",
+                                                 headers=self._headers, request_timeout=30)
+        except HTTPClientError as e:
+            if e.code == 404:
+                return None
+            raise
+        model: dict[str, Any] = json.loads(resp.body)
+        return model
 
     async def start_server(self, user: str, server: str) -> tuple[int, str]:
         """Start a server with the options the hub saved for it (no body); (HTTP status, the hub's message)."""

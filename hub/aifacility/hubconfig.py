@@ -10,6 +10,7 @@ the result to the most specific one, so whichever order the parts run in, nothin
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,3 +50,16 @@ def add_spawner_args(c: Any, args: Iterable[str]) -> None:
             if arg not in merged:
                 merged.append(arg)
     c[sections[-1]].args = [*merged, *(a for a in args if a not in merged)]
+
+
+def current(section: Any, key: str, default: Any) -> Any:
+    """A config value already set (by the lead config or another part's configure), else `default`."""
+    return section[key] if key in section else default
+
+
+def free_port() -> int:
+    """A free loopback port for a hub service: several facilities (developers, CI jobs) share a machine, so a
+    fixed default port would collide."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

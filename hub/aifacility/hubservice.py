@@ -1,4 +1,6 @@
-"""Hub-managed services die with their hub.
+"""What every hub-managed service of the facility shares: it dies with its hub, and answers errors in words.
+
+Hub-managed services die with their hub.
 
 JupyterHub starts each managed service (the spawn keeper, the lifetimes service, the culler) as a child in a
 session of its own, and stops it only when it shuts down cleanly. A hub killed with SIGKILL (or by the OOM
@@ -13,6 +15,9 @@ import ctypes
 import os
 import signal
 import sys
+from http import HTTPStatus
+
+from tornado import web
 
 PR_SET_PDEATHSIG = 1
 
@@ -30,3 +35,16 @@ def die_with_hub(sig: signal.Signals = signal.SIGTERM) -> None:
     # The hub may have died between our start and the prctl: the signal was then never armed for it.
     if parent == 1 or os.getppid() != parent:
         sys.exit("the hub that started this service is gone")
+
+
+def fail(status: int, message: str) -> web.HTTPError:
+    """An HTTPError with a message for people. Tornado treats `log_message` as a %-format (and logs it), so the
+    message, which may quote user input such as a user name or a JSON key, goes in as an argument."""
+    return web.HTTPError(status, "%s", message)
+
+
+def error_text(exc: BaseException | None, status: int) -> str:
+    """The message of an HTTPError made by `fail`, else the status's phrase (never a traceback)."""
+    if isinstance(exc, web.HTTPError) and exc.log_message:
+        return exc.log_message % exc.args
+    return HTTPStatus(status).phrase

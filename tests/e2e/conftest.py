@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +15,16 @@ from support.facility import RunningFacility, start_facility
 
 
 @pytest.fixture(scope="session")
-def facility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFacility]:
-    fac = start_facility(tmp_path_factory.mktemp("facility"))
+def facility() -> Iterator[RunningFacility]:
+    # Not under pytest's own temporary directory, which is closed to other users (0700): SLURM jobs of offloaded
+    # pods run as the pod's user (jovyan) and must reach their job directory in the facility's state.
+    base = Path(tempfile.mkdtemp(prefix="aifacility-e2e-"))
+    base.chmod(0o711)
+    fac = start_facility(base)
     yield fac
     code = fac.stop()
     assert code == 0, "".join(fac.output[-40:])
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ def test_demo_objects_are_v1beta2_queues_of_both_groups() -> None:
 
 def test_flavors_follow_accelerators_and_virtual_nodes() -> None:
     flavors = by_name(render(load_facility()), "ResourceFlavor")
-    assert flavors["default"]["spec"] == {}
+    # With offload targets the CPU flavor is the local site's, so that a job selecting a site skips it.
+    assert flavors["default"]["spec"] == {"nodeLabels": {"aifacility.io/site": "local"}}
     assert flavors["t4"]["spec"] == {
         "nodeLabels": {"nvidia.com/gpu.product": "Tesla-T4"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -35,8 +36,10 @@ def test_flavors_follow_accelerators_and_virtual_nodes() -> None:
     assert flavors["mig-1g-10gb"]["spec"]["nodeLabels"]["nvidia.com/mig.strategy"] == "mixed"
     taint = [{"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}]
     # hpc: user-selective (only pods that tolerate the taint); htc: spill-over (the flavor injects it).
-    assert flavors["hpc"]["spec"] == {"nodeLabels": {"kubernetes.io/hostname": "vk-hpc-leonardo"}, "nodeTaints": taint}
-    assert flavors["htc"]["spec"]["nodeLabels"] == {"kubernetes.io/hostname": "vk-htc-tier1"}
+    assert flavors["hpc"]["spec"] == {
+        "nodeLabels": {"kubernetes.io/hostname": "vk-hpc-leonardo", "aifacility.io/site": "hpc"}, "nodeTaints": taint}
+    assert flavors["htc"]["spec"]["nodeLabels"] == {"kubernetes.io/hostname": "vk-htc-tier1",
+                                                    "aifacility.io/site": "htc"}
     assert flavors["htc"]["spec"]["tolerations"] == [
         {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}]
 
@@ -94,12 +97,13 @@ def test_disabled_queues_render_nothing_and_explicit_quota_wins(tmp_path: Path) 
 
 
 def test_cli_prints_the_objects_and_refuses_a_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from aifacility.kueue.__main__ import main
+    from aifacility.cli import main
 
-    assert main([]) == 0
+    assert main(["render", "kueue"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert docs == render(load_facility())
+    assert [d["kind"] for d in docs[:3]] == ["WorkloadPriorityClass"] * 3
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [")
-    assert main([str(bad)]) == 2
+    assert main(["render", "kueue", str(bad)]) == 2
     assert "not valid YAML" in capsys.readouterr().err

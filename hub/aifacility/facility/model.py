@@ -195,6 +195,36 @@ class Sessions(Strict):
     check_every_seconds: int = Field(default=60, ge=1)
 
 
+class Jobs(Strict):
+    """Batch and notebook jobs submitted from sessions through the jobs service (aifacility.jobs)."""
+
+    # The image of a job that names none: the first of `images:` when unset.
+    default_image: str | None = None
+    # The group a job is charged to when the user names none and is in several groups with a queue.
+    default_group: str | None = None
+    cpu: str = "1"
+    memory: str = "2Gi"
+    # The most one job may ask for; larger requests are refused at submission (Kueue would never admit them).
+    max_cpu: str = "64"
+    max_memory: str = "512Gi"
+    # Wall-time cap (hours): Kueue deactivates a job that ran this long since admission.
+    default_hours: float = Field(default=4, gt=0)
+    max_hours: float = Field(default=72, gt=0, le=24 * 366)
+    # Jobs not finished yet, per user: more are refused until some end (a runaway loop cannot flood the queue).
+    max_active_per_user: int = Field(default=100, ge=1)
+    # Finished jobs, their pods and logs are deleted this long after they end.
+    keep_finished_hours: float = Field(default=168, gt=0, le=24 * 366)
+
+    _q = field_validator("cpu", "memory", "max_cpu", "max_memory", mode="before")(
+        lambda cls, v: _check_quantity(v))
+
+    @model_validator(mode="after")
+    def _hours(self) -> Jobs:
+        if self.default_hours > self.max_hours:
+            raise ValueError("default_hours must be at most max_hours")
+        return self
+
+
 class Facility(Strict):
     apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # Kubernetes-style key
     kind: Literal["Facility"] = "Facility"
@@ -211,6 +241,8 @@ class Facility(Strict):
     queues: QueuesField = Queues()
     # Session lifetimes, extensions and idle culling.
     sessions: Sessions = Sessions()
+    # Batch and notebook jobs from the sessions.
+    jobs: Jobs = Jobs()
 
     @model_validator(mode="after")
     def _references(self) -> Facility:
@@ -247,6 +279,12 @@ class Facility(Strict):
             for a in limits.accelerators:
                 if a not in accels:
                     raise ValueError(f"quotas[{scope}].accelerators: unknown accelerator '{a}'")
+        if self.jobs.default_image is not None and self.jobs.default_image not in images:
+            raise ValueError(f"jobs.default_image: unknown image '{self.jobs.default_image}' "
+                             f"(known: {', '.join(sorted(images))})")
+        if self.jobs.default_group is not None and self.jobs.default_group not in self.queues.groups:
+            raise ValueError(f"jobs.default_group: '{self.jobs.default_group}' has no queue in queues.groups "
+                             f"(known: {', '.join(sorted(self.queues.groups)) or 'none'})")
         return self
 
     def accelerator(self, name: str) -> Accelerator:

@@ -20,6 +20,11 @@ from aifacility.facility.quantity import parse_quantity
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # The taint interLink puts on its virtual nodes; a flavor for a virtual node carries it (see kueue spec §1.1).
 INTERLINK_TAINT = "virtual-node.interlink/no-schedule"
+# Where a node's pods run: `local` on the cluster's own nodes, the offload target's name on an interLink virtual
+# node. Kueue matches a flavor's nodeLabels only on the keys the flavor names, so the CPU flavor carries
+# `site: local` to be skipped for a job that selects an offload site (`aifacility jobs submit --offload hpc`).
+SITE_LABEL = "aifacility.io/site"
+LOCAL_SITE = "local"
 
 
 class _Strict(BaseModel):
@@ -104,6 +109,12 @@ class Queues(_Strict):
 
     def flavor_names(self, accelerators: list[str]) -> list[str]:
         return [self.cpu_flavor, *(t.name for t in self.offload), *accelerators]
+
+    def site(self, node: str, virtual: bool) -> str:
+        """The `aifacility.io/site` label of a node: its offload target's name, else `local` (a virtual node
+        that no target names is its own site)."""
+        target = next((t.name for t in self.offload if t.node == node), None)
+        return target or (node if virtual else LOCAL_SITE)
 
 
 def _check_references(queues: Queues, info: ValidationInfo) -> Queues:

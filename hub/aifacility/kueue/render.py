@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from aifacility.facility.model import Facility, Node, Toleration
-from aifacility.facility.queues import INTERLINK_TAINT, GroupQueue, Queues
+from aifacility.facility.queues import INTERLINK_TAINT, LOCAL_SITE, SITE_LABEL, GroupQueue, Queues
 
 API_VERSION = "kueue.x-k8s.io/v1beta2"
 CPU_RESOURCES = ("cpu", "memory")
@@ -39,10 +39,11 @@ def _virtual_node_taint_value(node: Node) -> str:
 def flavors(facility: Facility) -> list[dict[str, Any]]:
     q = facility.queues
     nodes = {n.name: n for n in facility.nodes}
-    out = [_flavor(q.cpu_flavor, {})]
+    # With offload targets, the CPU flavor is the local site's, so that a job selecting a site skips it.
+    out = [_flavor(q.cpu_flavor, {"nodeLabels": {SITE_LABEL: LOCAL_SITE}} if q.offload else {})]
     for t in q.offload:
         spec: dict[str, Any] = {
-            "nodeLabels": {"kubernetes.io/hostname": t.node},
+            "nodeLabels": {"kubernetes.io/hostname": t.node, SITE_LABEL: t.name},
             "nodeTaints": [{"key": INTERLINK_TAINT, "value": _virtual_node_taint_value(nodes[t.node]),
                             "effect": "NoSchedule"}],
         }
@@ -123,10 +124,22 @@ def local_queue(facility: Facility, group: str) -> dict[str, Any]:
     }
 
 
+# Interactive sessions first, then Dask workers (a person waits on them), then batch jobs. The label
+# `kueue.x-k8s.io/priority-class: <name>` on a job or pod picks one; within a queue, higher values go first.
+PRIORITIES = {"interactive": 1000, "dask": 500, "batch": 100}
+
+
+def priority_classes() -> list[dict[str, Any]]:
+    return [{"apiVersion": API_VERSION, "kind": "WorkloadPriorityClass",
+             "metadata": {"name": name, "labels": dict(MANAGED_BY)}, "value": value,
+             "description": f"aifacility {name} work"} for name, value in PRIORITIES.items()]
+
+
 def render(facility: Facility) -> list[dict[str, Any]]:
-    """The facility's Kueue objects, in the order to apply them (flavors, ClusterQueues, LocalQueues)."""
+    """The facility's Kueue objects, in the order to apply them (priority classes, flavors, ClusterQueues,
+    LocalQueues)."""
     if not facility.queues.enabled:
         return []
     groups = list(facility.queues.groups)
-    return [*flavors(facility), *(cluster_queue(facility, g) for g in groups),
+    return [*priority_classes(), *flavors(facility), *(cluster_queue(facility, g) for g in groups),
             *(local_queue(facility, g) for g in groups)]

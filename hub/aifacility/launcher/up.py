@@ -77,6 +77,14 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def _untraversable_parent(path: Path) -> Path | None:
+    """The first directory on the way to `path` that other users may not traverse, if any."""
+    for d in [*reversed(path.absolute().parents), path.absolute()]:
+        if not d.stat().st_mode & 0o001:
+            return d
+    return None
+
+
 def run_up(opts: UpOptions) -> int:
     facility = load_facility(opts.facility)  # FacilityError -> one line, exit 2 (cli)
     if not is_loopback(opts.host) and not facility.iam.issuer:
@@ -106,6 +114,12 @@ def run_up(opts: UpOptions) -> int:
     state = opts.state_dir
     state.mkdir(parents=True, exist_ok=True)
     logs = state / "logs"
+    closed = _untraversable_parent(state)
+    if closed is not None:
+        print(f"aifacility: warning: {closed} is closed to other users (mode {closed.stat().st_mode & 0o777:o}): "
+              "SLURM jobs run as their pod's user (jovyan, uid 1000) and cannot reach their directory under "
+              f"{state}/interlink, so offloaded jobs of non-root pods will fail. Choose a --state-dir whose "
+              "parents others may traverse (chmod o+x).", file=sys.stderr)
     sup = Supervisor()
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

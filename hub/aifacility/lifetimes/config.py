@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from aifacility.facility.model import Facility
-from aifacility.hubconfig import add_spawner_args, add_spawner_environment
+from aifacility.hubconfig import add_spawner_args, add_spawner_environment, current, free_port
 from aifacility.lifetimes.hubpages import HubSessions
 from aifacility.lifetimes.service.handlers import EXTEND, READ
 from aifacility.lifetimes.store import DB_ENV, DB_NAME, ExtensionStore
@@ -27,18 +26,6 @@ SERVICE = "lifetimes"
 CULLER = "lifetimes-culler"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NOTICE_FLAG = "--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice"
-
-
-def _current(section: Any, key: str, default: Any) -> Any:
-    """A config value already set (by the lead config or another configure), else `default`."""
-    return section[key] if key in section else default
-
-
-def _free_port() -> int:
-    # Several facilities (developers, CI jobs) share a machine: a fixed default port would collide.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | None = None,
@@ -65,18 +52,18 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         raw = os.environ.get("AIFACILITY_LIFETIMES_PORT") or "0"
         if not raw.isdigit() or int(raw) > 65535:
             raise ValueError(f"AIFACILITY_LIFETIMES_PORT must be a TCP port number, not {raw!r}")
-        port = port or int(raw) or _free_port()
+        port = port or int(raw) or free_port()
         url = f"http://127.0.0.1:{port}"
     env = {"AIFACILITY_FACILITY": str(facility_file), DB_ENV: str(store.path), "PYTHONUNBUFFERED": "1"}
 
     c.JupyterHub.custom_scopes = {
-        **_current(c.JupyterHub, "custom_scopes", {}),
+        **current(c.JupyterHub, "custom_scopes", {}),
         READ: {"description": "See when your sessions end and why."},
         EXTEND: {"description": "Extend the lifetime of your sessions, up to the limit of their profile.",
                  "subscopes": [READ]},
     }
     s = facility.sessions
-    c.JupyterHub.services = [*_current(c.JupyterHub, "services", []), {
+    c.JupyterHub.services = [*current(c.JupyterHub, "services", []), {
         "name": SERVICE,
         "url": url,
         "command": [sys.executable, "-m", "aifacility.lifetimes.service"],
@@ -93,8 +80,8 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         "environment": env,
     }]
 
-    admins = sorted(_current(c.Authenticator, "admin_users", set()))
-    roles = list(_current(c.JupyterHub, "load_roles", []))
+    admins = sorted(current(c.Authenticator, "admin_users", set()))
+    roles = list(current(c.JupyterHub, "load_roles", []))
     # Every user may reach the service, and read and extend their own sessions there (and nobody else's).
     access = f"access:services!service={SERVICE}"
     own = [access, f"{EXTEND}!user"]
@@ -128,7 +115,7 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         # carry the aifacility package already (aifacility[notebook]).
         add_spawner_args(c, [NOTICE_FLAG])
 
-    c.JupyterHub.template_paths = [str(TEMPLATES), *_current(c.JupyterHub, "template_paths", [])]
+    c.JupyterHub.template_paths = [str(TEMPLATES), *current(c.JupyterHub, "template_paths", [])]
     page = f"{base_url.rstrip('/')}/services/{SERVICE}/"
-    c.JupyterHub.template_vars = {**_current(c.JupyterHub, "template_vars", {}),
+    c.JupyterHub.template_vars = {**current(c.JupyterHub, "template_vars", {}),
                                   "aifacility_lifetimes": HubSessions(facility, store, page)}

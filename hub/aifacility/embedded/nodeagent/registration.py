@@ -14,6 +14,7 @@ from typing import Any
 from aifacility.embedded.controlplane.versions import versions
 from aifacility.embedded.nodeagent.events import now
 from aifacility.facility.model import Facility, Node
+from aifacility.facility.queues import SITE_LABEL
 
 # Node features the API server acts on (status.declaredFeatures, sorted): ExtendWebSocketsToKubelet has it
 # proxy `kubectl exec`'s WebSocket to our kubelet endpoint as it is.
@@ -65,6 +66,7 @@ def labels(facility: Facility, node: Node) -> dict[str, str]:
         for accel_name in node.accelerators:
             accel = facility.accelerator(accel_name)
             out[_VIRTUAL_ACCEL_LABEL[accel.kind]] = accel.name
+    out[SITE_LABEL] = facility.queues.site(node.name, is_virtual(node))
     out.update(node.labels)
     return out
 

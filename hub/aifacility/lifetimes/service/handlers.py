@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 
 from jupyterhub.services.auth import HubOAuthenticated
@@ -25,6 +24,7 @@ from tornado.httpclient import HTTPClientError
 
 from aifacility.facility.model import Facility
 from aifacility.hubapi import HubClient
+from aifacility.hubservice import error_text, fail
 from aifacility.lifetimes.policy import ExtensionRefused, SessionTimes, check_extension, when
 from aifacility.lifetimes.sessions import describe, times_from_model
 from aifacility.lifetimes.store import ExtensionStore
@@ -44,18 +44,6 @@ def too_large(size: int) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def fail(status: int, message: str) -> web.HTTPError:
-    """An HTTPError with a message for people. Tornado treats `log_message` as a %-format (and logs it), so the
-    message, which may quote user input such as a user name or a JSON key, goes in as an argument."""
-    return web.HTTPError(status, "%s", message)
-
-
-def error_text(exc: BaseException | None, status: int) -> str:
-    if isinstance(exc, web.HTTPError) and exc.log_message:
-        return exc.log_message % exc.args
-    return HTTPStatus(status).phrase
 
 
 class Base(HubOAuthenticated, web.RequestHandler):

@@ -1,0 +1,1 @@
+"""The `jobs` hub-managed service: submit, list, read, follow and cancel batch and notebook jobs over REST."""

@@ -1,0 +1,224 @@
+"""REST API of the jobs service (under /services/jobs/api/), in JupyterHub's service conventions.
+
+Authentication is JupyterHub's: the session's own token (`JUPYTERHUB_API_TOKEN`) or any token of the user with
+`access:services!service=jobs`. Authorisation by custom scopes with the usual user filter, on every request:
+`custom:jobs:read!user=<owner>` to list, read and follow, `custom:jobs:write!user=<owner>` to submit and cancel.
+Every user holds both for themselves, admins for everyone. Another user's job answers 403.
+
+    POST   api/jobs                 submit (body: request.JobRequest, plus "token": the session's IAM token)
+    GET    api/jobs                 your jobs (admins: ?user=NAME, or ?all=1)
+    GET    api/jobs/<name>          one job: phase, queue position, admitted flavor, node and site, exit code
+    GET    api/jobs/<name>/logs     its output (text; ?follow=1 streams until the job ends)
+    DELETE api/jobs/<name>          cancel (the Job, its pod and token Secret are deleted)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyterhub.services.auth import HubOAuthenticated
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+from tornado import web
+from tornado.httpclient import HTTPClientError
+from tornado.iostream import StreamClosedError
+
+from aifacility.facility.model import Facility
+from aifacility.hubapi import HubClient
+from aifacility.hubservice import error_text, fail
+from aifacility.jobs.cluster import JobsCluster
+from aifacility.jobs.manifest import CONTAINER, job_manifest, new_job_name
+from aifacility.jobs.policy import JobRefused, plan
+from aifacility.jobs.request import JobRequest, readable
+from aifacility.jobs.status import describe, owner, phase
+
+READ = "custom:jobs:read"
+WRITE = "custom:jobs:write"
+MAX_BODY_BYTES = 64 * 1024
+MAX_TOKEN_CHARS = 16 * 1024
+
+
+class APIHandler(HubOAuthenticated, web.RequestHandler):
+    """JSON in, JSON out; errors as {"status", "message"} like the hub's own API, never a traceback."""
+
+    @property
+    def facility(self) -> Facility:
+        return self.settings["facility"]
+
+    @property
+    def cluster(self) -> JobsCluster:
+        return self.settings["cluster"]
+
+    @property
+    def hub(self) -> HubClient:
+        return self.settings["hub"]
+
+    def check_xsrf_cookie(self) -> None:
+        """Token-authenticated API calls need no XSRF check (as the hub's own API)."""
+
+    def who(self) -> dict[str, Any]:
+        user = self.current_user
+        if not user:
+            raise fail(403, "Missing or invalid credentials: send your JupyterHub token "
+                            "(in a session: $JUPYTERHUB_API_TOKEN).")
+        return user
+
+    def may(self, scope: str, owner_name: str) -> bool:
+        return bool(self.hub_auth.check_scopes(f"{scope}!user={owner_name}", self.who()))
+
+    def is_admin(self) -> bool:
+        return READ in (self.who().get("scopes") or []) or WRITE in (self.who().get("scopes") or [])
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = error_text(exc, status_code)
+        if status_code >= 500 and status_code not in (502, 503):
+            message = "The jobs service failed on this request; the administrators can find why in its log."
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def write_json(self, data: object, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    async def owned_job(self, name: str, scope: str) -> dict[str, Any]:
+        """The job, if it exists and the caller may act on it with `scope` (404 / 403 otherwise)."""
+        try:
+            job = await self.cluster.job(name)
+        except ApiException as e:
+            raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
+        if job is None:
+            raise fail(404, f"There is no job '{name[:100]}'. `aifacility jobs list` shows yours.")
+        if not self.may(scope, owner(job)):
+            raise fail(403, f"Job '{name}' is not yours.")
+        return job
+
+    async def model(self, job: dict[str, Any]) -> dict[str, Any]:
+        try:
+            pod = await self.cluster.pod(job)
+            workload = await self.cluster.workload(job)
+            position = None
+            if not (workload or {}).get("status", {}).get("admission") and job["metadata"]["labels"].get(
+                    "kueue.x-k8s.io/queue-name"):
+                queue = job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"]
+                positions = await self.cluster.positions(queue)
+                position = next((p for p in positions if p.owner_kind == "Job"
+                                 and p.owner_name == job["metadata"]["name"]), None)
+            sites = await self.cluster.sites()
+        except ApiException as e:
+            raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
+        return describe(job, pod, workload, position, sites)
+
+
+class JobsAPI(APIHandler):
+    async def get(self) -> None:
+        me = self.who()["name"]
+        user: str | None = self.get_argument("user", me)
+        if self.get_argument("all", "") in ("1", "true"):
+            if not self.is_admin():
+                raise fail(403, "Only administrators may list everyone's jobs.")
+            user = None
+        elif user != me and not self.may(READ, str(user)):
+            raise fail(403, f"You may not list the jobs of {str(user)[:100]}.")
+        try:
+            jobs = await self.cluster.jobs(user)
+        except ApiException as e:
+            raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
+        if user is not None:
+            jobs = [j for j in jobs if owner(j) == user]
+        self.write_json({"jobs": [await self.model(j) for j in jobs]})
+
+    async def post(self) -> None:
+        me = self.who()["name"]
+        if not self.may(WRITE, me):
+            raise fail(403, "You may not submit jobs.")
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise fail(413, f"The request is {len(self.request.body)} bytes; at most {MAX_BODY_BYTES} are accepted.")
+        try:
+            body = json.loads(self.request.body or b"null")
+        except (ValueError, RecursionError):
+            raise fail(400, "The body must be a JSON object describing the job.") from None
+        if not isinstance(body, dict):
+            raise fail(400, 'The body must be a JSON object, e.g. {"command": ["python", "run.py"]}.')
+        token = body.pop("token", None)
+        if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS):
+            raise fail(400, f'"token" must be the session\'s access token (a string of at most {MAX_TOKEN_CHARS} '
+                            "characters).")
+        try:
+            req = JobRequest.model_validate(body)
+        except ValidationError as e:
+            raise fail(400, f"Invalid job: {readable(e)}.") from None
+        try:
+            model = await self.hub.user(me)
+        except (HTTPClientError, OSError) as e:
+            raise fail(502, f"The hub did not answer about your groups ({e}); try again.") from None
+        groups = sorted((model or {}).get("groups") or [])
+        name = new_job_name(me)
+        try:
+            job_plan = plan(self.facility, me, groups, req, name)
+        except JobRefused as e:
+            raise fail(400, str(e)) from None
+        try:
+            active = [j for j in await self.cluster.jobs(me)
+                      if owner(j) == me and phase(j, None, None) not in ("Succeeded", "Failed")]
+            limit = self.facility.jobs.max_active_per_user
+            if len(active) >= limit:
+                raise fail(429, f"You have {len(active)} jobs that have not finished; at most {limit} may wait or "
+                                "run at once. Cancel some or wait for them to end.")
+            parts = job_manifest(self.facility, job_plan, name, groups, dict(req.parameters), token)
+            await self.cluster.ensure_storage(me, groups)
+            created = await self.cluster.create(parts["job"], parts["secret"])
+        except ApiException as e:
+            if e.status in (400, 403, 422):
+                # The API server or an admission webhook (Kueue, Pod Security) refused it: its words help.
+                raise fail(400, f"The cluster refused the job: {_api_message(e)}") from None
+            raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
+        self.write_json(await self.model(created), status=201)
+
+
+class JobAPI(APIHandler):
+    async def get(self, name: str) -> None:
+        self.write_json(await self.model(await self.owned_job(name, READ)))
+
+    async def delete(self, name: str) -> None:
+        job = await self.owned_job(name, WRITE)
+        try:
+            await self.cluster.delete(job["metadata"]["name"])
+        except ApiException as e:
+            raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
+        self.set_status(204)
+        self.finish()
+
+
+class LogsAPI(APIHandler):
+    async def get(self, name: str) -> None:
+        job = await self.owned_job(name, READ)
+        follow = self.get_argument("follow", "") in ("1", "true")
+        try:
+            pod = await self.cluster.pod(job)
+        except ApiException as e:
+            raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
+        if pod is None or not (pod.get("spec") or {}).get("nodeName"):
+            state = phase(job, pod, None)
+            raise fail(409, f"Job '{name}' has no output yet: it is {state.lower()}. "
+                            "`aifacility jobs status` says where it stands.")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        try:
+            async for chunk in self.cluster.logs(pod["metadata"]["name"], CONTAINER, follow):
+                self.write(chunk)
+                await self.flush()
+        except ApiException as e:
+            if not self._headers_written:
+                raise fail(409, f"The output of job '{name}' cannot be read yet: {_api_message(e)}") from None
+        except StreamClosedError:
+            return  # the reader went away
+        self.finish()
+
+
+def _api_message(e: ApiException) -> str:
+    try:
+        return str(json.loads(e.body or b"{}").get("message", ""))[:500] or str(e.reason)
+    except (ValueError, TypeError, AttributeError):
+        return str(e.reason)

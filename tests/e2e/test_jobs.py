@@ -1,0 +1,191 @@
+"""Jobs from a notebook: alice's kernel runs `aifacility jobs ...` with the identity her session already has.
+
+A job on a MIG slice runs and its logs and admitted flavor come back; a second one that does not fit waits
+with its queue position and runs when the first ends; a notebook job with a parameter writes its executed copy
+into her home; a job offloaded to HPC runs on SLURM through the virtual node; bob can neither see, read nor
+cancel her jobs; bad input is refused with a message and creates no Job.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from aifacility.embedded.controlplane import build
+from support.facility import RunningFacility
+from support.kernel import run_in_kernel
+from support.oidc_login import oidc_login
+from support.spawning import spawn_and_wait, stop_and_wait
+
+pytestmark = pytest.mark.slow
+
+CPU = {"profile": "cpu-small", "image": "ml"}
+
+CLI = r'''
+import json, subprocess
+def jobs(*args):
+    p = subprocess.run(["aifacility", "jobs", *args], capture_output=True, text=True, timeout=300)
+    return {"rc": p.returncode, "out": p.stdout, "err": p.stderr}
+'''
+
+
+def kernel(fac: RunningFacility, user: str, token: str, calls: str) -> Any:
+    """Run `calls` (an expression using jobs(...)) in the user's kernel; its JSON value."""
+    printed = run_in_kernel(fac.url, user, token, CLI + f"print('RESULT ' + json.dumps({calls}))", timeout=400)
+    return json.loads(printed.split("RESULT ", 1)[1])
+
+
+def kube_jobs(fac: RunningFacility) -> list[str]:
+    out = subprocess.run([str(build.binary("kubectl")), f"--kubeconfig={fac.kubeconfig}", "get", "jobs", "-n",
+                          "aifacility", "-o", "jsonpath={.items[*].metadata.name}"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    return out.split()
+
+
+@pytest.fixture(scope="module")
+def sessions(facility: RunningFacility) -> Any:
+    for user in ("alice", "bob"):
+        oidc_login(facility.url, user)
+        spawn_and_wait(facility.api, facility.url, user, CPU)
+    tokens = {u: facility.api("POST", f"/users/{u}/tokens", json={"expires_in": 3600, "note": "jobs e2e"}).json()[
+        "token"] for u in ("alice", "bob")}
+    yield tokens
+    for user in ("alice", "bob"):
+        stop_and_wait(facility.api, user)
+
+
+def test_mig_jobs_queue_run_and_report(facility: RunningFacility, sessions: dict[str, str]) -> None:
+    alice = sessions["alice"]
+    first, second = kernel(facility, "alice", alice, """[
+        jobs("submit", "--group", "ml", "--mig", "1g.10gb:4", "--time", "1", "--",
+             "sh", "-c", "echo hello from $AIFACILITY_JOB_NAME; sleep 12; echo done"),
+        jobs("submit", "--group", "ml", "--mig", "1g.10gb", "--", "sh", "-c", "echo second")]""")
+    assert first["rc"] == 0 and second["rc"] == 0, (first, second)
+    name1, name2 = first["out"].strip(), second["out"].strip()
+
+    # The second waits for the slices the first holds: Queued, first in line, and it says why.
+    deadline = time.monotonic() + 60
+    while True:
+        st2 = kernel(facility, "alice", alice, f'jobs("status", "--json", "{name2}")')
+        model2 = json.loads(st2["out"])
+        if (model2["phase"] == "Queued" and model2["position"] == 1) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert (model2["phase"], model2["position"]) == ("Queued", 1), model2
+    assert "mig-1g.10gb" in (model2["waiting_for"] or ""), model2
+
+    final = kernel(facility, "alice", alice, f"""[
+        jobs("logs", "--follow", "{name1}"), jobs("status", "--json", "{name1}"),
+        jobs("logs", "--follow", "{name2}"), jobs("status", "--json", "{name2}"), jobs("list")]""")
+    logs1, st1, logs2, st2, listing = final
+    model1 = json.loads(st1["out"])
+    assert logs1["out"] == f"hello from {name1}\ndone\n", logs1
+    assert (model1["phase"], model1["exit_code"], model1["site"]) == ("Succeeded", 0, "local"), model1
+    assert model1["admission"]["flavors"]["nvidia.com/mig-1g.10gb"] == "mig-1g-10gb"
+    assert model1["admission"]["cluster_queue"] == "ml" and model1["node"] == "gpu-a100-01"
+    assert logs2["out"] == "second\n"
+    model2 = json.loads(st2["out"])
+    assert model2["phase"] == "Succeeded" and model2["started"] >= model1["finished"], (model1, model2)
+    assert name1 in listing["out"] and name2 in listing["out"]
+
+
+def test_notebook_job_writes_its_output_into_home(facility: RunningFacility, sessions: dict[str, str]) -> None:
+    make = r'''
+import nbformat, os
+nb = nbformat.v4.new_notebook()
+nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}  # as Lab saves it
+nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print('answer', x * 2)")]
+os.makedirs(os.path.expanduser("~/ana"), exist_ok=True)
+nbformat.write(nb, os.path.expanduser("~/ana/double.ipynb"))
+'''
+    run_in_kernel(facility.url, "alice", sessions["alice"], make)
+    sub = kernel(facility, "alice", sessions["alice"],
+                 'jobs("submit", "--group", "physics", "--wait", "--json", "ana/double.ipynb", "-p", "x", "21")')
+    model = json.loads(sub["out"])
+    assert sub["rc"] == 0, (sub, kernel(facility, "alice", sessions["alice"], f'jobs("logs", "{model["name"]}")'))
+    assert model["kind"] == "notebook"
+    out = run_in_kernel(facility.url, "alice", sessions["alice"], f'''
+import nbformat, os
+nb = nbformat.read(os.path.expanduser("~/{model["output_notebook"]}"), as_version=4)
+print("".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])))
+''')
+    assert "answer 42" in out
+
+
+def test_offloaded_job_runs_on_slurm(facility: RunningFacility, sessions: dict[str, str]) -> None:
+    sub, = kernel(facility, "alice", sessions["alice"], """[jobs("submit", "--group", "physics", "--offload", "hpc",
+        "--wait", "--json", "--", "sh", "-c", "echo partition $SLURM_JOB_PARTITION")]""")
+    name = json.loads(sub["out"])["name"]
+    assert sub["rc"] == 0, (sub, kernel(facility, "alice", sessions["alice"], f'jobs("logs", "{name}")'))
+    logs, st = kernel(facility, "alice", sessions["alice"], f'[jobs("logs", "{name}"), jobs("status", "--json", '
+                                                            f'"{name}")]')
+    model = json.loads(st["out"])
+    assert (model["phase"], model["node"], model["site"]) == ("Succeeded", "vk-hpc-leonardo", "hpc"), model
+    assert set(model["admission"]["flavors"].values()) == {"hpc"}
+    assert logs["out"].strip() == "partition debug"
+
+
+def test_bob_cannot_see_read_or_cancel_alice_s_jobs(facility: RunningFacility, sessions: dict[str, str]) -> None:
+    sub = kernel(facility, "alice", sessions["alice"],
+                 'jobs("submit", "--group", "physics", "--", "sleep", "60")')
+    name = sub["out"].strip()
+    api = f"{facility.url}/services/jobs/api/jobs"
+
+    def as_bob(method: str, path: str = "") -> requests.Response:
+        return requests.request(method, f"{api}{path}", headers={"Authorization": f"token {sessions['bob']}"},
+                                timeout=30)
+
+    assert as_bob("GET", f"/{name}").status_code == 403
+    assert as_bob("GET", f"/{name}/logs").status_code == 403
+    assert as_bob("DELETE", f"/{name}").status_code == 403
+    assert as_bob("GET", "?user=alice").status_code == 403
+    assert as_bob("GET", "?all=1").status_code == 403
+    assert name not in json.dumps(as_bob("GET").json())
+    assert name in kube_jobs(facility)  # still there, untouched
+    # An admin sees everyone's; alice cancels her own.
+    assert name in json.dumps(requests.get(f"{api}?all=1", headers={"Authorization": f"token {facility.admin_token}"},
+                                           timeout=30).json())
+    cancel = kernel(facility, "alice", sessions["alice"], f'jobs("cancel", "{name}")')
+    assert cancel["rc"] == 0, cancel
+    deadline = time.monotonic() + 30
+    while name in kube_jobs(facility) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert name not in kube_jobs(facility)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--group", "nobody", "--", "true"], "You cannot charge jobs to group 'nobody'"),
+    (["--group", "admins", "--", "true"], "You cannot charge jobs to group 'admins'"),
+    (["--group", "physics", "--gpu", "rtx5000", "--", "true"], "Group 'physics' may not use"),
+    (["--group", "ml", "--image", "ubuntu", "--", "true"], "is not one of the facility's images"),
+    (["--group", "ml", "--time", "0", "--", "true"], "positive number of hours"),
+    (["--group", "ml", "--time", "-1", "--", "true"], "positive number of hours"),
+    (["--group", "ml"], "Give the command to run"),
+    (["--group", "ml", "--"], "Give the command to run"),
+    (["--", "true"], "choose one with --group"),
+])
+def test_bad_input_is_refused_and_creates_nothing(facility: RunningFacility, sessions: dict[str, str],
+                                                  args: list[str], words: str) -> None:
+    before = kube_jobs(facility)
+    res = kernel(facility, "alice", sessions["alice"], f'jobs("submit", *{args!r})')
+    assert res["rc"] == 2 and words in res["err"], res
+    assert "Traceback" not in res["err"]
+    assert kube_jobs(facility) == before
+
+
+def test_raw_rest_bad_bodies_get_400s(facility: RunningFacility, sessions: dict[str, str]) -> None:
+    api = f"{facility.url}/services/jobs/api/jobs"
+    headers = {"Authorization": f"token {sessions['alice']}"}
+    before = kube_jobs(facility)
+    for body in (b"[1,2,3]", b"null", b'"x"', b"{", b"[" * 100000, json.dumps({"command": ["x"] * 5000}).encode(),
+                 json.dumps({"command": ["true"], "group": "ml", "token": 5}).encode()):
+        r = requests.post(api, data=body, headers=headers, timeout=30)
+        assert r.status_code in (400, 413), (body[:40], r.status_code, r.text[:300])
+        assert "message" in r.json()
+    assert kube_jobs(facility) == before
