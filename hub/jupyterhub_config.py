@@ -45,6 +45,7 @@ if env("AIFACILITY_ADMIN_TOKEN"):
     c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []),
                                {"name": "aifacility-admin", "services": ["aifacility-admin"],
                                 "scopes": ["admin:users", "admin:servers", "admin:groups", "read:hub", "tokens",
+                                           "read:services",
                                            # everyone's jobs (the custom scope comes with the jobs part below)
                                            "access:services!service=jobs", "custom:jobs:write"]}]
 

@@ -10,7 +10,6 @@ the result to the most specific one, so whichever order the parts run in, nothin
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -55,11 +54,3 @@ def add_spawner_args(c: Any, args: Iterable[str]) -> None:
 def current(section: Any, key: str, default: Any) -> Any:
     """A config value already set (by the lead config or another part's configure), else `default`."""
     return section[key] if key in section else default
-
-
-def free_port() -> int:
-    """A free loopback port for a hub service: several facilities (developers, CI jobs) share a machine, so a
-    fixed default port would collide."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

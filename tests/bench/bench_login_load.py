@@ -20,6 +20,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aifacility.facility.loader import demo_facility_path
 from support.facility import RunningFacility, start_facility
 from support.oidc_login import oidc_login
 from support.spawning import spawn_and_wait
@@ -100,7 +101,14 @@ def main() -> int:
         accounts = [{"username": u, "groups": ["physics"]} for u in LOGIN_USERS]
         accounts += [{"username": u, "groups": ["physics" if i % 2 else "ml"]} for i, u in enumerate(SPAWN_USERS)]
         (base / "users.yaml").write_text(yaml.safe_dump(accounts))
-        fac = start_facility(base / "facility", "--demo-users", str(base / "users.yaml"))
+        # The demo's two CPU nodes hold 16 small sessions (2 cores, 8 GiB each): bigger nodes, so that all 20 fit.
+        doc = yaml.safe_load(demo_facility_path().read_text())
+        for node in doc["nodes"]:
+            if node["name"].startswith("cpu-"):
+                node.update(cpu="32", memory="192Gi")
+        (base / "facility.yaml").write_text(yaml.safe_dump(doc))
+        fac = start_facility(base / "facility", "--demo-users", str(base / "users.yaml"),
+                             "--facility", str(base / "facility.yaml"))
         base_logins: list[float | None] = []
         load_logins: list[float | None] = []
         spawn_times: list[float | None] = []

@@ -7,7 +7,6 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
@@ -30,9 +29,6 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def core_api(fac: RunningFacility) -> client.CoreV1Api:
-    return client.CoreV1Api(config.new_client_from_config(config_file=str(fac.kubeconfig)))
-
 
 def test_alice_runs_a_cell_in_a_mig_pod_and_stopping_removes_it(facility: RunningFacility, browser) -> None:
     login(browser, facility.url, "alice", shot="login-iam")
@@ -52,7 +48,7 @@ def test_alice_runs_a_cell_in_a_mig_pod_and_stopping_removes_it(facility: Runnin
     screenshot(browser, "jupyterlab-cell")
     _, pod_name, devices = out.split()[:3]
 
-    api = core_api(facility)
+    api = facility.core_api()
     namespace = "aifacility"
     pod = api.read_namespaced_pod(pod_name, namespace)
     assert pod.metadata.labels["hub.jupyter.org/username"] == "alice"

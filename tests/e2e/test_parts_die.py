@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from kubernetes import client, config
+from kubernetes import client
 
 from support.facility import RunningFacility, start_facility, wait_for
 from support.oidc_login import oidc_login
@@ -52,9 +52,6 @@ def _alice_answers(fac: RunningFacility, token: str) -> bool:
         return False
     return r.status_code == 200
 
-
-def _core(fac: RunningFacility) -> client.CoreV1Api:
-    return client.CoreV1Api(config.new_client_from_config(config_file=str(fac.kubeconfig)))
 
 
 def _offload(api: client.CoreV1Api, name: str) -> None:
@@ -138,7 +135,7 @@ def test_a_part_killed_comes_back_and_alice_s_session_goes_on(facility: RunningF
     token = facility.api("POST", "/users/alice/tokens", json={"expires_in": 600}).json()["token"]
     state = str(Path(facility.state_dir).resolve())
     pattern = pattern.replace("pidfile:", f"pidfile:{state}/")
-    api = _core(facility)
+    api = facility.core_api()
     job = "offload-" + part.split()[0].lower().replace("(", "")
     _offload(api, job)
     wait_for(lambda: _phase(api, job) == "Running", timeout=120, what="the SLURM job to run")

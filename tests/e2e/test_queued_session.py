@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -102,7 +102,7 @@ def test_alice_queues_sees_her_position_and_starts_when_a_slice_frees(facility: 
     finally:
         driver.quit()
 
-    api = client.CoreV1Api(config.new_client_from_config(config_file=str(facility.kubeconfig)))
+    api = facility.core_api()
     pod = api.read_namespaced_pod("jupyter-alice", "aifacility")
     assert pod.metadata.labels["kueue.x-k8s.io/queue-name"] == "ml"
     assert not pod.spec.scheduling_gates
@@ -118,7 +118,7 @@ def test_a_queued_session_survives_a_hub_restart_in_its_place(facility: RunningF
     wait_for(lambda: not _server(facility, "alice"), timeout=60, what="alice's previous server to be gone")
     r = facility.api("POST", "/users/alice/server", json={"profile": PROFILE, "image": "ml", "queue": True})
     assert r.status_code == 202, r.text
-    api = client.CoreV1Api(config.new_client_from_config(config_file=str(facility.kubeconfig)))
+    api = facility.core_api()
 
     def gated_pod() -> client.V1Pod | None:
         try:

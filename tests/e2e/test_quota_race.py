@@ -12,7 +12,6 @@ from decimal import Decimal
 import pytest
 import requests
 import yaml
-from kubernetes import client, config
 
 from support.facility import RunningFacility, start_facility, wait_for
 from support.oidc_login import oidc_login
@@ -39,9 +38,6 @@ def facility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFacili
     code = fac.stop()
     assert code == 0, "".join(fac.output[-40:])
 
-
-def _core(fac: RunningFacility) -> client.CoreV1Api:
-    return client.CoreV1Api(config.new_client_from_config(config_file=str(fac.kubeconfig)))
 
 
 def _running(fac: RunningFacility, user: str) -> bool:
@@ -87,7 +83,7 @@ def test_twenty_concurrent_spawns_for_the_last_two_slices(facility: RunningFacil
     # Never more slices held than the node has: counted from every pod change, not from a snapshot.
     assert watcher.max_holders <= SLICES, watcher.max_holders
     assert watcher.max_on_node <= SLICES, watcher.max_on_node
-    pods = [p for p in _core(facility).list_namespaced_pod(NAMESPACE).items if pod_units(p, RESOURCE)]
+    pods = [p for p in facility.core_api().list_namespaced_pod(NAMESPACE).items if pod_units(p, RESOURCE)]
     owners = sorted(p.metadata.labels["hub.jupyter.org/username"] for p in pods)
     assert owners == sorted([*HOLDERS, *winners])
     assert sum((pod_units(p, RESOURCE) for p in pods if p.spec.node_name == NODE), Decimal(0)) == SLICES

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from kubernetes import client, config
 
 from aifacility.launcher.supervisor import free_port
 from support.hub_process import wait_for as wait_for  # the e2e tests import it from here
@@ -33,6 +34,10 @@ class RunningFacility:
     @property
     def kubeconfig(self) -> Path:
         return self.state_dir / "kubeconfig"
+
+    def core_api(self) -> client.CoreV1Api:
+        """The Kubernetes core API as the facility's admin (the state directory's kubeconfig)."""
+        return client.CoreV1Api(config.new_client_from_config(config_file=str(self.kubeconfig)))
 
     @property
     def admin_token(self) -> str:

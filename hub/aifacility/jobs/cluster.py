@@ -46,6 +46,7 @@ class JobsCluster:
         self.ns = facility.namespace
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
+        self._claims_seen: set[str] = set()
 
     async def _get(self, path: str, query: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = await self.api.call_api(
@@ -57,8 +58,11 @@ class JobsCluster:
     # --- create ----------------------------------------------------------------------------------------------
 
     async def _ensure_claim(self, name: str, size: str, kind: str, what: str) -> None:
+        if name in self._claims_seen:  # claims are never deleted by the facility: one check per process
+            return
         try:
             await self.core.read_namespaced_persistent_volume_claim(name, self.ns, _request_timeout=30)
+            self._claims_seen.add(name)
             return
         except ApiException as e:
             if e.status != 404:
@@ -69,6 +73,7 @@ class JobsCluster:
         except ApiException as e:
             if e.status != 409:  # created meanwhile by the spawner or another job
                 raise
+        self._claims_seen.add(name)
 
     async def ensure_storage(self, user: str, groups: list[str]) -> None:
         fs = self.facility.storage
@@ -92,7 +97,8 @@ class JobsCluster:
                      "uid": created.metadata.uid, "blockOwnerDeletion": False}
             await self.core.patch_namespaced_secret(secret["metadata"]["name"], self.ns,
                                                     {"metadata": {"ownerReferences": [owner]}}, _request_timeout=30)
-        return await self.job(job["metadata"]["name"]) or {}
+        out: dict[str, Any] = self.api.sanitize_for_serialization(created)
+        return out
 
     # --- read ------------------------------------------------------------------------------------------------
 
@@ -105,6 +111,23 @@ class JobsCluster:
         items = body.get("items") or []
         items.sort(key=lambda j: j["metadata"].get("creationTimestamp", ""), reverse=True)
         return items
+
+    async def unfinished(self, user: str) -> int:
+        """How many of the user's jobs have not ended, read as the API server's table of jobs (the columns `kubectl
+        get jobs` prints, no objects): a few bytes per job, where the objects would be kilobytes each."""
+        body: dict[str, Any] = await self.api.call_api(
+            f"/apis/batch/v1/namespaces/{self.ns}/jobs", "GET",
+            query_params=[("labelSelector", _selector({**MANAGED_BY, USER_LABEL: user_label(user)})),
+                          ("includeObject", "None")],
+            header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+            response_types_map={200: "object"}, auth_settings=["BearerToken"], _return_http_data_only=True,
+            _request_timeout=30)
+        columns = [c.get("name") for c in body.get("columnDefinitions") or []]
+        status = columns.index("Status") if "Status" in columns else None
+        rows = body.get("rows") or []
+        if status is None:  # an API server without the column: count them all (the limit errs on the safe side)
+            return len(rows)
+        return sum(1 for r in rows if (r.get("cells") or [None] * len(columns))[status] not in ("Complete", "Failed"))
 
     async def job(self, name: str) -> dict[str, Any] | None:
         try:

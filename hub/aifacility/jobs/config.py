@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from aifacility.facility.model import Facility
-from aifacility.hubconfig import add_spawner_environment, current, free_port
+from aifacility.hubconfig import add_spawner_environment, current
 from aifacility.jobs.service.handlers import READ, WRITE
+from aifacility.launcher.supervisor import free_port
 
 SERVICE = "jobs"
 # What the service needs from the hub's environment to reach the cluster (JupyterHub passes a managed service
@@ -57,12 +58,16 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     access = f"access:services!service={SERVICE}"
     own = [access, f"{WRITE}!user"]
     roles = list(current(c.JupyterHub, "load_roles", []))
-    for role_name, base in (("user", ["self"]), ("server", ["users:activity!user", "access:servers!server"])):
+    # The session's token may also read its user's groups: the service then finds them in the token's identity
+    # instead of asking the hub on every submission.
+    for role_name, base, extra in (("user", ["self"], []),
+                                   ("server", ["users:activity!user", "access:servers!server"],
+                                    ["read:users:groups!user"])):
         role = next((r for r in roles if r.get("name") == role_name), None)
         if role is None:
-            roles.append({"name": role_name, "scopes": [*base, *own]})
+            roles.append({"name": role_name, "scopes": [*base, *own, *extra]})
         else:
-            role["scopes"] = [*role.get("scopes", base), *own]
+            role["scopes"] = [*role.get("scopes", base), *own, *extra]
     roles += [
         {"name": "jobs-admin", "description": "See, follow and cancel everyone's jobs",
          "scopes": [access, WRITE], "users": admins, "groups": list(facility.iam.admin_groups)},

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from aifacility.facility.model import Facility
-from aifacility.hubconfig import add_spawner_args, add_spawner_environment, current, free_port
+from aifacility.hubconfig import add_spawner_args, add_spawner_environment, current
+from aifacility.launcher.supervisor import free_port
 from aifacility.lifetimes.hubpages import HubSessions
 from aifacility.lifetimes.service.handlers import EXTEND, READ
 from aifacility.lifetimes.store import DB_ENV, DB_NAME, ExtensionStore

@@ -26,6 +26,8 @@ from types import TracebackType
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from aifacility.launcher.supervisor import free_port
+
 HERE = Path(__file__).resolve().parent
 INSTALL_HINT = "npm ci --prefix hub/aifacility/oidc"
 
@@ -93,7 +95,7 @@ class EmbeddedOIDCProvider:
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
         if self.port == 0:
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
         for ttl_name in ("access_token_ttl", "id_token_ttl", "refresh_token_ttl"):
             if getattr(self, ttl_name) <= 0:
                 raise ValueError(f"{ttl_name} must be a positive number of seconds")
@@ -201,12 +203,6 @@ class EmbeddedOIDCProvider:
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _port_is_free(host: str, port: int) -> bool:

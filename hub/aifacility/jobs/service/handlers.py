@@ -83,6 +83,18 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
+    async def groups(self, user: str) -> list[str]:
+        """The user's groups: from their identity when their token may read them (the session's token may: see
+        config.py; cached by HubAuth for `cache_max_age`), else asked of the hub."""
+        model = self.who()
+        if model.get("name") == user and isinstance(model.get("groups"), list):
+            return sorted(model["groups"])
+        try:
+            found = await self.hub.user(user)
+        except (HTTPClientError, OSError) as e:
+            raise fail(502, f"The hub did not answer about your groups ({e}); try again.") from None
+        return sorted((found or {}).get("groups") or [])
+
     async def owned_job(self, name: str, scope: str) -> dict[str, Any]:
         """The job, if it exists and the caller may act on it with `scope` (404 / 403 otherwise)."""
         try:
@@ -150,22 +162,17 @@ class JobsAPI(APIHandler):
             req = JobRequest.model_validate(body)
         except ValidationError as e:
             raise fail(400, f"Invalid job: {readable(e)}.") from None
-        try:
-            model = await self.hub.user(me)
-        except (HTTPClientError, OSError) as e:
-            raise fail(502, f"The hub did not answer about your groups ({e}); try again.") from None
-        groups = sorted((model or {}).get("groups") or [])
+        groups = await self.groups(me)
         name = new_job_name(me)
         try:
             job_plan = plan(self.facility, me, groups, req, name)
         except JobRefused as e:
             raise fail(400, str(e)) from None
         try:
-            active = [j for j in await self.cluster.jobs(me)
-                      if owner(j) == me and phase(j, None, None) not in ("Succeeded", "Failed")]
+            active = await self.cluster.unfinished(me)
             limit = self.facility.jobs.max_active_per_user
-            if len(active) >= limit:
-                raise fail(429, f"You have {len(active)} jobs that have not finished; at most {limit} may wait or "
+            if active >= limit:
+                raise fail(429, f"You have {active} jobs that have not finished; at most {limit} may wait or "
                                 "run at once. Cancel some or wait for them to end.")
             parts = job_manifest(self.facility, job_plan, name, groups, dict(req.parameters), token)
             await self.cluster.ensure_storage(me, groups)
@@ -175,7 +182,8 @@ class JobsAPI(APIHandler):
                 # The API server or an admission webhook (Kueue, Pod Security) refused it: its words help.
                 raise fail(400, f"The cluster refused the job: {_api_message(e)}") from None
             raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
-        self.write_json(await self.model(created), status=201)
+        # A new job is queued: its model needs no further reads (`status` shows its position a moment later).
+        self.write_json(describe(created, None, None, None, {}), status=201)
 
 
 class JobAPI(APIHandler):
