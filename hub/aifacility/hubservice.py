@@ -11,11 +11,15 @@ the hub that started it, as a container's processes are tied to their pod.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import ipaddress
+import logging
 import os
 import signal
 import sys
 from http import HTTPStatus
+from urllib.parse import urlparse
 
 from tornado import web
 
@@ -48,3 +52,23 @@ def error_text(exc: BaseException | None, status: int) -> str:
     if isinstance(exc, web.HTTPError) and exc.log_message:
         return exc.log_message % exc.args
     return HTTPStatus(status).phrase
+
+
+async def serve_until_stopped(app: web.Application, default_url: str, max_body_size: int,
+                              log: logging.Logger) -> None:
+    """Listen where JupyterHub says (JUPYTERHUB_SERVICE_URL) until the hub stops the service with SIGTERM.
+
+    A DNS name (the hub's Kubernetes Service) means every interface of the pod. Nothing is pending at a stop:
+    the services commit or create before they answer."""
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", default_url))
+    host = url.hostname or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = ""
+    app.listen(url.port or 80, host, max_body_size=max_body_size)
+    log.info("service on %s", url.geturl())
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()

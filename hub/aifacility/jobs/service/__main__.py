@@ -8,12 +8,9 @@ KUBECONFIG). It keeps no state of its own: the Jobs in the cluster are the recor
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import secrets
-import signal
-from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
@@ -21,7 +18,7 @@ from tornado import web
 
 from aifacility.facility import load_facility
 from aifacility.hubapi import HubClient
-from aifacility.hubservice import die_with_hub
+from aifacility.hubservice import die_with_hub, serve_until_stopped
 from aifacility.jobs.cluster import JobsCluster, api_client
 from aifacility.jobs.service.handlers import MAX_BODY_BYTES, JobAPI, JobsAPI, LogsAPI
 from aifacility.secrecy import install_log_filter
@@ -50,19 +47,8 @@ async def make_app() -> web.Application:
 
 
 async def serve() -> None:
-    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10102"))
-    host = url.hostname or "127.0.0.1"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        host = ""  # a DNS name (the hub's Kubernetes Service): every interface of the pod
     # Bodies above this are dropped by tornado; the handlers answer 413 with a message up to it.
-    (await make_app()).listen(url.port or 80, host, max_body_size=4 * MAX_BODY_BYTES)
-    log.info("jobs service on %s", url.geturl())
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await serve_until_stopped(await make_app(), "http://127.0.0.1:10102", 4 * MAX_BODY_BYTES, log)
 
 
 def main() -> None:

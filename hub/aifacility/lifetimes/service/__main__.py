@@ -7,14 +7,11 @@ the facility file (AIFACILITY_FACILITY) and the extension store (AIFACILITY_LIFE
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import secrets
-import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
@@ -22,7 +19,7 @@ from tornado import web
 
 from aifacility.facility import load_facility
 from aifacility.hubapi import HubClient
-from aifacility.hubservice import die_with_hub
+from aifacility.hubservice import die_with_hub, serve_until_stopped
 from aifacility.lifetimes.service.handlers import ExtendAPI, PageHandler, ServerSessionAPI, UserSessionsAPI
 from aifacility.lifetimes.store import ExtensionStore
 from aifacility.secrecy import install_log_filter
@@ -69,22 +66,10 @@ def make_app() -> web.Application:
 
 
 async def serve() -> None:
-    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-    host = url.hostname or "127.0.0.1"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        host = ""  # a DNS name (e.g. the hub's Kubernetes Service): listen on every interface of the pod
     # Bodies are a few bytes; a larger one is refused by the handlers with a message (the extension API reads
     # up to DISCARD_LIMIT before its 413, see handlers.py), and this bounds what a form post may buffer.
-    make_app().listen(url.port or 80, host, max_body_size=MAX_SERVER_BODY)
-    logging.getLogger("aifacility.lifetimes").info("lifetimes service on %s", url.geturl())
-    stop = asyncio.Event()
-    # The hub stops its managed services with SIGTERM: leave quietly (nothing is pending, the store commits
-    # before each answer).
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await serve_until_stopped(make_app(), "http://127.0.0.1:10101", MAX_SERVER_BODY,
+                              logging.getLogger("aifacility.lifetimes"))
 
 
 def main() -> None:
