@@ -67,7 +67,8 @@ async def serve_until_stopped(app: web.Application, default_url: str, max_body_s
     except ValueError:
         host = ""
     app.listen(url.port or 80, host, max_body_size=max_body_size)
-    log.info("service on %s", url.geturl())
+    # Named, because the hub's log interleaves every managed service's lines.
+    log.info("%s service on %s", os.environ.get("JUPYTERHUB_SERVICE_NAME", "hub"), url.geturl())
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)

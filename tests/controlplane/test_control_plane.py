@@ -12,7 +12,7 @@ import pytest
 
 from aifacility.embedded.cluster import HUB_NAMESPACE, HUB_SERVICE_ACCOUNT
 from aifacility.embedded.controlplane.versions import versions
-from support.controlplane import Cluster
+from support.controlplane import Cluster, wait_for
 
 NS = "aifacility"
 HUB = f"system:serviceaccount:{HUB_NAMESPACE}:{HUB_SERVICE_ACCOUNT}"
@@ -109,6 +109,9 @@ def test_kueue_suspends_a_queued_job_in_the_notebook_namespace(cluster: Cluster)
     created = cluster.get("job", "-n", NS, "suspended-by-kueue")
     assert created["spec"]["suspend"] is True
     selector = "kueue.x-k8s.io/job-uid=" + created["metadata"]["uid"]
+    # `kubectl wait -l` fails at once while nothing matches: wait for Kueue to create the Workload first.
+    wait_for(lambda: cluster.get("workload", "-n", NS, "-l", selector)["items"], timeout=30,
+             message="Kueue's Workload for the Job")
     cluster.kubectl("wait", "-n", NS, "--for=jsonpath={.spec.queueName}=physics", "workload", "-l", selector,
                     "--timeout=30s")
     cluster.kubectl("wait", "-n", NS, "--for=condition=QuotaReserved=false", "workload", "-l", selector,
