@@ -37,6 +37,11 @@ from aifacility.secrecy import configure as configure_secrecy  # noqa: E402
 
 configure_secrecy(c)
 
+# --- the database: a sqlite file commits without an fsync per commit (WAL), see aifacility.hubdb ---------------
+from aifacility.hubdb import configure as configure_hubdb  # noqa: E402
+
+configure_hubdb(c)
+
 # --- operations: a service token for the facility's own tools (tests, benchmarks, admin CLI) -------------------
 # Appended, not assigned: the chart (z2jh) and the other parts below declare services and roles of their own.
 if env("AIFACILITY_ADMIN_TOKEN"):

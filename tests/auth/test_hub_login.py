@@ -224,8 +224,11 @@ def test_no_token_reaches_a_log(hub: LocalHub, provider: EmbeddedOIDCProvider) -
     """Runs last in this module: every login, refresh, spawn and refusal above has been logged by then."""
     login(hub, "alice")
     secrets: set[str] = set()
-    store = json.loads((provider.state_dir / "store.json").read_text())
-    for key in store:
+    # The provider's snapshot and the journal of changes since it
+    keys = set(json.loads((provider.state_dir / "store.json").read_text()))
+    journal = provider.state_dir / "store.journal"
+    keys |= {json.loads(line)["k"] for line in journal.read_text().splitlines() if line}
+    for key in keys:
         kind, _, ident = key.partition(":")
         if kind in ("AccessToken", "RefreshToken", "AuthorizationCode"):
             secrets.add(ident)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import re
 import secrets
+import signal
 from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlparse
@@ -103,6 +106,24 @@ def test_refresh_token_survives_a_restart_of_the_provider(own_provider: Embedded
         "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
         "client_id": p.client_id, "client_secret": p.client_secret})
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
+def test_grants_survive_a_kill_9_of_the_provider(own_provider: EmbeddedOIDCProvider) -> None:
+    """Every grant and token is in the provider's journal before it answers: a SIGKILL loses none of them."""
+    p = own_provider.start()
+    tokens = [_code_flow(p, "carol") for _ in range(3)]
+    assert p._proc is not None
+    os.killpg(p._proc.pid, signal.SIGKILL)
+    p._proc.wait()
+    assert (p.state_dir / "store.journal").stat().st_size > 0
+    p.start()
+    for t in tokens:
+        fresh = requests.post(f"{p.issuer}/token", timeout=10, data={
+            "grant_type": "refresh_token", "refresh_token": t["refresh_token"],
+            "client_id": p.client_id, "client_secret": p.client_secret})
+        assert fresh.status_code == 200, fresh.text
+    # The restart folded the journal into the snapshot
+    assert any(k.startswith("RefreshToken:") for k in json.loads((p.state_dir / "store.json").read_text()))
 
 
 def test_start_needs_a_redirect_uri(tmp_path: Path) -> None:

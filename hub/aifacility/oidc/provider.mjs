@@ -4,12 +4,12 @@
 // for the facility's client: discovery, authorization code with PKCE (S256, required), refresh tokens,
 // `groups` and `wlcg.groups` claims, configurable token lifetimes, and a username/password login page.
 // Everything it needs comes from one JSON file written by the Python launcher
-// (`aifacility.oidc.launcher.EmbeddedOIDCProvider`); its grants and tokens are kept in `<state_dir>/store.json`
+// (`aifacility.oidc.launcher.EmbeddedOIDCProvider`); its grants and tokens are kept in `<state_dir>/store.json` and `store.journal`
 // so that a restart of the provider does not log everybody out.
 //
 // Usage: node provider.mjs <config.json>
 import { createServer } from 'node:http';
-import { readFileSync, writeFileSync, renameSync, existsSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync, renameSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -17,24 +17,53 @@ import Provider from 'oidc-provider';
 const conf = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const users = new Map(conf.users.map((u) => [u.username, u]));
 
-// ---- persistence: a small write-through adapter over one JSON file ----
+// ---- persistence: a snapshot file plus an append-only journal ----
+// Every change is appended to the journal before the provider answers (one line, O(1)), so a provider killed at
+// any moment restarts with every grant and token it gave out. Rewriting the whole store on each change instead
+// made a login cost O(all logins so far): under 200 logins the provider became the facility's bottleneck.
+// When the journal outgrows JOURNAL_LIMIT the store is written as a new snapshot and the journal emptied; a crash
+// between the two only replays changes the snapshot already holds.
 const storePath = join(conf.state_dir, 'store.json');
-let store = existsSync(storePath) ? JSON.parse(readFileSync(storePath, 'utf8')) : {};
+const journalPath = join(conf.state_dir, 'store.journal');
+const JOURNAL_LIMIT = 4 * 1024 * 1024;
 const now = () => Math.floor(Date.now() / 1000);
-function flush() {
-  // Drop expired entries, then replace the file atomically so a crash never leaves half a file.
+let store = existsSync(storePath) ? JSON.parse(readFileSync(storePath, 'utf8')) : {};
+let journalBytes = 0;
+if (existsSync(journalPath)) {
+  const text = readFileSync(journalPath, 'utf8');
+  journalBytes = Buffer.byteLength(text);
+  for (const line of text.split('\n')) {
+    let change;
+    try { change = JSON.parse(line); } catch { continue; } // the last line may be cut short by a crash
+    if (change.v === null) delete store[change.k]; else store[change.k] = change.v;
+  }
+}
+function compact() {
+  // Drop expired entries, then replace the snapshot atomically so a crash never leaves half a file.
   const t = now();
   for (const key of Object.keys(store)) if (store[key].exp && store[key].exp < t) delete store[key];
   writeFileSync(`${storePath}.tmp`, JSON.stringify(store), { mode: 0o600 });
   renameSync(`${storePath}.tmp`, storePath);
+  writeFileSync(journalPath, '', { mode: 0o600 });
+  journalBytes = 0;
 }
+function record(...keys) {
+  const lines = keys.map((k) => `${JSON.stringify({ k, v: store[k] ?? null })}\n`).join('');
+  appendFileSync(journalPath, lines, { mode: 0o600 });
+  journalBytes += Buffer.byteLength(lines);
+  if (journalBytes > JOURNAL_LIMIT) compact();
+}
+compact(); // start from one snapshot: expired entries go, the journal starts empty
 class FileAdapter {
   constructor(model) { this.model = model; }
   key(id) { return `${this.model}:${id}`; }
   async upsert(id, payload, expiresIn) {
-    store[this.key(id)] = { payload, exp: expiresIn ? now() + expiresIn : undefined };
-    if (payload.grantId) store[`grant:${payload.grantId}:${this.key(id)}`] = { ref: this.key(id), exp: store[this.key(id)].exp };
-    flush();
+    const key = this.key(id);
+    store[key] = { payload, exp: expiresIn ? now() + expiresIn : undefined };
+    if (!payload.grantId) return record(key);
+    const ref = `grant:${payload.grantId}:${key}`;
+    store[ref] = { ref: key, exp: store[key].exp };
+    record(key, ref);
   }
   async find(id) {
     const e = store[this.key(id)];
@@ -51,14 +80,15 @@ class FileAdapter {
   }
   async consume(id) {
     const e = store[this.key(id)];
-    if (e) { e.payload.consumed = now(); flush(); }
+    if (e) { e.payload.consumed = now(); record(this.key(id)); }
   }
-  async destroy(id) { delete store[this.key(id)]; flush(); }
+  async destroy(id) { delete store[this.key(id)]; record(this.key(id)); }
   async revokeByGrantId(grantId) {
+    const gone = [];
     for (const k of Object.keys(store)) {
-      if (k.startsWith(`grant:${grantId}:`)) { delete store[store[k].ref]; delete store[k]; }
+      if (k.startsWith(`grant:${grantId}:`)) { gone.push(store[k].ref, k); delete store[store[k].ref]; delete store[k]; }
     }
-    flush();
+    if (gone.length) record(...gone);
   }
 }
 

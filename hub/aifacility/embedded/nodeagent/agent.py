@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 from aifacility.embedded.controlplane.plane import APISERVER_KUBELET_CLIENT, ControlPlane
 from aifacility.embedded.kubeclient import KubeClient
+from aifacility.embedded.nodeagent.cpugroup import PodCpuGroup
+from aifacility.embedded.nodeagent.cpugroup import describe as describe_cpu
 from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.events import EventRecorder
 from aifacility.embedded.nodeagent.ipam import PodIPs
@@ -71,6 +73,8 @@ class NodeAgent:
         if not network.isolated:
             print(f"node agent: WARNING: no network namespace per pod on this machine ({network.reason}); pods "
                   "share the host's loopback network, so the pods of one user only run here", flush=True)
+        cpu = PodCpuGroup.open()
+        print(f"node agent: {describe_cpu(cpu)}", flush=True)
         ips = PodIPs(network.network, skip=1 if network.isolated else 0)
         api_host, api_port = "127.0.0.1", plane.ports.apiserver
         provisioner_config = plane.component_kubeconfig("volume-provisioner", PROVISIONER_USER)
@@ -88,7 +92,7 @@ class NodeAgent:
                 name=node.name, ip=ip, allocatable=allocatable, state_dir=self.state_dir,
                 lookup=kubelet.lookup, notify=kubelet.notify, events=EventRecorder(client, "kubelet", node.name),
                 api_host=api_host, api_port=api_port, token=kubelet.token, backoff_base=self.backoff_base,
-                network=network, internal_ports=self.internal_ports(),
+                network=network, internal_ports=self.internal_ports(), cpu=cpu,
                 devices=DeviceManager(node.name, allocatable),
                 images={i.image: (list(i.entrypoint), list(i.cmd)) for i in self.facility.images})
             provider = LocalProcessProvider(ctx, ips)

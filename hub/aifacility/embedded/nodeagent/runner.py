@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from aifacility.embedded.nodeagent.cpugroup import PodCpuGroup
 from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.env import ConfigError, Lookup, container_env, expand_command
 from aifacility.embedded.nodeagent.events import EventRecorder, now, now_nano, parse_time
@@ -73,6 +74,8 @@ class NodeContext:
     # The cluster network (a namespace per pod) and the host ports no pod may reach through it.
     network: PodNetwork | None = None
     internal_ports: frozenset[int] = frozenset()
+    # The cpu cgroup every container starts in (see cpugroup): the facility's own processes stay responsive.
+    cpu: PodCpuGroup = field(default_factory=lambda: PodCpuGroup(None, "not configured"))
 
 
 def pod_dir(state_dir: Path, pod: dict[str, Any]) -> Path:
@@ -488,7 +491,7 @@ class PodRunner:
                           working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid,
                           hidden=(str(self.ctx.state_dir),), caps=tuple(capabilities(spec.get("securityContext"))),
                           netns=self.netns)
-        argv = sandbox.argv(command)
+        argv = self.ctx.cpu.wrap(sandbox.argv(command))
         log_path = self.dir / f"{cs.name}.log"
         if log_path.exists():
             log_path.replace(self.dir / f"{cs.name}.log.1")
