@@ -225,6 +225,62 @@ class Jobs(Strict):
         return self
 
 
+class DaskGroup(Strict):
+    """What one group's Dask clusters may use (aifacility.dask). Sizes are per worker; Kueue admits each worker
+    pod under the group's quota, so these bound one request, not the group's share."""
+
+    # What a worker gets when the user asks for nothing: `GatewayCluster()` must just work.
+    worker_cores: int = Field(default=1, ge=1, le=256)
+    worker_memory: str = "4Gi"
+    max_worker_cores: int = Field(default=4, ge=1, le=256)
+    max_worker_memory: str = "16Gi"
+    # Accelerator names a worker may ask for (one device per worker). Unset: the GPUs and MIG slices of the
+    # group's Kueue quota; [] for none.
+    accelerators: list[str] | None = None
+    # Workers per cluster (dask-gateway's cluster_max_workers: larger scale requests are cut to it).
+    max_workers: int = Field(default=10, ge=0, le=10_000)
+    # Clusters one user may have at once in this group (dask-gateway has no per-user limit of its own).
+    max_clusters_per_user: int = Field(default=2, ge=1, le=100)
+
+    _q = field_validator("worker_memory", "max_worker_memory", mode="before")(
+        lambda cls, v: _check_quantity(v))
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> DaskGroup:
+        if self.worker_cores > self.max_worker_cores:
+            raise ValueError("worker_cores must be at most max_worker_cores")
+        if parse_quantity(self.worker_memory) > parse_quantity(self.max_worker_memory):
+            raise ValueError("worker_memory must be at most max_worker_memory")
+        return self
+
+
+class Dask(Strict):
+    """Dask clusters from the sessions through dask-gateway (aifacility.dask). Every group with a queue in
+    `queues.groups` may start clusters, with `groups.<g>` or else `default` as its limits."""
+
+    enabled: bool = True
+    # The image of schedulers and workers (the client's packages must match): the first of `images:` if unset.
+    image: str | None = None
+    # The group a cluster is charged to when the user names none: else `jobs.default_group`, else the first
+    # (alphabetically) of the user's groups with a queue.
+    default_group: str | None = None
+    # Schedulers are not queued (a gated scheduler would hold its whole cluster): keep them small.
+    scheduler_cores: int = Field(default=1, ge=1, le=16)
+    scheduler_memory: str = "2Gi"
+    # A cluster with no work for this long is shut down (dask-gateway's idle_timeout; always on here).
+    idle_timeout_minutes: float = Field(default=30, gt=0, le=7 * 24 * 60)
+    # A worker not connected this long after its pod was created is replaced. Workers wait in Kueue for quota,
+    # so this is long; a failed pod is noticed at once anyway.
+    worker_start_timeout_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+    default: DaskGroup = DaskGroup()
+    groups: dict[str, DaskGroup] = {}
+
+    _q = field_validator("scheduler_memory", mode="before")(lambda cls, v: _check_quantity(v))
+
+    def limits(self, group: str) -> DaskGroup:
+        return self.groups.get(group, self.default)
+
+
 class Facility(Strict):
     apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # Kubernetes-style key
     kind: Literal["Facility"] = "Facility"
@@ -243,6 +299,8 @@ class Facility(Strict):
     sessions: Sessions = Sessions()
     # Batch and notebook jobs from the sessions.
     jobs: Jobs = Jobs()
+    # Dask clusters from the sessions (dask-gateway).
+    dask: Dask = Dask()
 
     @model_validator(mode="after")
     def _references(self) -> Facility:
@@ -285,7 +343,25 @@ class Facility(Strict):
         if self.jobs.default_group is not None and self.jobs.default_group not in self.queues.groups:
             raise ValueError(f"jobs.default_group: '{self.jobs.default_group}' has no queue in queues.groups "
                              f"(known: {', '.join(sorted(self.queues.groups)) or 'none'})")
+        self._check_dask(accels, images)
         return self
+
+    def _check_dask(self, accels: set[str], images: set[str]) -> None:
+        d = self.dask
+        queued = sorted(self.queues.groups)
+        if d.image is not None and d.image not in images:
+            raise ValueError(f"dask.image: unknown image '{d.image}' (known: {', '.join(sorted(images))})")
+        if d.default_group is not None and d.default_group not in self.queues.groups:
+            raise ValueError(f"dask.default_group: '{d.default_group}' has no queue in queues.groups "
+                             f"(known: {', '.join(queued) or 'none'})")
+        for name, g in [("default", d.default), *((f"groups.{k}", v) for k, v in d.groups.items())]:
+            if name != "default" and name.removeprefix("groups.") not in self.queues.groups:
+                raise ValueError(f"dask.{name}: the group has no queue in queues.groups, and Dask workers are "
+                                 f"queued there (known: {', '.join(queued) or 'none'})")
+            for a in g.accelerators or []:
+                if a not in accels:
+                    raise ValueError(f"dask.{name}.accelerators: unknown accelerator '{a}' "
+                                     f"(known: {', '.join(sorted(accels)) or 'none'})")
 
     def accelerator(self, name: str) -> Accelerator:
         for a in self.accelerators:
