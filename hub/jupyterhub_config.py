@@ -79,3 +79,8 @@ configure_lifetimes(c, facility)
 from aifacility.jobs import configure as configure_jobs  # noqa: E402
 
 configure_jobs(c, facility, data_dir=str(data))
+
+# --- dask: dask-gateway as a hub service, clusters as pods whose workers Kueue admits ---------------------------
+from aifacility.dask import configure as configure_dask  # noqa: E402
+
+configure_dask(c, facility, data_dir=str(data))

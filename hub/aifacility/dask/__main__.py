@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 
 
 def main(argv: list[str] | None = None) -> None:
+    from aifacility.hubservice import die_with_hub
+
+    die_with_hub()  # no orphan gateway when the hub is killed (see hubservice)
     from dask_gateway_server.app import DaskGateway
     from traitlets.config import Config
 

@@ -182,6 +182,8 @@ def hub_env(opts: UpOptions, extra: dict[str, str]) -> dict[str, str]:
         "AIFACILITY_HUB_PORT": str(stable_port(state, "hub")),
         "AIFACILITY_PROXY_API_PORT": str(stable_port(state, "proxy-api")),
         "AIFACILITY_LIFETIMES_PORT": str(stable_port(state, "lifetimes")),
+        # Dask schedulers keep the gateway's address for their lifetime.
+        "AIFACILITY_DASK_URL": f"http://127.0.0.1:{stable_port(state, 'dask-gateway')}",
         "AIFACILITY_ADMIN_TOKEN": persistent_secret(state, "admin-api-token"),
         # The hub's own identity: the chart's service account and RBAC, never the admin's kubeconfig.
         "KUBECONFIG": str(EmbeddedCluster.hub_kubeconfig_path(state)),
