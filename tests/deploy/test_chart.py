@@ -211,6 +211,10 @@ def test_extra_config_with_the_real_hub_config(values: dict, tmp_path: Path,
 
     env = c.FacilitySpawner.environment
     assert env["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://traefik-dask-gateway:80"
+    # The subchart runs the gateway and z2jh declares its service; the hub grants every user its scope.
+    assert not [s for s in c.JupyterHub.get("services", []) if s.get("name") == "dask-gateway"]
+    user_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
+    assert "access:services!service=dask-gateway" in user_role["scopes"]
     assert env["POD_IP"] == {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}  # the facility's own
     assert c.JupyterHub.spawner_class.__name__ == "FacilitySpawner"
     assert c.FacilitySpawner.namespace == values["facility"]["namespace"]

@@ -65,9 +65,10 @@ def test_cluster_queues_per_group_in_one_cohort() -> None:
     assert lqs["ml"]["spec"] == {"clusterQueue": "ml"}
 
 
-def _facility_with(tmp_path: Path, queues: dict[str, Any]) -> Path:
+def _facility_with(tmp_path: Path, queues: dict[str, Any], **sections: Any) -> Path:
     data = yaml.safe_load(demo_facility_path().read_text())
     data["queues"] = queues
+    data.update(sections)
     path = tmp_path / "facility.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -87,7 +88,10 @@ def test_bad_queues_section_is_refused_with_its_field(tmp_path: Path, queues: di
 
 
 def test_disabled_queues_render_nothing_and_explicit_quota_wins(tmp_path: Path) -> None:
-    assert render(load_facility(_facility_with(tmp_path, {"enabled": False}))) == []
+    # Dask workers are queued, so a facility without queues says so until Dask is off too.
+    with pytest.raises(FacilityError, match=r"without queues, set dask\.enabled: false"):
+        load_facility(_facility_with(tmp_path, {"enabled": False}))
+    assert render(load_facility(_facility_with(tmp_path, {"enabled": False}, dask={"enabled": False}))) == []
     facility = load_facility(_facility_with(tmp_path, {"groups": {"physics": {"accelerators": {"a30": 1},
                                                                               "borrowing": False}}}))
     cq = by_name(render(facility), "ClusterQueue")["physics"]["spec"]

@@ -118,6 +118,11 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     the hub should fix it."""
     if not facility.dask.enabled:
         return
+    _grant_access(c)
+    if os.environ.get("AIFACILITY_EXTERNAL_DASK_GATEWAY", "") == "1":
+        # The Helm chart runs dask-gateway as its own deployment (the dask-gateway subchart), declares the hub
+        # service and gives the sessions its address (singleuser.extraEnv): the hub only grants the scope.
+        return
     from aifacility.launcher.supervisor import free_port
 
     data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
@@ -133,6 +138,20 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         "name": SERVICE, "url": url, "display": False, "environment": env,
         "command": [sys.executable, "-m", "aifacility.dask"],
     }]
+    port = urlsplit(url).port
+    add_spawner_environment(c, {
+        "DASK_GATEWAY__ADDRESS": f"{url}{PREFIX}",
+        # Schedulers are reached by TLS (SNI routing) through the same port.
+        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{urlsplit(url).hostname}:{port}",
+        # Dashboards through the hub's own proxy, which routes the service's prefix to the gateway.
+        "DASK_GATEWAY__PUBLIC_ADDRESS": f"{PREFIX}/",
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+    })
+
+
+def _grant_access(c: Any) -> None:
+    """Every user, and every session's token, may use the gateway; a session's token may also read its user's
+    groups, which the options handler needs."""
     access = f"access:services!service={SERVICE}"
     roles = list(current(c.JupyterHub, "load_roles", []))
     for role_name, base, extra in (("user", ["self"], []),
@@ -145,12 +164,3 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         scopes = list(role.get("scopes", base))
         role["scopes"] = [*scopes, *(s for s in (access, *extra) if s not in scopes)]
     c.JupyterHub.load_roles = roles
-    port = urlsplit(url).port
-    add_spawner_environment(c, {
-        "DASK_GATEWAY__ADDRESS": f"{url}{PREFIX}",
-        # Schedulers are reached by TLS (SNI routing) through the same port.
-        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{urlsplit(url).hostname}:{port}",
-        # Dashboards through the hub's own proxy, which routes the service's prefix to the gateway.
-        "DASK_GATEWAY__PUBLIC_ADDRESS": f"{PREFIX}/",
-        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
-    })

@@ -348,6 +348,8 @@ class Facility(Strict):
 
     def _check_dask(self, accels: set[str], images: set[str]) -> None:
         d = self.dask
+        if not d.enabled:
+            return
         queued = sorted(self.queues.groups)
         if d.image is not None and d.image not in images:
             raise ValueError(f"dask.image: unknown image '{d.image}' (known: {', '.join(sorted(images))})")
@@ -357,7 +359,8 @@ class Facility(Strict):
         for name, g in [("default", d.default), *((f"groups.{k}", v) for k, v in d.groups.items())]:
             if name != "default" and name.removeprefix("groups.") not in self.queues.groups:
                 raise ValueError(f"dask.{name}: the group has no queue in queues.groups, and Dask workers are "
-                                 f"queued there (known: {', '.join(queued) or 'none'})")
+                                 f"queued there (known: {', '.join(queued) or 'none'}; without queues, set "
+                                 f"dask.enabled: false)")
             for a in g.accelerators or []:
                 if a not in accels:
                     raise ValueError(f"dask.{name}.accelerators: unknown accelerator '{a}' "
