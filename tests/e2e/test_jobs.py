@@ -1,7 +1,8 @@
 """Jobs from a notebook: alice's kernel runs `aifacility jobs ...` with the identity her session already has.
 
 A job on a MIG slice runs and its logs and admitted flavor come back; a second one that does not fit waits
-with its queue position and runs when the first ends; a notebook job with a parameter writes its executed copy
+with its queue position and runs when the first ends; a job runs on quota another group of the cohort leaves
+idle, and its status says so; a notebook job with a parameter writes its executed copy
 into her home; a job offloaded to HPC runs on SLURM through the virtual node; bob can neither see, read nor
 cancel her jobs; bad input is refused with a message and creates no Job.
 """
@@ -92,6 +93,29 @@ def test_mig_jobs_queue_run_and_report(facility: RunningFacility, sessions: dict
     model2 = json.loads(st2["out"])
     assert model2["phase"] == "Succeeded" and model2["started"] >= model1["finished"], (model1, model2)
     assert name1 in listing["out"] and name2 in listing["out"]
+
+
+def test_a_job_borrows_idle_quota_of_the_cohort_and_status_says_so(facility: RunningFacility,
+                                                                  sessions: dict[str, str]) -> None:
+    """ml owns 2 T4s, physics 4 and idle: a second 2-T4 job of ml runs on physics's lent quota."""
+    alice = sessions["alice"]
+    subs = kernel(facility, "alice", alice, """[jobs("submit", "--group", "ml", "--gpu", "t4:2", "--time", "1",
+        "--", "sh", "-c", "sleep 25") for _ in range(2)]""")
+    assert all(s["rc"] == 0 for s in subs), subs
+    names = [s["out"].strip() for s in subs]
+    deadline = time.monotonic() + 120
+    while True:
+        st = kernel(facility, "alice", alice, f'[jobs("status", "--json", n) for n in {names!r}]')
+        models = [json.loads(s["out"]) for s in st]
+        if all(m["phase"] == "Running" for m in models) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert [m["phase"] for m in models] == ["Running", "Running"], models
+    for m in models:  # the group as a whole is 2 T4s over its own quota
+        assert m["borrowing"] == [{"flavor": "t4", "resource": "nvidia.com/gpu", "borrowed": "2"}], m
+    text = kernel(facility, "alice", alice, f'jobs("status", "{names[1]}")')["out"]
+    assert "group ml is using 2 nvidia.com/gpu on t4 beyond its quota, lent by idle groups" in text, text
+    kernel(facility, "alice", alice, f'[jobs("cancel", n) for n in {names!r}]')
 
 
 def test_notebook_job_writes_its_output_into_home(facility: RunningFacility, sessions: dict[str, str]) -> None:

@@ -64,3 +64,29 @@ def test_failed_with_its_reason() -> None:
     no_pod = describe(with_(job, status={"conditions": [cond("Failed", "Job was active longer than specified "
                                                                        "deadline")]}), None, None, None, SITES)
     assert no_pod["reason"] == "Job was active longer than specified deadline"
+
+
+def test_a_running_job_says_what_its_group_borrows_from_the_cohort() -> None:
+    wl = {"status": {"admission": {"clusterQueue": "ml", "podSetAssignments": [
+        {"name": "main", "flavors": {"cpu": "default", "memory": "default", "nvidia.com/gpu": "t4"}}]}}}
+    job = with_(JOB, spec={"suspend": False})
+    pod = {"spec": {"nodeName": "gpu-t4-01"}, "status": {"phase": "Running"}}
+
+    def cq(borrowed_gpus: str) -> dict[str, Any]:  # as Kueue reports it: per flavor, per resource
+        return {"status": {"flavorsReservation": [
+            {"name": "default", "resources": [{"name": "cpu", "total": "2", "borrowed": "0"},
+                                              {"name": "memory", "total": "4Gi", "borrowed": "0"}]},
+            {"name": "t4", "resources": [{"name": "nvidia.com/gpu", "total": "4", "borrowed": borrowed_gpus}]},
+            {"name": "hpc", "resources": [{"name": "cpu", "total": "90", "borrowed": "10"}]}]}}
+
+    m = describe(job, pod, wl, None, SITES, cq("2"))
+    # Only the flavors this job holds: the queue's borrowing on hpc is another job's.
+    assert m["borrowing"] == [{"flavor": "t4", "resource": "nvidia.com/gpu", "borrowed": "2"}]
+    assert "borrowing from the cohort" in line(m)
+    from aifacility.jobs.cli import describe as cli_describe
+    assert "group ml is using 2 nvidia.com/gpu on t4 beyond its quota" in cli_describe(m)
+    assert describe(job, pod, wl, None, SITES, cq("0"))["borrowing"] == []
+    assert describe(job, pod, wl, None, SITES, None)["borrowing"] == []
+    # An ended job borrows nothing any more, whatever the queue holds for others now.
+    done = with_(job, status={"conditions": [cond("Complete")]})
+    assert describe(done, pod, wl, None, SITES, cq("2"))["borrowing"] == []

@@ -57,6 +57,10 @@ def describe(model: dict[str, Any]) -> str:
                  ("waiting for", model.get("waiting_for") or "-")]
     if flavors:
         rows.append(("admitted to", ", ".join(f"{r}={f}" for r, f in sorted(flavors.items()))))
+    if model.get("borrowing"):
+        lent = ", ".join(f"{b['borrowed']} {b['resource']} on {b['flavor']}" for b in model["borrowing"])
+        rows.append(("borrowing", f"group {model.get('group')} is using {lent} beyond its quota, lent by idle "
+                                  "groups of the cohort"))
     rows += [("node", model.get("node") or "-"), ("site", model.get("site") or "-"),
              ("created", model.get("created")), ("started", model.get("started") or "-"),
              ("finished", model.get("finished") or "-"), ("time limit", f"{model.get('max_seconds', 0)} s")]

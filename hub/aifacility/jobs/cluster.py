@@ -152,6 +152,14 @@ class JobsCluster:
         items = body.get("items") or []
         return items[0] if items else None
 
+    async def cluster_queue(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._get(f"/apis/{KUEUE_GROUP}/{KUEUE_VERSION}/clusterqueues/{quote(name, safe='')}")
+        except ApiException as e:
+            if e.status in (403, 404):  # a hub without the right to read queues still describes its jobs
+                return None
+            raise
+
     async def positions(self, queue: str) -> list[PendingWorkload]:
         return await local_queue_positions(self.api, self.ns, queue)
 

@@ -45,6 +45,23 @@ def admission(workload: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"cluster_queue": adm.get("clusterQueue"), "flavors": flavors}
 
 
+def borrowing(adm: Mapping[str, Any] | None, cluster_queue: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """What the group's queue holds beyond its own quota in the flavors this job was admitted to: Kueue's
+    `flavorsReservation[].resources[].borrowed` of the ClusterQueue, the quota idle groups of the cohort lend.
+    [] when the queue is within its quota there (or the job is not admitted)."""
+    if not adm or not cluster_queue:
+        return []
+    wanted = {(flavor, resource) for resource, flavor in (adm.get("flavors") or {}).items()}
+    status = cluster_queue.get("status") or {}
+    out = []
+    for fl in status.get("flavorsReservation") or status.get("flavorsUsage") or []:
+        for r in fl.get("resources") or []:
+            borrowed = str(r.get("borrowed") or "0")
+            if (fl.get("name"), r.get("name")) in wanted and borrowed not in ("0", "0m"):
+                out.append({"flavor": str(fl["name"]), "resource": str(r["name"]), "borrowed": borrowed})
+    return sorted(out, key=lambda b: (b["flavor"], b["resource"]))
+
+
 def _terminated(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     for cs in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
         if cs.get("name") == CONTAINER:
@@ -68,8 +85,10 @@ def phase(job: Mapping[str, Any], pod: Mapping[str, Any] | None, workload: Mappi
 
 
 def describe(job: Mapping[str, Any], pod: Mapping[str, Any] | None, workload: Mapping[str, Any] | None,
-             position: PendingWorkload | None, sites: Mapping[str, str]) -> dict[str, Any]:
-    """The REST model of a job. `sites`: node name -> site (local or the offload target)."""
+             position: PendingWorkload | None, sites: Mapping[str, str],
+             cluster_queue: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The REST model of a job. `sites`: node name -> site (local or the offload target); `cluster_queue`: the
+    ClusterQueue that admitted it, read while it has not ended, for what its group borrows from the cohort."""
     meta = job.get("metadata") or {}
     labels = meta.get("labels") or {}
     ann = meta.get("annotations") or {}
@@ -96,6 +115,7 @@ def describe(job: Mapping[str, Any], pod: Mapping[str, Any] | None, workload: Ma
         "position": None,
         "waiting_for": None,
         "admission": admission(workload),
+        "borrowing": borrowing(admission(workload), cluster_queue) if state in ("Starting", "Running") else [],
         "output_notebook": ann.get(OUTPUT_ANNOTATION),
     }
     if state == "Queued":
@@ -125,5 +145,7 @@ def line(model: Mapping[str, Any]) -> str:
         extra = f"position {model['position']}"
     elif model.get("exit_code") is not None:
         extra = f"exit {model['exit_code']}"
+    elif model.get("borrowing"):
+        extra = "borrowing from the cohort"
     return (f"{model['name']:<48} {model['phase']:<10} {model.get('group') or '-':<10} "
             f"{','.join(flavors) or '-':<16} {where:<8} {extra}")

@@ -31,7 +31,7 @@ from aifacility.jobs.cluster import JobsCluster
 from aifacility.jobs.manifest import CONTAINER, job_manifest, new_job_name
 from aifacility.jobs.policy import JobRefused, plan
 from aifacility.jobs.request import JobRequest, readable
-from aifacility.jobs.status import describe, owner, phase
+from aifacility.jobs.status import admission, describe, owner, phase
 
 READ = "custom:jobs:read"
 WRITE = "custom:jobs:write"
@@ -119,9 +119,13 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
                 position = next((p for p in positions if p.owner_kind == "Job"
                                  and p.owner_name == job["metadata"]["name"]), None)
             sites = await self.cluster.sites()
+            adm = admission(workload)
+            cq = None
+            if adm and phase(job, pod, workload) in ("Starting", "Running"):
+                cq = await self.cluster.cluster_queue(adm["cluster_queue"])
         except ApiException as e:
             raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
-        return describe(job, pod, workload, position, sites)
+        return describe(job, pod, workload, position, sites, cq)
 
 
 class JobsAPI(APIHandler):
