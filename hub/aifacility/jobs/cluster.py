@@ -17,6 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from aifacility.facility.model import Facility
 from aifacility.jobs.manifest import MANAGED_BY, USER_LABEL, home_claim, user_label
+from aifacility.jobs.unfinished import UnfinishedJobs
 from aifacility.kueue.positions import PendingWorkload, local_queue_positions
 from aifacility.spawner.queueing import JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSION
 from aifacility.spawner.storage import pvc_manifest, shared_claims
@@ -47,6 +48,7 @@ class JobsCluster:
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self._claims_seen: set[str] = set()
+        self.unfinished_jobs = UnfinishedJobs(api, self.ns, _selector(MANAGED_BY))
 
     async def _get(self, path: str, query: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = await self.api.call_api(
@@ -98,6 +100,7 @@ class JobsCluster:
             await self.core.patch_namespaced_secret(secret["metadata"]["name"], self.ns,
                                                     {"metadata": {"ownerReferences": [owner]}}, _request_timeout=30)
         out: dict[str, Any] = self.api.sanitize_for_serialization(created)
+        self.unfinished_jobs.saw(out)  # counted at once: a burst of submissions cannot outrun the watch
         return out
 
     # --- read ------------------------------------------------------------------------------------------------
@@ -113,8 +116,11 @@ class JobsCluster:
         return items
 
     async def unfinished(self, user: str) -> int:
-        """How many of the user's jobs have not ended, read as the API server's table of jobs (the columns `kubectl
-        get jobs` prints, no objects): a few bytes per job, where the objects would be kilobytes each."""
+        """How many of the user's jobs have not ended: from the watch of jobs while it is in step, else read as the
+        API server's table of jobs (the columns `kubectl get jobs` prints, no objects)."""
+        known = self.unfinished_jobs.count(user_label(user))
+        if known is not None:
+            return known
         body: dict[str, Any] = await self.api.call_api(
             f"/apis/batch/v1/namespaces/{self.ns}/jobs", "GET",
             query_params=[("labelSelector", _selector({**MANAGED_BY, USER_LABEL: user_label(user)})),

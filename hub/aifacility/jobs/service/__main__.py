@@ -2,7 +2,8 @@
 
 Reads what JupyterHub gives every managed service (JUPYTERHUB_SERVICE_URL, _PREFIX, _API_URL, _API_TOKEN), the
 facility file (AIFACILITY_FACILITY) and the hub's Kubernetes identity (its service account in a pod, else
-KUBECONFIG). It keeps no state of its own: the Jobs in the cluster are the record, so it can die at any time.
+KUBECONFIG). It keeps no state of its own: the Jobs in the cluster are the record (it follows them with a watch), so it
+can die at any time.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ async def make_app() -> web.Application:
 
 
 async def serve() -> None:
-    # Bodies above this are dropped by tornado; the handlers answer 413 with a message up to it.
-    await serve_until_stopped(await make_app(), "http://127.0.0.1:10102", 4 * MAX_BODY_BYTES, log)
+    app = await make_app()
+    watching = asyncio.create_task(app.settings["cluster"].unfinished_jobs.run())
+    try:
+        # Bodies above this are dropped by tornado; the handlers answer 413 with a message up to it.
+        await serve_until_stopped(app, "http://127.0.0.1:10102", 4 * MAX_BODY_BYTES, log)
+    finally:
+        watching.cancel()
 
 
 def main() -> None:
