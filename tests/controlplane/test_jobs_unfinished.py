@@ -28,13 +28,13 @@ def _job(name: str, user: str, *, suspend: bool) -> dict[str, Any]:
                      "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}}
 
 
-async def _until(what: Callable[[], Any], timeout: float = 60) -> Any:
-    for _ in range(int(timeout / 0.1)):
+async def _until(what: Callable[[], Any], seconds: float = 60) -> Any:
+    for _ in range(int(seconds / 0.1)):
         value = what()
         if value:
             return value
         await asyncio.sleep(0.1)
-    raise AssertionError(f"still {what()!r} after {timeout} s")
+    raise AssertionError(f"still {what()!r} after {seconds} s")
 
 
 async def test_the_watch_counts_unfinished_jobs_per_user(cluster: Cluster) -> None:
@@ -49,7 +49,7 @@ async def test_the_watch_counts_unfinished_jobs_per_user(cluster: Cluster) -> No
                       _job(names[2], "someone-else", suspend=True))
         # Both of the user's jobs are seen; the one that runs `true` then ends and is no longer counted.
         await _until(lambda: names[1] in jobs.unfinished_jobs._jobs and names[0] in jobs.unfinished_jobs._jobs)
-        await _until(lambda: jobs.unfinished_jobs.count("watcher") == 1, timeout=120)
+        await _until(lambda: jobs.unfinished_jobs.count("watcher") == 1, seconds=120)
         assert jobs.unfinished_jobs.count("someone-else") == 1
         # The fallback (the API server's table of jobs) agrees with the watch.
         assert await jobs.unfinished("watcher") == 1
