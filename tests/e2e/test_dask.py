@@ -1,14 +1,17 @@
 """Dask from a notebook: alice's kernel starts a cluster with `GatewayCluster()`, scales it to 4 workers that
 Kueue admits one by one in her group's queue, and computes with them; a cluster over her per-user limit is
-refused with a message that says what to do."""
+refused with a message that says what to do. Its dashboard link opens in her browser and in JupyterLab's Dask
+sidebar (dask-labextension), whose "+ NEW" makes clusters through the gateway too."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+import requests
 
 from aifacility.embedded.controlplane import build
 from support.facility import RunningFacility
@@ -73,6 +76,7 @@ def test_a_gateway_cluster_computes_with_four_workers_each_admitted_by_kueue(fac
     assert result["total"] == sum(x * x for x in range(10)) and result["workers"] == 4
     assert "You already have 2 Dask cluster(s) charged to group 'ml'" in result["refusal"]
     assert result["dashboard"].startswith("/services/dask-gateway/clusters/")
+    check_dashboard(facility, alice, result["dashboard"])
 
     selector = f"aifacility.io/dask-cluster={result['name'].split('.')[-1]}"
     pods = kubectl_json(facility, "pods", "-l", selector)["items"]
@@ -93,3 +97,35 @@ def test_a_gateway_cluster_computes_with_four_workers_each_admitted_by_kueue(fac
         assert "dask" in json.dumps({k: v for k, v in wl["spec"].items() if k.startswith("priority")}), wl["spec"]
         admitted = {c["type"]: c["status"] for c in wl["status"]["conditions"]}
         assert admitted.get("Admitted") == "True", wl["status"]
+
+
+def check_dashboard(fac: RunningFacility, token: str, link: str) -> None:
+    """The link opens the scheduler's dashboard through the facility's proxy (as the browser follows it), and
+    the Dask sidebar's server side finds its plots from inside alice's session (its "dashboard-check")."""
+    page = requests.get(fac.url + link, timeout=30)
+    assert page.status_code == 200 and "Dask" in page.text, (page.status_code, page.text[:300])
+    checked = requests.get(f"{fac.url}/user/alice/dask/dashboard-check/{quote(link, safe='')}",
+                           headers={"Authorization": f"token {token}"}, timeout=60).json()
+    assert checked["isActive"] is True, checked
+    assert "Individual Task Stream" in checked["plots"], sorted(checked["plots"])
+
+
+def test_the_dask_sidebar_makes_clusters_through_the_gateway(facility: RunningFacility, alice: str) -> None:
+    api = f"{facility.url}/user/alice/dask/clusters"
+    auth = {"Authorization": f"token {alice}"}
+    made = requests.put(api, headers=auth, timeout=300)
+    assert made.status_code == 200, made.text[:500]
+    model = made.json()
+    try:
+        # a GatewayCluster: its dashboard is the gateway's, and the gateway lists it as alice's
+        assert model["dashboard_link"].startswith("/services/dask-gateway/clusters/"), model
+        listed = requests.get(api, headers=auth, timeout=30).json()
+        assert [c["id"] for c in listed] == [model["id"]]
+        check_dashboard(facility, alice, model["dashboard_link"])
+        names = run_in_kernel(facility.url, "alice", alice,
+                              "from dask_gateway import Gateway\n"
+                              "print('RESULT ' + ' '.join(c.name for c in Gateway().list_clusters()))", timeout=120)
+        assert model["dashboard_link"].split("/")[-2] in names.split("RESULT ", 1)[1].split()
+    finally:
+        gone = requests.delete(f"{api}/{model['id']}", headers=auth, timeout=120)
+        assert gone.status_code in (200, 204), gone.text[:300]

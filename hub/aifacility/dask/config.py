@@ -35,6 +35,9 @@ BACKEND = "aifacility.dask.backend.FacilityBackend"
 # A scheduler is not queued, so only an image pull or a slow node delays it.
 SCHEDULER_START_SECONDS = 300
 CLUSTER_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+# The Dask sidebar of JupyterLab (dask-labextension) makes its "+ NEW" clusters through the gateway, as daskhub does.
+LABEXTENSION_ENV = {"DASK_LABEXTENSION__FACTORY__MODULE": "dask_gateway",
+                    "DASK_LABEXTENSION__FACTORY__CLASS": "GatewayCluster"}
 
 
 def overrides(facility: Facility, user: Any, options: Any) -> dict[str, Any]:
@@ -119,6 +122,12 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     if not facility.dask.enabled:
         return
     _grant_access(c)
+    add_spawner_environment(c, LABEXTENSION_ENV)
+    if os.environ.get("AIFACILITY_PUBLIC_URL"):
+        # The labextension checks a dashboard link from the session's server at the address the browser used,
+        # the facility's public one: named here, the session may reach it (the node agent forwards what a
+        # pod's environment names; on a cluster it is the ingress).
+        add_spawner_environment(c, {"AIFACILITY_PUBLIC_URL": os.environ["AIFACILITY_PUBLIC_URL"]})
     if os.environ.get("AIFACILITY_EXTERNAL_DASK_GATEWAY", "") == "1":
         # The Helm chart runs dask-gateway as its own deployment (the dask-gateway subchart), declares the hub
         # service and gives the sessions its address (singleuser.extraEnv): the hub only grants the scope.
