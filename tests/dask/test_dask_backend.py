@@ -29,6 +29,10 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.uids = itertools.count(1)
+        self.claims_for: list[tuple[str, list[str]]] = []
+
+    async def ensure_claims(self, facility: Any, user: str, groups: list[str]) -> None:
+        self.claims_for.append((user, groups))
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         key = (body["kind"], body["metadata"]["name"])
@@ -108,6 +112,7 @@ async def test_workers_connect_to_the_reported_scheduler_address(backend: Facili
     assert c["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
     assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml"
     assert pod["metadata"]["ownerReferences"] == cluster.state["owner"]
+    assert backend.kube.claims_for == [("alice", ["ml"])]  # her home and group claims, before the worker pod
 
 
 async def test_checks_and_stops(backend: FacilityBackend) -> None:

@@ -22,6 +22,7 @@ from traitlets import Integer, List, Unicode, default
 from aifacility.dask import pods
 from aifacility.dask.options import DaskRefused, check_cluster_count
 from aifacility.facility.model import Facility
+from aifacility.spawner.storage import Claims
 
 
 class FacilityClusterConfig(ClusterConfig):
@@ -45,6 +46,7 @@ class Kube:
 
         self.api, self.ns = api, namespace
         self.core = client.CoreV1Api(api)
+        self._claims: Claims | None = None
 
     @classmethod
     async def connect(cls, namespace: str) -> Kube:
@@ -58,6 +60,12 @@ class Kube:
         sent: Any = body  # the typed API sends a dict body as it is
         created = await create(self.ns, sent, _request_timeout=30)
         return dict(self.api.sanitize_for_serialization(created))
+
+    async def ensure_claims(self, facility: Facility, user: str, groups: list[str]) -> None:
+        """The home and group claims a worker mounts: made here for a user who never started a session."""
+        if self._claims is None:
+            self._claims = Claims(self.core, self.ns, facility)
+        await self._claims.ensure_all(pods.home_claim(user), user, groups)
 
     async def set_owner(self, secret: str, owner: list[dict[str, Any]]) -> None:
         await self.core.patch_namespaced_secret(secret, self.ns, {"metadata": {"ownerReferences": owner}},
@@ -165,6 +173,7 @@ class FacilityBackend(DBBackendBase):
     async def do_start_worker(self, worker: Any) -> AsyncIterator[dict[str, Any]]:
         cluster = worker.cluster
         env = {**self.get_worker_env(cluster), "HOME": self.facility.storage.home_mount_path}
+        await self.kube.ensure_claims(self.facility, cluster.username, list(cluster.config.get("user_groups") or []))
         body = pods.worker_pod(self.facility, cluster.name, worker.name, cluster.config, cluster.username,
                                self.get_worker_command(cluster, worker.name), env,
                                cluster.state.get("owner") or [])

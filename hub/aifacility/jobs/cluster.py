@@ -20,7 +20,7 @@ from aifacility.jobs.manifest import MANAGED_BY, USER_LABEL, home_claim, user_la
 from aifacility.jobs.unfinished import UnfinishedJobs
 from aifacility.kueue.positions import PendingWorkload, local_queue_positions
 from aifacility.spawner.queueing import JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSION
-from aifacility.spawner.storage import pvc_manifest, shared_claims
+from aifacility.spawner.storage import Claims
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 SITE_LABEL_KEY = "aifacility.io/site"
@@ -47,7 +47,7 @@ class JobsCluster:
         self.ns = facility.namespace
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
-        self._claims_seen: set[str] = set()
+        self.claims = Claims(self.core, self.ns, facility)
         self.unfinished_jobs = UnfinishedJobs(api, self.ns, _selector(MANAGED_BY))
 
     async def _get(self, path: str, query: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
@@ -59,29 +59,8 @@ class JobsCluster:
 
     # --- create ----------------------------------------------------------------------------------------------
 
-    async def _ensure_claim(self, name: str, size: str, kind: str, what: str) -> None:
-        if name in self._claims_seen:  # claims are never deleted by the facility: one check per process
-            return
-        try:
-            await self.core.read_namespaced_persistent_volume_claim(name, self.ns, _request_timeout=30)
-            self._claims_seen.add(name)
-            return
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        try:
-            claim: Any = pvc_manifest(name, self.facility.storage, size, kind, what)  # dict bodies are sent as is
-            await self.core.create_namespaced_persistent_volume_claim(self.ns, claim, _request_timeout=30)
-        except ApiException as e:
-            if e.status != 409:  # created meanwhile by the spawner or another job
-                raise
-        self._claims_seen.add(name)
-
     async def ensure_storage(self, user: str, groups: list[str]) -> None:
-        fs = self.facility.storage
-        await self._ensure_claim(home_claim(user), fs.home_size, "home", user)
-        for name, kind, what in shared_claims(self.facility, groups):
-            await self._ensure_claim(name, fs.group_size if kind == "group" else fs.dataset_size, kind, what)
+        await self.claims.ensure_all(home_claim(user), user, groups)
 
     async def create(self, job: Any, secret: Any) -> dict[str, Any]:
         """The Secret first (the pod needs it), then the Job, then the Secret's owner: the Job, so that

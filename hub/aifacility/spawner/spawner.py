@@ -247,27 +247,10 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
     async def release(self) -> None:
         await self.quotas.release(self.user.name, self.name or "")
 
-    async def _ensure_claim(self, name: str, size: str, kind: str, what: str) -> None:
-        """Create a shared ReadWriteMany claim if it does not exist yet (a 409 means someone else did)."""
-        try:
-            await self.api.read_namespaced_persistent_volume_claim(name=name, namespace=self.namespace)
-            return
-        except ApiException as e:
-            if e.status != 404:
-                raise
-        body = storage.pvc_manifest(name, self.facility.storage, size, kind, what)
-        try:
-            await self.api.create_namespaced_persistent_volume_claim(namespace=self.namespace, body=body)
-            self.log.info("Created %s claim %s for %s", kind, name, what)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-
     async def _prepare_storage(self) -> None:
         groups = self.user_groups()
-        fs = self.facility.storage
-        for name, kind, what in storage.shared_claims(self.facility, groups):
-            await self._ensure_claim(name, fs.group_size if kind == "group" else fs.dataset_size, kind, what)
+        # The home claim is KubeSpawner's (storage_pvc_ensure); the shared ones are ours.
+        await storage.Claims(self.api, self.namespace, self.facility, self.log).ensure_shared(groups)
         volumes, mounts = storage.pod_volumes(self.facility, self.pvc_name, groups)
         self.volumes = volumes
         self.volume_mounts = mounts

@@ -8,9 +8,11 @@ they are not a member of: isolation comes from what is mounted, not from file pe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner.slugs import safe_slug
 
 from aifacility.facility.model import Facility, Storage
@@ -87,3 +89,44 @@ def pvc_manifest(name: str, storage: Storage, size: str, kind: str, what: str) -
             "resources": {"requests": {"storage": size}},
         },
     }
+
+
+class Claims:
+    """Creates the claims a user's pods mount where they do not exist yet. Sessions, jobs and Dask workers mount
+    the same home and group directories, and whichever starts first (a job before any session) makes them.
+    `core`: a kubernetes_asyncio CoreV1Api. Claims are never deleted by the facility, so each is checked once per
+    process."""
+
+    def __init__(self, core: Any, namespace: str, facility: Facility,
+                 log: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
+        self.core, self.ns, self.facility = core, namespace, facility
+        self.log = log or logging.getLogger(__name__)
+        self._seen: set[str] = set()
+
+    async def ensure(self, name: str, size: str, kind: str, what: str) -> None:
+        if name in self._seen:
+            return
+        try:
+            await self.core.read_namespaced_persistent_volume_claim(name, self.ns, _request_timeout=30)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            try:
+                await self.core.create_namespaced_persistent_volume_claim(
+                    self.ns, pvc_manifest(name, self.facility.storage, size, kind, what), _request_timeout=30)
+                self.log.info("Created %s claim %s for %s", kind, name, what)
+            except ApiException as e2:
+                if e2.status != 409:  # 409: made meanwhile by another part of the facility
+                    raise
+        self._seen.add(name)
+
+    async def ensure_shared(self, groups: Iterable[str]) -> None:
+        """The group and dataset claims of a member of `groups`."""
+        fs = self.facility.storage
+        for name, kind, what in shared_claims(self.facility, groups):
+            await self.ensure(name, fs.group_size if kind == "group" else fs.dataset_size, kind, what)
+
+    async def ensure_all(self, home_claim: str, user: str, groups: Iterable[str]) -> None:
+        """The user's home claim and their shared ones."""
+        await self.ensure(home_claim, self.facility.storage.home_size, "home", user)
+        await self.ensure_shared(groups)
