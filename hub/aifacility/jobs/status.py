@@ -69,10 +69,23 @@ def _terminated(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return None
 
 
+def _succeeded(job: Mapping[str, Any]) -> bool:
+    return bool(_condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"))
+
+
+def _failed(job: Mapping[str, Any]) -> bool:
+    return bool(_condition(job, "Failed") or _condition(job, "FailureTarget"))
+
+
+def ended(job: Mapping[str, Any]) -> bool:
+    """The Job says it has ended (its controller's conditions), whatever its pod and Workload say."""
+    return _succeeded(job) or _failed(job)
+
+
 def phase(job: Mapping[str, Any], pod: Mapping[str, Any] | None, workload: Mapping[str, Any] | None) -> str:
-    if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
+    if _succeeded(job):
         return "Succeeded"
-    if _condition(job, "Failed") or _condition(job, "FailureTarget"):
+    if _failed(job):
         return "Failed"
     if _condition(workload, "Finished"):
         return "Failed" if (_terminated(pod) or {}).get("exitCode", 1) else "Succeeded"
@@ -94,6 +107,7 @@ def describe(job: Mapping[str, Any], pod: Mapping[str, Any] | None, workload: Ma
     ann = meta.get("annotations") or {}
     status = job.get("status") or {}
     state = phase(job, pod, workload)
+    adm = admission(workload)
     node = ((pod or {}).get("spec") or {}).get("nodeName")
     term = _terminated(pod)
     out: dict[str, Any] = {
@@ -114,8 +128,8 @@ def describe(job: Mapping[str, Any], pod: Mapping[str, Any] | None, workload: Ma
         "reason": None,
         "position": None,
         "waiting_for": None,
-        "admission": admission(workload),
-        "borrowing": borrowing(admission(workload), cluster_queue) if state in ("Starting", "Running") else [],
+        "admission": adm,
+        "borrowing": borrowing(adm, cluster_queue) if state in ("Starting", "Running") else [],
         "output_notebook": ann.get(OUTPUT_ANNOTATION),
     }
     if state == "Queued":

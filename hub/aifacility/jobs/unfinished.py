@@ -16,15 +16,11 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aifacility.jobs.manifest import USER_LABEL
+from aifacility.jobs.status import ended
 
 log = logging.getLogger("aifacility.jobs")
 
 WATCH_SECONDS = 240  # the API server ends a watch after this; it is then resumed from the last version seen
-
-
-def ended(job: Mapping[str, Any]) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
 
 
 class UnfinishedJobs:
