@@ -24,6 +24,9 @@ from aifacility.spawner.storage import Claims
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 SITE_LABEL_KEY = "aifacility.io/site"
+# The Status column of the API server's job table (kubectl's printer) for a Job that status.ended() calls ended:
+# SuccessCriteriaMet and FailureTarget come before Complete and Failed, and the watch counts them as ended too.
+TABLE_ENDED = frozenset({"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"})
 
 
 async def api_client() -> client.ApiClient:
@@ -112,7 +115,7 @@ class JobsCluster:
         rows = body.get("rows") or []
         if status is None:  # an API server without the column: count them all (the limit errs on the safe side)
             return len(rows)
-        return sum(1 for r in rows if (r.get("cells") or [None] * len(columns))[status] not in ("Complete", "Failed"))
+        return sum(1 for r in rows if (r.get("cells") or [None] * len(columns))[status] not in TABLE_ENDED)
 
     async def job(self, name: str) -> dict[str, Any] | None:
         try:
