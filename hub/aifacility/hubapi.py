@@ -1,8 +1,8 @@
 """The few JupyterHub REST calls the facility's hub-managed services make with their own token.
 
 Shared by the lifetimes service (reads a user's servers: `read:users:name`, `read:servers`), the spawn keeper
-(also starts servers: `servers`) and the jobs service (a user's groups: `read:users:groups`); each service's role
-grants only what it calls.
+(also starts servers: `servers`) and the jobs service (a user's groups: `read:users:groups`; running jobs' fresh
+IAM tokens: `custom:iam-tokens:read`); each service's role grants only what it calls.
 """
 
 from __future__ import annotations
@@ -61,3 +61,16 @@ class HubClient:
             except (ValueError, AttributeError):
                 message = body.decode(errors="replace")[:300]
             return e.code, message
+
+    async def iam_token(self, user: str) -> dict[str, Any] | None:
+        """The user's fresh IAM access token (`access_token`, `expires_at`), for a service holding the hub's
+        `custom:iam-tokens:read` scope; None when the user has none (their IAM login ended, or no such user)."""
+        try:
+            resp = await AsyncHTTPClient().fetch(f"{self.api_url}/aifacility/token?user={quote(user, safe='')}",
+                                                 headers=self._headers, request_timeout=30)
+        except HTTPClientError as e:
+            if e.code in (401, 404):
+                return None
+            raise
+        model: dict[str, Any] = json.loads(resp.body)
+        return model

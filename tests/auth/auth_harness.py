@@ -10,7 +10,7 @@ import secrets
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,12 @@ if params["authenticator"] == "iam":
               crypt_key=load_or_create_crypt_key(params["dir"] + "/auth_state.key"),
               token_file=params["dir"] + "/sessions/{username}/token",
               token_min_lifetime=params["token_min_lifetime"])
+    # a service like the jobs service, holding the scope that reads any user's fresh IAM token
+    from aifacility.auth.jobs import IAM_TOKENS_SCOPE, IAM_TOKENS_SCOPE_MODEL
+    c.JupyterHub.custom_scopes = {IAM_TOKENS_SCOPE: IAM_TOKENS_SCOPE_MODEL}
+    c.JupyterHub.services.append({"name": "token-reader", "api_token": params["reader_token"]})
+    c.JupyterHub.load_roles.append({"name": "token-reader", "services": ["token-reader"],
+                                    "scopes": [IAM_TOKENS_SCOPE]})
 else:
     c.JupyterHub.authenticator_class = "dummy"
     c.DummyAuthenticator.password = "demo"
@@ -73,6 +79,7 @@ def free_port() -> int:
 class LocalHub(HubProcess):
     provider: EmbeddedOIDCProvider | None = None
     token_min_lifetime: int = 120
+    reader_token: str = field(default_factory=lambda: secrets.token_hex(16))
 
     @property
     def service_token(self) -> str:
@@ -87,6 +94,7 @@ class LocalHub(HubProcess):
         params: dict[str, Any] = {
             "proxy_token": secrets.token_hex(16), "dir": str(self.workdir), "venv_bin": str(VENV_BIN),
             "service_token": self.token, "token_min_lifetime": self.token_min_lifetime,
+            "reader_token": self.reader_token,
             "authenticator": "iam" if self.provider else "dummy",
         }
         if self.provider:

@@ -145,6 +145,21 @@ def test_personal_tokens_cookies_and_services_cannot_read_tokens(hub: LocalHub, 
     assert browser.get(f"{hub.url}/hub/api/aifacility/token", timeout=30).status_code == 403
 
 
+def test_the_jobs_service_scope_reads_any_users_fresh_token(hub: LocalHub, provider: EmbeddedOIDCProvider) -> None:
+    """What the jobs service does for running jobs: a service holding custom:iam-tokens:read names the user; bob
+    needs no running server. Other services are refused (above), and a user must be named and exist."""
+    login(hub, "bob")
+    resp = _token_api(hub, hub.reader_token, user="bob")
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store", resp.text
+    body = resp.json()
+    assert body["user"] == "bob" and body["expires_at"] > time.time() and _valid(provider, body["access_token"])
+    missing = _token_api(hub, hub.reader_token)
+    assert missing.status_code == 404 and "?user=NAME" in missing.json()["message"]
+    assert _token_api(hub, hub.reader_token, user="nobody-here").status_code == 404
+    other = _token_api(hub, hub.service_token, user="bob")
+    assert other.status_code == 403 and "custom:iam-tokens:read" in other.json()["message"]
+
+
 def test_concurrent_renewals_share_one_refresh(hub: LocalHub, provider: EmbeddedOIDCProvider,
                                                bob_server: dict[str, str]) -> None:
     """IAM rotates refresh tokens and revokes the grant if a spent one is shown: racing renewals must not."""

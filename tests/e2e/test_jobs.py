@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 import requests
+from selenium.webdriver.common.by import By
 
 from aifacility.embedded.controlplane import build
+from support.browser import screenshot
 from support.facility import RunningFacility
 from support.kernel import run_in_kernel
 from support.oidc_login import oidc_login
 from support.spawning import spawn_and_wait, stop_and_wait
+from support.ui import login, run_cell, wait
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +96,33 @@ def test_mig_jobs_queue_run_and_report(facility: RunningFacility, sessions: dict
     model2 = json.loads(st2["out"])
     assert model2["phase"] == "Succeeded" and model2["started"] >= model1["finished"], (model1, model2)
     assert name1 in listing["out"] and name2 in listing["out"]
+
+
+# What a physicist types into a notebook cell: the CLI through IPython's `!`, progress shown while it waits.
+CELL = """print("JOBS")
+!aifacility jobs submit --group ml --mig 1g.10gb:1 --time 1 --wait -- sh -c 'echo hello from a MIG slice' > job.txt
+name = open('job.txt').read().strip()
+!aifacility jobs status {name}
+!aifacility jobs logs {name}
+print("END", name)
+"""
+
+
+@pytest.mark.browser
+def test_a_cell_typed_in_jupyterlab_runs_a_mig_job(facility: RunningFacility, sessions: dict[str, str],
+                                                  browser: Any) -> None:
+    login(browser, facility.url, "alice")
+    browser.get(f"{facility.url}/user/alice/lab")
+    wait(browser, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-LauncherCard"))
+    out = run_cell(browser, CELL, expect="JOBS", until="END ", timeout=300)
+    screenshot(browser, "jobs-notebook-cell")
+    name = out.rsplit("END ", 1)[1].split()[0]
+    assert name.startswith("alice-"), out
+    rows = dict(line.split(":", 1) for line in out.splitlines() if ":" in line and not line.startswith(" "))
+    assert rows["phase"].strip() == "Succeeded" and rows["exit code"].strip() == "0", out
+    assert "nvidia.com/mig-1g.10gb=mig-1g-10gb" in rows["admitted to"] and rows["site"].strip() == "local", out
+    assert "hello from a MIG slice" in out.splitlines(), out  # the logs (the command row quotes it differently)
+    assert name in kube_jobs(facility)
 
 
 def test_a_job_borrows_idle_quota_of_the_cohort_and_status_says_so(facility: RunningFacility,

@@ -30,18 +30,23 @@ def login(driver: webdriver.Chrome, base_url: str, username: str, password: str 
     wait(driver).until(lambda d: d.current_url.startswith(base_url))
 
 
-def run_cell(driver: webdriver.Chrome, code: str, expect: str, timeout: float = 120) -> str:
+def run_cell(driver: webdriver.Chrome, code: str, expect: str, timeout: float = 120, until: str = "") -> str:
     """Open a new Python notebook from the JupyterLab launcher, run `code` in it and return the first output
-    that starts with `expect` (an error's traceback quotes the code, so a match anywhere would mislead)."""
+    that starts with `expect` (an error's traceback quotes the code, so a match anywhere would mislead) and,
+    for a cell that prints as it goes (its stream outputs merge into one), also contains `until`."""
     w = wait(driver, timeout)
     w.until(ec.element_to_be_clickable(
         (By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]'))).click()
     editor = w.until(ec.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell .cm-content")))
+    # Run only once the new notebook's kernel is up: a cell run while its session has no kernel yet is dropped
+    # by JupyterLab (the cell moves on, nothing executes).
+    w.until(ec.presence_of_element_located(
+        (By.XPATH, "//*[contains(@class, 'jp-StatusBar')]//*[contains(text(), '| Idle')]")))
     editor.click()
     editor.send_keys(code)
     editor.send_keys(Keys.SHIFT, Keys.ENTER)
     out = w.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output")
-                                  if e.text.startswith(expect)
+                                  if (e.text.startswith(expect) and until in e.text)
                                   or "Traceback" in e.text or "Error" in e.text), None))
     if not out.text.startswith(expect):
         raise AssertionError(f"the cell failed:\n{out.text}")

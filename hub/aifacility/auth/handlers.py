@@ -12,6 +12,7 @@ from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler, _dese
 from tornado import web
 
 from aifacility.auth.discovery import IdPError
+from aifacility.auth.jobs import IAM_TOKENS_SCOPE
 from aifacility.auth.refusal import Refusal
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ class SessionTokenHandler(APIHandler):
     """`GET /hub/api/aifacility/token`: a fresh IAM access token for the calling notebook server's owner.
 
     Only the API token the hub gave a running server (JUPYTERHUB_API_TOKEN) is accepted, and only for its own
-    user; browser cookies, personal API tokens and services are refused. The answer is never cached.
+    user; browser cookies, personal API tokens and services are refused, except a service holding
+    IAM_TOKENS_SCOPE, which names the user (`?user=`). The answer is never cached.
     """
 
     def check_xsrf_cookie(self) -> None:
@@ -98,6 +100,8 @@ class SessionTokenHandler(APIHandler):
     async def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         orm_token = self.get_token()
+        if orm_token is not None and orm_token.service is not None:
+            return await self._for_service(orm_token.service)
         user = await self.get_current_user()
         if orm_token is None or user is None or orm_token.user is None:
             return self._refuse(403, "This endpoint answers only a notebook server, with the API token the hub "
@@ -111,6 +115,21 @@ class SessionTokenHandler(APIHandler):
             return self._refuse(403, "Only the API token of a running notebook server (the one the hub gave it "
                                      "at its start) may read the IAM token; personal API tokens, browser "
                                      "sessions and the tokens of servers that have stopped may not.")
+        await self._answer(user)
+
+    async def _for_service(self, service: Any) -> None:
+        await self.get_current_user()  # resolves the token's scopes
+        if IAM_TOKENS_SCOPE not in self.expanded_scopes:  # unfiltered only: the grant is for every user
+            return self._refuse(403, f"The service {service.name} may not read IAM tokens: that takes the "
+                                     f"{IAM_TOKENS_SCOPE} scope, which only the jobs service holds.")
+        asked = self.get_argument("user", "")
+        user = self.find_user(asked) if asked and len(asked) <= 255 else None
+        if user is None:
+            return self._refuse(404, f"No user {asked[:64]!r}: give ?user=NAME of a hub user.")
+        self.log.info("Service %s read the IAM token of %s", service.name, user.name)
+        await self._answer(user)
+
+    async def _answer(self, user: Any) -> None:
         auth: IAMAuthenticator = self.authenticator
         refreshed = await auth.refresh_user(user, self)
         if refreshed is False:

@@ -3,6 +3,8 @@
 The jobs client (in the session, or the hub service submitting for it) reads the session's token file and
 creates, next to the job, a Secret holding a copy; the job's pod mounts it read-only at the same path as in
 the session and finds it through the WLCG `BEARER_TOKEN_FILE` variable, so code behaves the same in both.
+While the job has not ended, the jobs service writes fresh tokens into the Secret (`aifacility.jobs.tokens`), and
+the kubelet brings the file in the pod up to date.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from typing import Any
 from aifacility.facility.model import is_dns_label
 
 TOKEN_KEY = "token"
+TOKEN_FOR_LABEL = "aifacility.io/token-for"  # on the Secret: the job whose token it holds
+# A hub-managed service holding this scope may read any user's fresh IAM token (`GET /hub/api/aifacility/token
+# ?user=NAME`): the jobs service, which keeps running jobs' token files fresh (it already creates those jobs with
+# the hub's own cluster identity).
+IAM_TOKENS_SCOPE = "custom:iam-tokens:read"
+IAM_TOKENS_SCOPE_MODEL = {"description": "Read any user's fresh IAM access token (for the jobs service, which "
+                                         "keeps running jobs' token files fresh)."}
 
 
 def read_session_token(path: str | os.PathLike[str] | None = None) -> str:
@@ -48,7 +57,7 @@ def job_token_secret(job_name: str, namespace: str, token: str, *,
         "secret": {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": name, "namespace": namespace,
-                         "labels": {"app.kubernetes.io/part-of": "aifacility", "aifacility.io/token-for": job_name}},
+                         "labels": {"app.kubernetes.io/part-of": "aifacility", TOKEN_FOR_LABEL: job_name}},
             "data": {TOKEN_KEY: base64.b64encode(token.strip().encode()).decode()},
         },
         "volume": {"name": "aifacility-token", "secret": {

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aifacility.auth.jobs import IAM_TOKENS_SCOPE, IAM_TOKENS_SCOPE_MODEL
 from aifacility.facility.model import Facility
 from aifacility.hubconfig import add_spawner_environment, current
 from aifacility.jobs.service.handlers import READ, WRITE
@@ -44,6 +45,7 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         **current(c.JupyterHub, "custom_scopes", {}),
         READ: {"description": "List your batch jobs and read their status and output."},
         WRITE: {"description": "Submit and cancel batch jobs.", "subscopes": [READ]},
+        IAM_TOKENS_SCOPE: IAM_TOKENS_SCOPE_MODEL,
     }
     c.JupyterHub.services = [*current(c.JupyterHub, "services", []), {
         "name": SERVICE,
@@ -71,8 +73,9 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     roles += [
         {"name": "jobs-admin", "description": "See, follow and cancel everyone's jobs",
          "scopes": [access, WRITE], "users": admins, "groups": list(facility.iam.admin_groups)},
-        # GET /users/{name}: the groups a job may be charged to.
-        {"name": "jobs-service", "scopes": ["read:users:name", "read:users:groups"], "services": [SERVICE]},
+        # GET /users/{name}: the groups a job may be charged to; /aifacility/token?user=: running jobs' fresh tokens.
+        {"name": "jobs-service", "scopes": ["read:users:name", "read:users:groups", IAM_TOKENS_SCOPE],
+         "services": [SERVICE]},
     ]
     c.JupyterHub.load_roles = roles
     add_spawner_environment(c, {"AIFACILITY_JOBS_API": f"{url}/services/{SERVICE}/api"})

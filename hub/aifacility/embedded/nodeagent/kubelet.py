@@ -18,13 +18,16 @@ from typing import Any
 from aifacility.embedded.kubeclient import STRATEGIC, ApiError, KubeClient, cancel_all, follow
 from aifacility.embedded.nodeagent.events import now
 from aifacility.embedded.nodeagent.provider import Pod, PodLifecycleHandler
-from aifacility.embedded.nodeagent.references import PATHS, prefetch
+from aifacility.embedded.nodeagent.references import PATHS, prefetch, volume_references
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 40
 RENEW_SECONDS = 10.0
 STATUS_SECONDS = 60.0
+# How often the Secrets and ConfigMaps that running pods mount are read again (the kubelet's sync period is a
+# minute plus its cache's TTL): a job's IAM token, refreshed by the jobs service, reaches its file this fast.
+VOLUME_SYNC_SECONDS = 10.0
 
 
 class NodeKubelet:
@@ -97,6 +100,7 @@ class NodeKubelet:
             self.node["metadata"]["uid"] = node["metadata"]["uid"]
         synced = asyncio.Event()
         self._tasks.append(asyncio.create_task(self._heartbeat()))
+        self._tasks.append(asyncio.create_task(self._sync_volumes()))
         self._tasks.append(asyncio.create_task(follow(self.client, "/api/v1/pods", self._on_pod, synced=synced,
                                                       fieldSelector=f"spec.nodeName={self.name}")))
         await synced.wait()
@@ -212,6 +216,29 @@ class NodeKubelet:
             self._meta[uid] = visible
             self._spawn(self.provider.update_pod(pod))
 
+    async def _sync_volumes(self) -> None:
+        """Read again what running pods' volumes render; a pod whose Secret or ConfigMap changed is handed to its
+        provider (update_pod), which brings the files up to date."""
+        while True:
+            await asyncio.sleep(VOLUME_SYNC_SECONDS)
+            for pod in list(self.pods.values()):
+                meta = pod["metadata"]
+                if meta["uid"] not in self._known or meta["uid"] in self._deleting:
+                    continue
+                changed = False
+                for kind, name in set(volume_references(pod)):
+                    key = (meta["namespace"], kind, name)
+                    try:
+                        obj = await self.client.get(f"/api/v1/namespaces/{meta['namespace']}/{PATHS[kind]}/{name}")
+                    except Exception as e:  # the API server restarting: the next round tries again
+                        log.debug("node %s: %s %s/%s not read again: %s", self.name, kind, key[0], name, e)
+                        continue
+                    if obj is not None and _version(obj) != _version(self._objects.get(key)):
+                        self._objects[key] = obj
+                        changed = True
+                if changed and self.provider is not None:
+                    self._spawn(self.provider.update_pod(pod))
+
     def _forget(self, uid: str) -> None:
         self._tokens.pop(uid, None)
 
@@ -244,3 +271,7 @@ class NodeKubelet:
         with contextlib.suppress(ApiError):
             await self.client.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                                      {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}})
+
+
+def _version(obj: dict[str, Any] | None) -> str | None:
+    return ((obj or {}).get("metadata") or {}).get("resourceVersion")

@@ -94,9 +94,11 @@ class LocalProcessProvider:
         self.ctx.notify(pod, status)
 
     async def update_pod(self, pod: Pod) -> None:
+        """New labels or annotations, or a Secret or ConfigMap it mounts changed: its volumes' files follow."""
         runner = self._runners.get(pod["metadata"]["uid"])
         if runner is not None:
             runner.pod["metadata"] = pod["metadata"]  # labels/annotations for the downward API
+            await runner.refresh_volumes()
 
     async def delete_pod(self, pod: Pod) -> None:
         uid = pod["metadata"]["uid"]

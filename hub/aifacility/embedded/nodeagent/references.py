@@ -13,21 +13,27 @@ PATHS = {"Secret": "secrets", "ConfigMap": "configmaps", "PersistentVolumeClaim"
 TOKEN_SECONDS = 3600
 
 
-def references(pod: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """(kind, name) of every Secret, ConfigMap and claim the pod's volumes and environment name."""
-    spec = pod.get("spec") or {}
-    for vol in spec.get("volumes") or []:
+def volume_references(pod: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(kind, name) of every Secret and ConfigMap the pod's volumes render: what a running pod sees change."""
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
         if "secret" in vol:
             yield "Secret", vol["secret"].get("secretName", "")
         if "configMap" in vol:
             yield "ConfigMap", vol["configMap"].get("name", "")
-        if "persistentVolumeClaim" in vol:
-            yield "PersistentVolumeClaim", vol["persistentVolumeClaim"].get("claimName", "")
         for source in (vol.get("projected") or {}).get("sources") or []:
             if "secret" in source:
                 yield "Secret", source["secret"].get("name", "")
             if "configMap" in source:
                 yield "ConfigMap", source["configMap"].get("name", "")
+
+
+def references(pod: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(kind, name) of every Secret, ConfigMap and claim the pod's volumes and environment name."""
+    spec = pod.get("spec") or {}
+    yield from volume_references(pod)
+    for vol in spec.get("volumes") or []:
+        if "persistentVolumeClaim" in vol:
+            yield "PersistentVolumeClaim", vol["persistentVolumeClaim"].get("claimName", "")
     for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         for env in c.get("env") or []:
             ref = env.get("valueFrom") or {}

@@ -35,6 +35,7 @@ from aifacility.embedded.nodeagent.volumes import (
     VolumeError,
     container_mounts,
     prepare_volumes,
+    refresh_rendered,
 )
 
 log = logging.getLogger(__name__)
@@ -406,6 +407,15 @@ class PodRunner:
                     last_error = str(e)
                     self._event("FailedMount", last_error, warning=True)
             await asyncio.sleep(RETRY_SECONDS)
+
+    async def refresh_volumes(self) -> None:
+        """The pod's rendered volumes follow their Secrets, ConfigMaps and its labels (once they were set up)."""
+        if not self.volumes or self.stopping:
+            return
+        changed = await asyncio.to_thread(refresh_rendered, self.pod, self.dir, self.ctx.lookup(self.namespace),
+                                          self.ctx.allocatable, lambda: self.ctx.token(self.pod))
+        if changed:
+            log.info("pod %s/%s: volumes %s updated", self.namespace, self.name, ", ".join(changed))
 
     async def _container_loop(self, spec: dict[str, Any], cs: ContainerState, *, init: bool,
                               policy: str | None = None) -> bool:

@@ -155,6 +155,13 @@ def _prepare_one(vol: Mapping[str, Any], name: str, local: Path, namespace: str,
             raise VolumeError(f"hostPath type check failed: {path} does not exist")
         return PreparedVolume(path, False)
     # Rendered volumes are written afresh at every start, as the kubelet's atomic writer does.
+    _render_volume(vol, local, pod, lookup, node_allocatable, token)
+    return PreparedVolume(local, True)
+
+
+def _render_volume(vol: Mapping[str, Any], local: Path, pod: Mapping[str, Any], lookup: Lookup,
+                   node_allocatable: Mapping[str, str], token: Callable[[], str]) -> None:
+    """Write a configMap, secret, downwardAPI or projected volume's files into `local` (made empty first)."""
     if local.exists():
         shutil.rmtree(local)
     local.mkdir(parents=True)
@@ -192,7 +199,53 @@ def _prepare_one(vol: Mapping[str, Any], name: str, local: Path, namespace: str,
         raise VolumeError(f"volume type {kinds} is not supported by the node agent (supported: "
                           "emptyDir, configMap, secret, projected, downwardAPI, persistentVolumeClaim, nfs, "
                           "hostPath)")
-    return PreparedVolume(local, True)
+
+
+def refresh_rendered(pod: Mapping[str, Any], pod_dir: Path, lookup: Lookup, node_allocatable: Mapping[str, str],
+                     token: Callable[[], str]) -> list[str]:
+    """Render the pod's configMap, secret, projected and downwardAPI volumes again and bring their files in place up
+    to date (the kubelet's sync of a running pod): each file replaced whole, so a reader sees the old content or the
+    new, never half; keys that went away are removed. A volume that cannot be rendered now keeps its files. Returns
+    the volumes whose files changed. (A subPath mount of one file keeps the old one, as with the kubelet.)"""
+    changed = []
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
+        if not any(kind in vol for kind in READ_ONLY_SOURCES):
+            continue
+        name = str(vol.get("name", ""))
+        local = pod_dir / "volumes" / name
+        fresh = pod_dir / "volumes" / f"..{name}.refresh"
+        try:
+            _render_volume(vol, fresh, pod, lookup, node_allocatable, token)
+        except VolumeError:
+            shutil.rmtree(fresh, ignore_errors=True)
+            continue
+        if _sync_tree(fresh, local):
+            changed.append(name)
+        shutil.rmtree(fresh, ignore_errors=True)
+    return changed
+
+
+def _files(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file()} if root.exists() else {}
+
+
+def _sync_tree(source: Path, target: Path) -> bool:
+    """Make the files under `target` those under `source` (moved over); whether anything changed."""
+    new, old = _files(source), _files(target)
+    changed = False
+    for rel, path in new.items():
+        dest = target / rel
+        if rel in old and old[rel].read_bytes() == path.read_bytes() and \
+                old[rel].stat().st_mode == path.stat().st_mode:
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+        changed = True
+    for rel, path in old.items():
+        if rel not in new:
+            path.unlink(missing_ok=True)
+            changed = True
+    return changed
 
 
 def container_mounts(container: Mapping[str, Any], volumes: Mapping[str, PreparedVolume],

@@ -3,7 +3,7 @@
 Reads what JupyterHub gives every managed service (JUPYTERHUB_SERVICE_URL, _PREFIX, _API_URL, _API_TOKEN), the
 facility file (AIFACILITY_FACILITY) and the hub's Kubernetes identity (its service account in a pod, else
 KUBECONFIG). It keeps no state of its own: the Jobs in the cluster are the record (it follows them with a watch), so it
-can die at any time.
+can die at any time. Beside the API it keeps running jobs' IAM token files fresh (`aifacility.jobs.tokens`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from aifacility.hubapi import HubClient
 from aifacility.hubservice import die_with_hub, serve_until_stopped
 from aifacility.jobs.cluster import JobsCluster, api_client
 from aifacility.jobs.service.handlers import MAX_BODY_BYTES, JobAPI, JobsAPI, LogsAPI
+from aifacility.jobs.tokens import JobTokenKeeper
 from aifacility.secrecy import install_log_filter
 
 log = logging.getLogger("aifacility.jobs")
@@ -49,12 +50,15 @@ async def make_app() -> web.Application:
 
 async def serve() -> None:
     app = await make_app()
-    watching = asyncio.create_task(app.settings["cluster"].unfinished_jobs.run())
+    cluster: JobsCluster = app.settings["cluster"]
+    keeper = JobTokenKeeper(cluster.api, cluster.ns, app.settings["hub"])
+    background = [asyncio.create_task(cluster.unfinished_jobs.run()), asyncio.create_task(keeper.run())]
     try:
         # Bodies above this are dropped by tornado; the handlers answer 413 with a message up to it.
         await serve_until_stopped(app, "http://127.0.0.1:10102", 4 * MAX_BODY_BYTES, log)
     finally:
-        watching.cancel()
+        for task in background:
+            task.cancel()
 
 
 def main() -> None:
