@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -42,6 +43,7 @@ except Exception as e:
     refusal = str(e)
 second.shutdown()
 print("RESULT " + json.dumps({"total": total, "workers": workers, "refusal": refusal, "name": cluster.name,
+                              "second": second.name,
                               "dashboard": cluster.dashboard_link}))
 '''
 
@@ -97,6 +99,13 @@ def test_a_gateway_cluster_computes_with_four_workers_each_admitted_by_kueue(fac
         assert "dask" in json.dumps({k: v for k, v in wl["spec"].items() if k.startswith("priority")}), wl["spec"]
         admitted = {c["type"]: c["status"] for c in wl["status"]["conditions"]}
         assert admitted.get("Admitted") == "True", wl["status"]
+
+    # The cluster that was shut down leaves no pod behind (its scheduler pod once outlived it).
+    second = f"aifacility.io/dask-cluster={result['second'].split('.')[-1]}"
+    deadline = time.monotonic() + 60
+    while kubectl_json(facility, "pods", "-l", second)["items"] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert kubectl_json(facility, "pods", "-l", second)["items"] == []
 
 
 def check_dashboard(fac: RunningFacility, token: str, link: str) -> None:

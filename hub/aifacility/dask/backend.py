@@ -82,7 +82,10 @@ class Kube:
                 raise
 
     async def delete_pods(self, selector: str) -> None:
-        await self.core.delete_collection_namespaced_pod(self.ns, label_selector=selector, _request_timeout=30)
+        """Delete the pods the selector matches, one by one: the hub's role may delete pods, not collections."""
+        found = await self.core.list_namespaced_pod(self.ns, label_selector=selector, _request_timeout=30)
+        for pod in found.items:
+            await self.delete("Pod", pod.metadata.name)
 
     async def phases(self, selector: str) -> dict[str, str]:
         """Pod name -> phase, for the pods the selector matches (one list call for all clusters)."""
@@ -166,9 +169,19 @@ class FacilityBackend(DBBackendBase):
         return [phases.get(pods.scheduler_name(c.name)) in ALIVE for c in clusters]
 
     async def do_stop_cluster(self, cluster: Any) -> None:
-        await self.kube.delete_pods(_selector(**{pods.CLUSTER_LABEL: cluster.name, pods.ROLE_LABEL: "worker"}))
-        await self.kube.delete("Pod", pods.scheduler_name(cluster.name))
-        await self.kube.delete("Secret", pods.secret_name(cluster.name))
+        # Workers left over (the gateway stops each one first), then the scheduler and its Secret: each step is
+        # tried even if one before it failed, so that no scheduler pod outlives its cluster.
+        errors = []
+        for step in (lambda: self.kube.delete_pods(_selector(**{pods.CLUSTER_LABEL: cluster.name,
+                                                                 pods.ROLE_LABEL: "worker"})),
+                     lambda: self.kube.delete("Pod", pods.scheduler_name(cluster.name)),
+                     lambda: self.kube.delete("Secret", pods.secret_name(cluster.name))):
+            try:
+                await step()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     async def do_start_worker(self, worker: Any) -> AsyncIterator[dict[str, Any]]:
         cluster = worker.cluster
