@@ -123,6 +123,11 @@ def test_a_cell_typed_in_jupyterlab_runs_a_mig_job(facility: RunningFacility, se
     assert "nvidia.com/mig-1g.10gb=mig-1g-10gb" in rows["admitted to"] and rows["site"].strip() == "local", out
     assert "hello from a MIG slice" in out.splitlines(), out  # the logs (the command row quotes it differently)
     assert name in kube_jobs(facility)
+    # JupyterLab keeps its layout in alice's home: the next session would reopen this notebook, not the launcher.
+    browser.get("about:blank")
+    forget = requests.delete(f"{facility.url}/user/alice/lab/api/workspaces/default", timeout=30,
+                             headers={"Authorization": f"token {sessions['alice']}"})
+    assert forget.status_code in (204, 404), forget.text
 
 
 def test_a_job_borrows_idle_quota_of_the_cohort_and_status_says_so(facility: RunningFacility,

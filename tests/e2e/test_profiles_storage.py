@@ -129,12 +129,10 @@ def test_bob_cannot_reach_alices_home_or_the_ml_directory(facility: RunningFacil
         targets = ["/home/alice", "/shared/groups/ml", "/shared/groups/ml/results.txt",
                    str(volumes / "home-alice" / "secret.txt"), str(volumes / "group-ml" / "results.txt"),
                    str(volumes)]
+        # The helper's indented lines go through exec: typed ones would get the editor's own indentation too.
         code = ("import json, os\n"
-                "def probe(p):\n"
-                "    try:\n"
-                "        return sorted(os.listdir(p)) if os.path.isdir(p) else open(p).read()\n"
-                "    except OSError as e:\n"
-                "        return type(e).__name__\n"
+                "exec('def probe(p):\\n    try:\\n        return sorted(os.listdir(p)) if os.path.isdir(p) "
+                "else open(p).read()\\n    except OSError as e:\\n        return type(e).__name__')\n"
                 f"print('ISOLATION', json.dumps({{'groups': sorted(os.listdir('/shared/groups')), "
                 f"'home': os.environ['HOME'], **{{p: probe(p) for p in {targets!r}}}}}))")
         out = run_cell(driver, code, expect="ISOLATION")
