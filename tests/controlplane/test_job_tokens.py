@@ -56,29 +56,39 @@ class FakeHub:
         return {"user": user, "access_token": f"fresh-{user}-{len(self.asked)}", "expires_at": time.time() + 3600}
 
 
-def test_a_running_pod_sees_its_secret_change(cluster: Cluster) -> None:
-    cluster.apply(_secret("agent-token", "first"), {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent-token-reader", "namespace": NS},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                 "securityContext": {"runAsUser": 1000, "runAsGroup": 100},
-                 "containers": [{"name": "main", "image": "busybox",
-                                 "command": ["sh", "-c", "while true; do echo token=$(cat /t/token); sleep 1; done"],
-                                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-                                 "volumeMounts": [{"name": "t", "mountPath": "/t", "readOnly": True}]}],
-                 "volumes": [{"name": "t", "secret": {"secretName": "agent-token", "defaultMode": 0o444}}]}})
+READ_EVERY_SECOND = "while true; do echo token=$(cat /t/token); sleep 1; done"
+
+
+def _reader(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                     "securityContext": {"runAsUser": 1000, "runAsGroup": 100},
+                     "containers": [{"name": "main", "image": "busybox",
+                                     "command": ["sh", "-c", READ_EVERY_SECOND],
+                                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                                     "volumeMounts": [{"name": "t", "mountPath": "/t", "readOnly": True}]}],
+                     "volumes": [{"name": "t", "secret": {"secretName": "agent-token", "defaultMode": 0o444}}]}}
+
+
+def test_running_pods_see_their_secret_change(cluster: Cluster) -> None:
+    """Two pods mount the same Secret: both see its new value."""
+    readers = ["agent-token-reader", "agent-token-reader-2"]
+    cluster.apply(_secret("agent-token", "first"), *(_reader(r) for r in readers))
     try:
-        cluster.kubectl("wait", "-n", NS, "--for=jsonpath={.status.phase}=Running", "pod/agent-token-reader",
-                        "--timeout=60s")
-        _until(lambda: "token=first" in _logs(cluster), "the first token in the pod")
+        for reader in readers:
+            cluster.kubectl("wait", "-n", NS, "--for=jsonpath={.status.phase}=Running", f"pod/{reader}",
+                            "--timeout=60s")
+            _until(lambda r=reader: "token=first" in _logs(cluster, r), f"the first token in {reader}")
         cluster.apply(_secret("agent-token", "second"))
-        _until(lambda: "token=second" in _logs(cluster), "the second token in the pod", seconds=45)
+        for reader in readers:
+            _until(lambda r=reader: "token=second" in _logs(cluster, r), f"the second token in {reader}", seconds=45)
     finally:
-        cluster.kubectl("delete", "pod,secret", "-n", NS, "agent-token-reader", "agent-token", "--wait=false",
+        cluster.kubectl("delete", "pod,secret", "-n", NS, *readers, "agent-token", "--wait=false",
                         "--ignore-not-found")
 
 
-def _logs(cluster: Cluster) -> str:
-    return cluster.kubectl("logs", "-n", NS, "agent-token-reader", check=False).stdout
+def _logs(cluster: Cluster, pod: str) -> str:
+    return cluster.kubectl("logs", "-n", NS, pod, check=False).stdout
 
 
 def _until(what: Any, label: str, seconds: float = 30) -> None:

@@ -50,8 +50,6 @@ class JobTokenKeeper:
         while True:
             try:
                 await self.refresh_due()
-            except asyncio.CancelledError:
-                raise
             except Exception as e:  # the API server or the hub restarting: the next round tries again
                 log.warning("refreshing the IAM tokens of running jobs failed: %s", e)
             await asyncio.sleep(self.interval)

@@ -48,8 +48,6 @@ class UnfinishedJobs:
         while True:
             try:
                 await self._list_and_watch()
-            except asyncio.CancelledError:
-                raise
             except Exception as e:  # the API server restarting, a 410 Gone: start over from a fresh list
                 log.info("the watch of jobs stopped (%s); listing them again", e)
             self._synced = False

@@ -217,26 +217,27 @@ class NodeKubelet:
             self._spawn(self.provider.update_pod(pod))
 
     async def _sync_volumes(self) -> None:
-        """Read again what running pods' volumes render; a pod whose Secret or ConfigMap changed is handed to its
-        provider (update_pod), which brings the files up to date."""
+        """Read again, once per round, each Secret and ConfigMap that running pods' volumes render; every pod
+        mounting one that changed is handed to its provider (update_pod), which brings the files up to date."""
         while True:
             await asyncio.sleep(VOLUME_SYNC_SECONDS)
-            for pod in list(self.pods.values()):
-                meta = pod["metadata"]
-                if meta["uid"] not in self._known or meta["uid"] in self._deleting:
+            running = [p for p in self.pods.values()
+                       if p["metadata"]["uid"] in self._known and p["metadata"]["uid"] not in self._deleting]
+            mounts = {id(p): {(p["metadata"]["namespace"], kind, name) for kind, name in volume_references(p)}
+                      for p in running}
+            changed = set()
+            for key in set().union(*mounts.values()):
+                namespace, kind, name = key
+                try:
+                    obj = await self.client.get(f"/api/v1/namespaces/{namespace}/{PATHS[kind]}/{name}")
+                except Exception as e:  # the API server restarting: the next round tries again
+                    log.debug("node %s: %s %s/%s not read again: %s", self.name, kind, namespace, name, e)
                     continue
-                changed = False
-                for kind, name in set(volume_references(pod)):
-                    key = (meta["namespace"], kind, name)
-                    try:
-                        obj = await self.client.get(f"/api/v1/namespaces/{meta['namespace']}/{PATHS[kind]}/{name}")
-                    except Exception as e:  # the API server restarting: the next round tries again
-                        log.debug("node %s: %s %s/%s not read again: %s", self.name, kind, key[0], name, e)
-                        continue
-                    if obj is not None and _version(obj) != _version(self._objects.get(key)):
-                        self._objects[key] = obj
-                        changed = True
-                if changed and self.provider is not None:
+                if obj is not None and _version(obj) != _version(self._objects.get(key)):
+                    self._objects[key] = obj
+                    changed.add(key)
+            for pod in running:
+                if mounts[id(pod)] & changed and self.provider is not None:
                     self._spawn(self.provider.update_pod(pod))
 
     def _forget(self, uid: str) -> None:
