@@ -37,6 +37,11 @@ class SlurmSettings(Strict):
     # Kubernetes extended resource → gres name; the count becomes `--gres=<name>:<count>`.
     gres: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu": "gpu"})
     command_timeout: float = Field(default=30.0, gt=0)
+    # sbatch options a pod's `slurm-job.vk.io/flags` annotation may not set (the plugin's defaults for
+    # --job-name, --output and --chdir otherwise yield to it). Locked by default: who the job runs as, and
+    # where SLURM itself opens files for it.
+    locked_flags: list[str] = Field(default_factory=lambda: ["--uid", "--gid", "--output", "--error", "--input",
+                                                             "--chdir"])
 
 
 class HTCondorSettings(Strict):

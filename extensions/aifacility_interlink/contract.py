@@ -95,6 +95,55 @@ class ResourceRequirements(K8s):
         return {} if v is None else v
 
 
+class ExecAction(K8s):
+    command: list[str] = Field(min_length=1)
+
+
+class HTTPHeader(K8s):
+    name: str
+    value: str = ""
+
+
+class HTTPGetAction(K8s):
+    port: int | str
+    path: str = "/"
+    host: str | None = None
+    scheme: str = "HTTP"
+    httpHeaders: list[HTTPHeader] | None = None
+
+
+class TCPSocketAction(K8s):
+    port: int | str
+    host: str | None = None
+
+
+class Handler(K8s):
+    """What a probe or a lifecycle hook does: one of exec, httpGet, tcpSocket (grpc and sleep are refused)."""
+
+    exec: ExecAction | None = None
+    httpGet: HTTPGetAction | None = None
+    tcpSocket: TCPSocketAction | None = None
+
+
+class Probe(Handler):
+    # Kubernetes' defaults and lower bounds.
+    initialDelaySeconds: int = Field(default=0, ge=0)
+    periodSeconds: int = Field(default=10, ge=1)
+    timeoutSeconds: int = Field(default=1, ge=1)
+    successThreshold: int = Field(default=1, ge=1)
+    failureThreshold: int = Field(default=3, ge=1)
+
+
+class Lifecycle(K8s):
+    postStart: Handler | None = None
+    preStop: Handler | None = None
+
+
+class ContainerPort(K8s):
+    containerPort: int
+    name: str | None = None
+
+
 class Container(K8s):
     name: str = Field(min_length=1)
     image: str = ""
@@ -104,6 +153,11 @@ class Container(K8s):
     env: list[EnvVar] | None = None
     volumeMounts: list[VolumeMount] | None = None
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    ports: list[ContainerPort] | None = None
+    startupProbe: Probe | None = None
+    readinessProbe: Probe | None = None
+    livenessProbe: Probe | None = None
+    lifecycle: Lifecycle | None = None
 
 
 class PodSecurityContext(K8s):
@@ -117,6 +171,8 @@ class PodSpec(K8s):
     volumes: list[Volume] | None = None
     activeDeadlineSeconds: int | None = Field(default=None, ge=1)
     securityContext: PodSecurityContext | None = None
+    restartPolicy: str = "Always"
+    terminationGracePeriodSeconds: int | None = Field(default=None, ge=0)
 
 
 class Pod(K8s):
@@ -186,7 +242,9 @@ class ContainerState(BaseModel):
 class ContainerStatus(BaseModel):
     name: str
     state: ContainerState
+    lastState: ContainerState | None = None
     ready: bool = False
+    started: bool | None = None
     restartCount: int = 0
     image: str = ""
     imageID: str = ""

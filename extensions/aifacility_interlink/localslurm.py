@@ -1,8 +1,11 @@
 """A real, single-node SLURM (slurmctld + slurmd + munged) on localhost, for tests and the demo.
 
-Everything lives under one work dir: a generated munge key, slurm.conf, gres.conf, spool/state dirs, logs and
-pid files. It runs as root with the plugins that work without cgroups (this project's build machines run in a
-gVisor sandbox where cgroups are not available): ``proctrack/linuxproc``, ``task/none``, no slurmdbd.
+Everything lives under one work dir: a generated munge key, slurm.conf, cgroup.conf, gres.conf, spool/state
+dirs, logs and pid files. It runs as root, without slurmdbd. Where the machine has the cgroup v1 memory and
+freezer controllers (this project's build machines do), jobs run in cgroups as on a production cluster
+(``proctrack/cgroup``, ``task/cgroup`` with ``ConstrainRAMSpace``): a job over its ``--mem`` is OOM-killed and
+ends OUT_OF_MEMORY. Elsewhere (cgroup v2 needs slurmd under systemd) memory is enforced by polling
+(``jobacct_gather/linux`` with ``OverMemoryKill``): the job is killed and ends FAILED.
 Clients find the cluster through the ``SLURM_CONF`` environment variable, see :meth:`LocalSlurm.env`.
 """
 
@@ -20,6 +23,12 @@ from pathlib import Path
 from types import TracebackType
 
 SBIN = Path("/usr/sbin")
+CGROUP_V1 = Path("/sys/fs/cgroup")
+
+
+def cgroup_v1_available() -> bool:
+    """Whether slurmd can put jobs in cgroup v1 memory and freezer hierarchies here."""
+    return all((CGROUP_V1 / c / "tasks").exists() for c in ("memory", "freezer"))
 
 
 def _free_port() -> int:
@@ -48,6 +57,7 @@ class LocalSlurm:
         gpus: int = 4,
         partition: str = "debug",
         min_job_age: int = 300,
+        cgroups: bool | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.cpus = cpus
@@ -55,6 +65,8 @@ class LocalSlurm:
         self.gpus = gpus
         self.partition = partition
         self.min_job_age = min_job_age
+        # None: where the machine allows (see cgroup_v1_available).
+        self.cgroups = cgroup_v1_available() if cgroups is None else cgroups
         self.nodename = socket.gethostname().split(".")[0]
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -102,10 +114,7 @@ class LocalSlurm:
             f"SlurmdLogFile={w}/log/slurmd.log",
             "SlurmctldDebug=info",
             "SlurmdDebug=info",
-            # No cgroups in the sandbox: track processes by parent pid, no task binding.
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
+            *self._enforcement(),
             "AccountingStorageType=accounting_storage/none",
             "JobCompType=jobcomp/filetxt",
             f"JobCompLoc={w}/log/jobcomp.txt",
@@ -121,6 +130,9 @@ class LocalSlurm:
             # Jobs that ask for no memory must not take the whole node (they would run one at a time).
             "DefMemPerCPU=100",
             f"MinJobAge={self.min_job_age}",
+            # Job cgroups are named by job id alone (…/slurm/uid_0/job_<id>): two clusters on one machine (the
+            # tests' and the demo's) must not number their jobs alike, or one's job end kills the other's job.
+            f"FirstJobId={1 + secrets.randbelow(600) * 100_000}",
             "KillWait=2",
             "InactiveLimit=0",
             "GresTypes=gpu",
@@ -147,6 +159,16 @@ class LocalSlurm:
             )
         (w / "etc" / "gres.conf").write_text("\n".join(gres_lines) + "\n")
         (w / "spool" / self.nodename).mkdir(parents=True, exist_ok=True)
+
+    def _enforcement(self) -> list[str]:
+        """slurm.conf lines that track a job's processes and hold it to its memory (see the module doc)."""
+        if self.cgroups:
+            (self.workdir / "etc" / "cgroup.conf").write_text(
+                f"CgroupPlugin=cgroup/v1\nCgroupMountpoint={CGROUP_V1}\nConstrainRAMSpace=yes\n"
+                "ConstrainSwapSpace=no\nConstrainCores=no\nConstrainDevices=no\n")
+            return ["ProctrackType=proctrack/cgroup", "TaskPlugin=task/cgroup", "JobAcctGatherType=jobacct_gather/none"]
+        return ["ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/linux",
+                "JobAcctGatherFrequency=task=1", "JobAcctGatherParams=OverMemoryKill"]
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:

@@ -1,18 +1,21 @@
 """The batch-side runner script (bash) shared by the SLURM and HTCondor backends.
 
-It runs init containers in order (stopping at the first failure), then all containers in parallel, and
-exits with the highest exit code. Per container it writes, under ``<job dir>/ctn/``:
-``<kind>-<name>.out`` (each line prefixed by the epoch time, so logs can honour SinceSeconds/Timestamps),
-``<kind>-<name>.started`` (start time) and ``<kind>-<name>.status`` ("<exit code> <finishedAt>", written
-atomically) — the plugin reads these when the batch system has forgotten the job.
+It runs init containers in order (stopping at the first failure), then all containers in parallel, each
+supervised with its probes and hooks (see `probes.py`), and exits with the highest exit code. Per container it
+writes, under ``<job dir>/ctn/``: ``<kind>-<name>.out`` (each line prefixed by the epoch time, so logs can
+honour SinceSeconds/Timestamps), ``<kind>-<name>.started`` (start time) and ``<kind>-<name>.status``
+("<exit code> <finishedAt> [<why it was killed>]", written atomically) — the plugin reads these when the batch
+system has forgotten the job.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from pathlib import Path
 
+from . import probes
 from .config import PluginConfig
 from .contract import Container, RetrievedPodData
 from .volumes import Bind, PodError, VolumePlanner
@@ -96,13 +99,16 @@ class ScriptBuilder:
         path.write_text("".join(lines))
         return path
 
-    def _command(self, job_dir: Path, kind: str, c: Container, binds: list[Bind], gpus: bool) -> str:
+    def _command(self, job_dir: Path, kind: str, c: Container, binds: list[Bind], gpus: bool,
+                 argv: list[str] | None = None) -> str:
+        """The shell command that runs the container (or, given `argv`, an exec probe or hook in its sandbox)."""
         env_file = self._env_file(job_dir, kind, c)
-        argv = _argv(c, self.cfg.runtime)
+        exec_in = argv is not None
+        argv = argv if argv is not None else _argv(c, self.cfg.runtime)
         rt = self.cfg.runtime
         if rt in ("apptainer", "singularity"):
             exe = self.cfg.runtime_binary or rt
-            parts = [exe, "exec" if c.command else "run", *self.cfg.runtime_options]
+            parts = [exe, "exec" if c.command or exec_in else "run", *self.cfg.runtime_options]
             if gpus:
                 parts.append("--nv")
             parts += ["--env-file", str(env_file)]
@@ -125,6 +131,8 @@ class ScriptBuilder:
             # The target as the host resolves it (bwrap would follow an absolute symlink on the way, such as
             # /var/run -> /run, outside the new root).
             bwrap += ["--ro-bind" if b.read_only else "--bind", _q(b.source), f'"$(realpath -m -- {_q(b.target)})"']
+        if probes.has_exec(c):  # an exec probe or hook sees the container's /tmp (see probes.py)
+            bwrap += ["--bind", _q(job_dir / "ctn" / f"{kind}-{c.name}.tmp"), "/tmp"]
         bwrap += ["--ro-bind", _q(env_file), "/.aifacility-env", "--"]
         inner = inner.replace(_q(env_file), "/.aifacility-env")
         return f"bw_root {targets}; " + " ".join(bwrap) + f" bash -c {_q(inner)}"
@@ -139,9 +147,10 @@ class ScriptBuilder:
         out = [
             f"# aifacility-interlink runner for pod {meta.namespace}/{meta.name} ({meta.uid})",
             _PRELUDE.strip("\n"),
+            probes.SUPERVISOR.strip("\n"),
             f"CTN={_q(job_dir / 'ctn')}",
             "# a requeued job starts afresh: earlier exit statuses would report it finished",
-            'rm -f -- "$CTN"/*.status "$CTN"/*.started',
+            'rm -f -- "$CTN"/*.status "$CTN"/*.started "$CTN"/*.restarts "$CTN"/*.last',
         ]
         names: set[str] = set()
         groups = [("init", spec.initContainers or []), ("run", spec.containers)]
@@ -152,13 +161,21 @@ class ScriptBuilder:
                 if c.name in names:
                     raise PodError(f"container name {c.name!r} is used twice")
                 names.add(c.name)
-                cmd = self._command(job_dir, kind, c, planner.binds(c), gpus)
+                binds = planner.binds(c)
+                cmd = self._command(job_dir, kind, c, binds, gpus)
                 out.append(f"ctn_{kind}_{i}() {{ {cmd}; }}")
+                if kind == "run":
+                    if probes.has_exec(c):
+                        (job_dir / "ctn" / f"{kind}-{c.name}.tmp").mkdir(exist_ok=True)
+                    out += probes.render(kind, i, c, functools.partial(self._command, job_dir, kind, c, binds, gpus))
         for i, c in enumerate(spec.initContainers or []):
             out.append(f"run_ctn init {_q(c.name)} ctn_init_{i} || exit $?")
         out.append("pids=()")
+        # The kubelet restarts a container its probes or hooks killed unless restartPolicy is Never.
+        restart = "no" if spec.restartPolicy == "Never" else "yes"
+        grace = 30 if spec.terminationGracePeriodSeconds is None else spec.terminationGracePeriodSeconds
         for i, c in enumerate(spec.containers):
-            out.append(f"run_ctn run {_q(c.name)} ctn_run_{i} & pids+=($!)")
+            out.append(f"supervise run {_q(c.name)} {i} {restart} {grace} & pids+=($!)")
         out.append('max=0; for p in "${pids[@]}"; do wait "$p"; rc=$?; (( rc > max )) && max=$rc; done')
         out.append("exit $max")
         return "\n".join(out) + "\n"

@@ -176,7 +176,7 @@ def create_app(service: PluginService, token: str | None = None) -> FastAPI:
         out, done = service.log_file(req)
         if o.Previous:
             raise BadRequest(f"previous terminated container {clip(req.ContainerName)} not found: "
-                             "the plugin never restarts containers")
+                             "a restarted container keeps writing to its one log")
         now = time.time()
         if o.Follow:
             return StreamingResponse(logs.follow(out, done, o, now, out.parent.parent), media_type="text/plain")

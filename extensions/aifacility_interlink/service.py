@@ -68,6 +68,12 @@ def check_metadata(meta: ObjectMeta) -> None:
 # A job the batch system does not list yet/anymore and that left no exit status is only declared lost after
 # this long (sbatch returns before squeue is guaranteed to list the job on a busy controller).
 LOST_AFTER_SECONDS = 60.0
+# Why the job's supervisor killed a container (the last word of its status file), as the kubelet says it.
+_KILLED = {
+    "LivenessProbe": "killed after failing its liveness probe",
+    "StartupProbe": "killed after failing its startup probe",
+    "FailedPostStartHook": "killed: its postStart hook failed",
+}
 
 
 def _hand_over(job_dir: Path, sc: PodSecurityContext | None) -> None:
@@ -254,16 +260,39 @@ class PluginService:
             init_running = kind == "run" and any(
                 s.state.terminated is None for s in statuses["init"])
             for name, image in spec[kind]:
-                state = self._ctn_state(ctn_dir, f"{kind}-{name}", present, info, init_failed, init_running)
+                cs = self._ctn_status(ctn_dir, f"{kind}-{name}", name, image, present, info, init_failed,
+                                      init_running)
+                state = cs.state
                 if state.terminated is None:
                     all_done = False
                 elif kind == "init" and state.terminated.exitCode != 0 and f"init-{name}.status" in present:
                     init_failed = True  # it ran and failed (not: the whole job was cancelled)
-                statuses[kind].append(ContainerStatus(
-                    name=name, image=image, state=state, ready=state.running is not None))
+                statuses[kind].append(cs)
         st = PodStatus(name=row.name, UID=row.uid, namespace=row.namespace, JID=row.jid or "",
                        containers=statuses["run"], initContainers=statuses["init"])
         return st, all_done
+
+    @staticmethod
+    def _ctn_status(ctn_dir: str, base: str, name: str, image: str, present: set[str], info: JobInfo,
+                    init_failed: bool, init_running: bool) -> ContainerStatus:
+        """A container's status from the files its supervisor left (see runner.py and probes.py)."""
+        state = PluginService._ctn_state(ctn_dir, base, present, info, init_failed, init_running)
+        restarts = _read(f"{ctn_dir}/{base}.restarts") if f"{base}.restarts" in present else ""
+        last = None
+        if f"{base}.last" in present:
+            code, started, finished, why = [*_read(f"{ctn_dir}/{base}.last").split(" ", 3), "", "", ""][:4]
+            last = ContainerState(terminated=ContainerStateTerminated(
+                exitCode=int(code) if code.lstrip("-").isdigit() else 1, reason="Error",
+                message=_KILLED.get(why, why), startedAt=started or None, finishedAt=finished or None))
+        if state.running is not None and f"{base}.backoff" in present:
+            state = ContainerState(waiting=ContainerStateWaiting(
+                reason="CrashLoopBackOff", message="back-off before restarting the killed container"))
+        running = state.running is not None
+        supervised = base.startswith("run-")  # init containers have no probes: ready while they run
+        return ContainerStatus(
+            name=name, image=image, state=state, lastState=last, restartCount=int(restarts or 0),
+            ready=running and (not supervised or f"{base}.ready" in present),
+            started=running and (not supervised or f"{base}.started-ok" in present))
 
     @staticmethod
     def _ctn_state(ctn_dir: str, base: str, present: set[str], info: JobInfo, init_failed: bool,
@@ -272,11 +301,14 @@ class PluginService:
         if f"{base}.started" in present:
             started = _read(f"{ctn_dir}/{base}.started") or None
         if f"{base}.status" in present:
-            code, _, finished = _read(f"{ctn_dir}/{base}.status").partition(" ")
+            code, finished, why = [*_read(f"{ctn_dir}/{base}.status").split(" ", 2), "", ""][:3]
             ec = int(code) if code.lstrip("-").isdigit() else 1
+            if why == "OOMKilled" or (ec == 137 and info.native == "OUT_OF_MEMORY"):
+                reason, message = "OOMKilled", "the container went over its memory limit"
+            else:
+                reason, message = "Completed" if ec == 0 else "Error", _KILLED.get(why, why)
             return ContainerState(terminated=ContainerStateTerminated(
-                exitCode=ec, reason="Completed" if ec == 0 else "Error",
-                startedAt=started, finishedAt=finished or None))
+                exitCode=ec, reason=reason, message=message, startedAt=started, finishedAt=finished or None))
         if info.state == "finished":
             if started is None and init_failed:
                 reason, msg = "InitContainerFailed", "not started: an init container failed"

@@ -176,3 +176,9 @@ def sbatch_wrap(slurm: LocalSlurm, name: str, command: str) -> str:
     out = subprocess.run(["sbatch", "--parsable", f"--job-name={name}", "--output=/dev/null", "--wrap", command],
                          env=slurm.env(), capture_output=True, text=True, check=True, cwd="/tmp").stdout
     return out.strip().split(";")[0]
+
+
+def sbatch_script(slurm: LocalSlurm, script: Path) -> str:
+    out = subprocess.run(["sbatch", "--parsable", str(script)], env=slurm.env(), capture_output=True, text=True,
+                         check=True, cwd="/tmp").stdout
+    return out.strip().split(";")[0]

@@ -85,7 +85,7 @@ async def test_pods_that_cannot_run_are_refused_with_the_reason(plugin) -> None:
 
     managed = pod("out", [container("c", "true")], annotations={"slurm-job.vk.io/flags": "--output=/etc/x"})
     status, body = await send(plugin, "POST", "/create", json.dumps(retrieved(managed)))
-    assert status == 400 and "--output is set by the plugin" in body["error"]
+    assert status == 400 and "--output is locked by this site" in body["error"]
 
     bad_qty = pod("qty", [container("c", "true", limits={"memory": "lots"})])
     status, body = await send(plugin, "POST", "/create", json.dumps(retrieved(bad_qty)))

@@ -8,7 +8,18 @@ import sqlite3
 from collections import Counter
 
 import pytest
-from interlink_helpers import container, finished, pod, retrieved, running, sbatch_wrap, scontrol_job, squeue, wait_for
+from interlink_helpers import (
+    container,
+    finished,
+    pod,
+    retrieved,
+    running,
+    sbatch_script,
+    sbatch_wrap,
+    scontrol_job,
+    squeue,
+    wait_for,
+)
 
 from aifacility_interlink.client import PluginError
 from aifacility_interlink.store import Store
@@ -208,7 +219,8 @@ async def test_gpu_limits_become_gres(slurm, plugin_factory) -> None:
 
 
 async def test_crash_between_sbatch_and_record_does_not_submit_twice(slurm, plugin_factory, count_shim) -> None:
-    """The row is written before sbatch; a plugin that died right after sbatch finds the job by name."""
+    """The row is written before sbatch; a plugin that died right after sbatch finds the job by its script (in the
+    job dir named by the pod's uid), whatever the job's name."""
     shim, calls = count_shim
     plugin = plugin_factory(slurm, runtime="none", slurm={"command_prefix": [str(shim)]})
     plugin.kill(signal.SIGKILL)
@@ -216,17 +228,21 @@ async def test_crash_between_sbatch_and_record_does_not_submit_twice(slurm, plug
     uid = p["metadata"]["uid"]
     # what the plugin had done when it died: the row says "submitting", the job exists in SLURM
     store = Store(plugin.data_root / "plugin.sqlite")
-    store.begin_submit(uid, "physics", "crashy", plugin.data_root / f"physics-{uid}",
-                       '{"init": [], "run": [["main", "busybox"]]}')
+    job_dir = plugin.data_root / "jobs" / uid
+    store.begin_submit(uid, "physics", "crashy", job_dir, '{"init": [], "run": [["main", "busybox"]]}')
     store.close()
-    jid = sbatch_wrap(slurm, uid, "true")
+    job_dir.mkdir(parents=True)
+    script = job_dir / "job.slurm"
+    script.write_text("#!/bin/bash\n#SBATCH --job-name=the-pods-own-name\n#SBATCH --output=/dev/null\ntrue\n")
+    sbatch_wrap(slurm, uid, "true")  # another job, named like the pod's uid: not this pod's
+    jid = sbatch_script(slurm, script)
     plugin.start()
     calls.write_text("")
     async with plugin.client() as c:
         assert (await c.create(retrieved(p))).PodJID == jid
         assert (await c.create(retrieved(p))).PodJID == jid
     assert "sbatch" not in calls.read_text().split()
-    assert squeue(slurm, "--states=all", "--name", uid, "-o", "%i").split() == [jid]
+    assert squeue(slurm, "--states=all", "--name", "the-pods-own-name", "-o", "%i").split() == [jid]
 
 
 async def test_jobs_slurm_forgot_are_answered_from_exit_files(slurm, plugin_factory) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from interlink_helpers import container, pod, retrieved
 
-from aifacility_interlink.backends.slurm import SlurmBackend, merge_flags, parse_flags, parse_gres
+from aifacility_interlink.backends.slurm import SlurmBackend, flag_names, merge_flags, parse_flags, parse_gres
 from aifacility_interlink.config import ConfigError, PluginConfig, load_config
 from aifacility_interlink.contract import LogOpts, RetrievedPodData
 from aifacility_interlink.logs import render
@@ -65,8 +65,11 @@ def test_flag_parsing_refuses_injection() -> None:
         parse_flags("--qos=a\n#SBATCH --uid=0", "x")
     with pytest.raises(PodError, match="is not an sbatch option"):
         parse_flags("--qos=a rm -rf", "x")
-    with pytest.raises(PodError, match="set by the plugin"):
-        parse_flags("-o /tmp/x", "x")
+    with pytest.raises(PodError, match="--output is locked by this site"):
+        parse_flags("-o /tmp/x", "x", flag_names(["-o"]))
+    with pytest.raises(PodError, match="--array cannot be used"):
+        parse_flags("--array=1-4", "x")
+    assert parse_flags("-J mine -o /tmp/x", "x") == ["-J mine", "-o /tmp/x"]  # not locked: the pod's own
     assert merge_flags(["-t 10"], ["--time=20"]) == ["--time=20"]
 
 

@@ -166,3 +166,61 @@ async def test_a_pod_the_plugin_refuses_fails_with_provider_failed(cluster: Offl
     events = await kubectl("get", "events", "--field-selector", "involvedObject.name=forbidden", "-o", "json")
     assert any(e["reason"] == "ProviderFailed" for e in json.loads(events)["items"])
     await kubectl("delete", "pod", "forbidden", "--wait=true", "--timeout=60s")
+
+
+async def test_kubectl_logs_of_a_refused_pod_says_it_is_terminated(cluster: OffloadCluster, kubectl: Kubectl) -> None:
+    await until(lambda: _ready(kubectl))
+    await kubectl.apply(offload_pod("refused", "echo never", mounts={"data": "/data"},
+                                    volumes=[{"name": "data", "hostPath": {"path": "/etc"}}]))
+    await until(lambda: _is(kubectl, "refused", "Failed"), 60)
+    out = await kubectl("logs", "refused", check=False)
+    assert 'container "main" in pod "refused" is terminated (ProviderFailed: ' in out, out
+    assert "hostPath" in out and "waiting to start" not in out
+    await kubectl("delete", "pod", "refused", "--wait=true", "--timeout=60s")
+
+
+async def test_offloaded_pod_reads_its_service_account_volume(cluster: OffloadCluster, kubectl: Kubectl) -> None:
+    """The API server's service-account admission adds the projected kube-api-access volume (token,
+    kube-root-ca.crt, namespace); the offloaded pod reads it where the kubelet would mount it."""
+    await until(lambda: _ready(kubectl))
+    # the controller manager publishes kube-root-ca.crt into every namespace
+    await until(lambda: kubectl("get", "configmap", "kube-root-ca.crt", "-o", "name", check=False), 60)
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    await kubectl.apply(offload_pod("sa-reader", f"head -n1 {sa}/ca.crt; cat {sa}/namespace; echo; "
+                                                 f"cut -c1-3 {sa}/token"))
+    await until(lambda: _ended(kubectl, "sa-reader"), 120)
+    pod = await kubectl.get("pod", "sa-reader")
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert any(v["name"].startswith("kube-api-access-") for v in pod["spec"]["volumes"])
+    # a JWT starts with the base64 of '{"' (eyJ)
+    assert (await kubectl("logs", "sa-reader")).splitlines() == ["-----BEGIN CERTIFICATE-----", "default", "eyJ"]
+    await kubectl("delete", "pod", "sa-reader", "--wait=true", "--timeout=60s")
+
+
+async def test_readiness_probe_decides_when_the_offloaded_pod_is_ready(cluster: OffloadCluster,
+                                                                      kubectl: Kubectl) -> None:
+    await until(lambda: _ready(kubectl))
+    manifest = offload_pod("slow-ready", "sleep 6; touch /tmp/ready; sleep 300")
+    manifest["spec"]["containers"][0]["readinessProbe"] = {
+        "exec": {"command": ["test", "-e", "/tmp/ready"]}, "periodSeconds": 1}
+    await kubectl.apply(manifest)
+    await until(lambda: _is(kubectl, "slow-ready", "Running"), 120)
+
+    async def ready_condition() -> str:
+        pod = await kubectl.get("pod", "slow-ready")
+        cond = next((c for c in pod["status"].get("conditions") or [] if c["type"] == "Ready"), {})
+        return str(cond.get("status"))
+
+    assert await ready_condition() == "False"  # running, not ready yet
+    await until(lambda: _ready_is_true(ready_condition), 60)
+    [cs] = (await kubectl.get("pod", "slow-ready"))["status"]["containerStatuses"]
+    assert cs["ready"] is True and cs["started"] is True and cs["restartCount"] == 0
+    await kubectl("delete", "pod", "slow-ready", "--wait=true", "--timeout=60s")
+
+
+async def _ready_is_true(check: Any) -> bool:
+    return bool(await check() == "True")
+
+
+async def _ended(kubectl: Kubectl, name: str) -> bool:
+    return await phase(kubectl, name) in ("Succeeded", "Failed")

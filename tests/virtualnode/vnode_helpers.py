@@ -153,6 +153,10 @@ class Kubectl:
         obj: dict[str, Any] = json.loads(out)
         return obj
 
+    async def get_list(self, kind: str) -> dict[str, Any]:
+        obj: dict[str, Any] = json.loads(await self("get", kind, "-o", "json"))
+        return obj
+
     async def apply(self, *objects: dict[str, Any]) -> None:
         await self("apply", "-f", "-", stdin="\n---\n".join(yaml.safe_dump(o) for o in objects))
 

@@ -15,9 +15,14 @@ from .base import Backend, BackendError, JobInfo
 
 FLAGS_ANNOTATION = "slurm-job.vk.io/flags"
 FLAVOR_ANNOTATION = "slurm-job.vk.io/flavor"
-_MANAGED = {"--job-name", "--output", "--error", "--chdir", "--parsable", "--wrap", "--array"}
+# Options that would change what a pod's job is, whoever sets them: one script, one job, an id to parse.
+_STRUCTURAL = {
+    "--parsable": "the plugin reads the job id itself",
+    "--wrap": "the job runs the pod's generated script",
+    "--array": "a pod is one job (use an Indexed Job for many)",
+}
 _SHORT = {"-p": "--partition", "-t": "--time", "-c": "--cpus-per-task", "-n": "--ntasks", "-N": "--nodes",
-          "-G": "--gpus", "-J": "--job-name", "-o": "--output", "-e": "--error", "-D": "--chdir",
+          "-G": "--gpus", "-J": "--job-name", "-o": "--output", "-e": "--error", "-D": "--chdir", "-i": "--input",
           "-A": "--account", "-q": "--qos", "-C": "--constraint", "-w": "--nodelist"}
 _PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 _RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESIZING", "SUSPENDED"}
@@ -37,8 +42,15 @@ def _flag_key(flag: str) -> str:
     return _SHORT.get(key, key)
 
 
-def parse_flags(text: str, what: str) -> list[str]:
-    """`--a=b --c d -p x` → ["--a=b", "--c d", "-p x"]; one entry per option, with its value."""
+def flag_names(names: list[str]) -> set[str]:
+    """Long option names of a site's lock list (`-o` → `--output`; a missing `--` is added)."""
+    return {_SHORT.get(n, n if n.startswith("-") else f"--{n}") for n in names}
+
+
+def parse_flags(text: str, what: str, locked: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """`--a=b --c d -p x` → ["--a=b", "--c d", "-p x"]; one entry per option, with its value.
+
+    Options the site locks (`slurm.locked_flags`) are refused with a message that says so."""
     if "\n" in text or "\r" in text:
         raise PodError(f"{what}: flags must be on one line")
     try:
@@ -54,8 +66,12 @@ def parse_flags(text: str, what: str) -> list[str]:
         else:
             raise PodError(f"{what}: {w!r} is not an sbatch option (options start with '-')")
     for f in flags:
-        if _flag_key(f) in _MANAGED:
-            raise PodError(f"{what}: {_flag_key(f)} is set by the plugin and cannot be overridden")
+        key = _flag_key(f)
+        if key in _STRUCTURAL:
+            raise PodError(f"{what}: {key} cannot be used: {_STRUCTURAL[key]}")
+        if key in locked:
+            raise PodError(f"{what}: {key} is locked by this site (slurm.locked_flags in the plugin's "
+                           "configuration); remove it from the annotation")
     return flags
 
 
@@ -128,7 +144,8 @@ class SlurmBackend(Backend):
             flavor = next((f for f in self.s.flavors if f.default), None)
         site = [f"--partition={self.s.partition}"] if self.s.partition else []
         flavor_flags = parse_flags(" ".join(flavor.flags), f"flavor {flavor.name!r}") if flavor else []
-        ann_flags = parse_flags(ann.get(FLAGS_ANNOTATION, ""), f"annotation {FLAGS_ANNOTATION}")
+        ann_flags = parse_flags(ann.get(FLAGS_ANNOTATION, ""), f"annotation {FLAGS_ANNOTATION}",
+                                flag_names(self.s.locked_flags))
         derived: list[str] = []
         sc = spec.securityContext
         if sc is not None and sc.runAsUser is not None:
@@ -147,13 +164,9 @@ class SlurmBackend(Backend):
         return merge_flags(site, flavor_flags, ann_flags, derived)
 
     def render(self, data: RetrievedPodData, job_dir: Path, body: str, script: Path) -> str:
-        head = [
-            "#!/bin/bash",
-            f"#SBATCH --job-name={data.pod.metadata.uid}",
-            f"#SBATCH --output={job_dir / 'job.out'}",
-            f"#SBATCH --chdir={job_dir}",
-            *(f"#SBATCH {f}" for f in self.flags(data)),
-        ]
+        # The plugin's defaults; the pod's annotation overrides them where the site does not lock them.
+        defaults = [f"--job-name={data.pod.metadata.uid}", f"--output={job_dir / 'job.out'}", f"--chdir={job_dir}"]
+        head = ["#!/bin/bash", *(f"#SBATCH {f}" for f in merge_flags(defaults, self.flags(data)))]
         return "\n".join(head) + "\n" + body
 
     async def submit(self, script: Path, job_dir: Path) -> str:
@@ -164,8 +177,11 @@ class SlurmBackend(Backend):
         return m.group(1)
 
     async def find(self, pod_uid: str) -> str | None:
-        out = await self._run("squeue", "-h", "--states=all", f"--name={pod_uid}", "-o", "%i")
-        ids = out.split()
+        """The job of a pod whose submission was not recorded, by its script's path (the job dir is named by
+        the pod's uid; the job name may be the pod's own)."""
+        out = await self._run("squeue", "-h", "--states=all", "-o", "%i|%o")
+        ids = [line.split("|", 1)[0] for line in out.splitlines()
+               if line.partition("|")[2].strip().endswith(f"/{pod_uid}/{self.script_name()}")]
         return ids[-1] if ids else None
 
     # ---- status ------------------------------------------------------------------------------------------

@@ -29,13 +29,22 @@ def log_request(pod: dict[str, Any], container: str, opts: LogOptions) -> dict[s
             "ContainerName": container, "Opts": o}
 
 
-def _waiting_reason(pod: dict[str, Any], container: str) -> str | None:
+def _no_job_message(pod: dict[str, Any], container: str) -> str:
+    """Why a container of a pod that never became a batch job has no logs, from its state in the pod."""
+    name = pod["metadata"]["name"]
     status = pod.get("status") or {}
     for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
-        if cs.get("name") == container:
-            waiting = (cs.get("state") or {}).get("waiting")
-            return None if waiting is None else str(waiting.get("reason") or "ContainerCreating")
-    return "ContainerCreating"
+        if cs.get("name") != container:
+            continue
+        state = cs.get("state") or {}
+        if state.get("terminated"):  # e.g. ProviderFailed: the plugin refused the pod
+            t = state["terminated"]
+            why = f"{t.get('reason') or 'Error'}: {t['message']}" if t.get("message") else t.get("reason") or "Error"
+            return (f'container "{container}" in pod "{name}" is terminated ({why}); it never ran on the '
+                    "batch system, so it has no logs")
+        reason = (state.get("waiting") or {}).get("reason") or "ContainerCreating"
+        return f'container "{container}" in pod "{name}" is waiting to start: {reason}'
+    return f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
 
 
 class InterLinkLogProvider:
@@ -46,11 +55,9 @@ class InterLinkLogProvider:
         self.token = token
 
     async def stream(self, pod: dict[str, Any], container: str, opts: LogOptions) -> AsyncIterator[bytes]:
-        name = pod["metadata"]["name"]
         if not (pod["metadata"].get("annotations") or {}).get(JOB_ID):
-            # Not yet a batch job: nothing to read (the API's own answer for a container that has not started).
-            reason = _waiting_reason(pod, container) or "ContainerCreating"
-            raise LogsUnavailable(400, f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+            # Not a batch job (yet, or ever): nothing to read; say what state the container is in.
+            raise LogsUnavailable(400, _no_job_message(pod, container))
         timeout = FOLLOW_TIMEOUT_SECONDS if opts.follow else 60.0
         started = False
         try:

@@ -2,7 +2,7 @@
 
 - all containers terminated with exit 0 -> Succeeded
 - all terminated, any non-zero exit (containers or init containers) -> Failed
-- any container running -> Running (Ready)
+- any container running -> Running (Ready once every container is ready, as the plugin reports it)
 - init containers still running -> Pending, reason Init; anything waiting -> Pending
 The phase never goes back (Running does not return to Pending; Succeeded/Failed are final), as in Kubernetes.
 """
@@ -24,8 +24,12 @@ def _container(remote: Mapping[str, Any], image: str) -> ContainerState:
     state = {k: v for k, v in (remote.get("state") or {}).items() if v is not None}
     if not state:
         state = {"waiting": {"reason": "ContainerCreating"}}
+    # Ready as the plugin says (its readiness probes run next to the container); a plugin that does not say
+    # reports a running container as ready.
+    ready = "running" in state and bool(remote.get("ready", True))
+    last = {k: v for k, v in (remote.get("lastState") or {}).items() if v is not None}
     return ContainerState(name=str(remote.get("name")), image=str(remote.get("image") or image), state=state,
-                          ready="running" in state, restart_count=int(remote.get("restartCount") or 0))
+                          last_state=last, ready=ready, restart_count=int(remote.get("restartCount") or 0))
 
 
 def _ordered(spec_containers: list[Obj], remote: list[Obj]) -> list[ContainerState]:
