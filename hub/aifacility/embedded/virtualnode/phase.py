@@ -2,6 +2,8 @@
 
 - all containers terminated with exit 0 -> Succeeded
 - all terminated, any non-zero exit (containers or init containers) -> Failed
+- an init container failed -> Failed, the containers it held back waiting (PodInitializing), as the kubelet shows
+  them
 - any container running -> Running (Ready once every container is ready, as the plugin reports it)
 - init containers still running -> Pending, reason Init; anything waiting -> Pending
 The phase never goes back (Running does not return to Pending; Succeeded/Failed are final), as in Kubernetes.
@@ -24,6 +26,9 @@ def _container(remote: Mapping[str, Any], image: str) -> ContainerState:
     state = {k: v for k, v in (remote.get("state") or {}).items() if v is not None}
     if not state:
         state = {"waiting": {"reason": "ContainerCreating"}}
+    elif (state.get("terminated") or {}).get("reason") == "InitContainerFailed":
+        # Never started, because an init container failed: the kubelet leaves such a container waiting.
+        state = {"waiting": {"reason": "PodInitializing"}}
     # Ready as the plugin says (its readiness probes run next to the container); a plugin that does not say
     # reports a running container as ready.
     ready = "running" in state and bool(remote.get("ready", True))
@@ -46,6 +51,8 @@ def _ordered(spec_containers: list[Obj], remote: list[Obj]) -> list[ContainerSta
 def phase_of(init: list[ContainerState], containers: list[ContainerState]) -> tuple[str, str]:
     """(phase, reason) from the container states, per the rules above."""
     every = [*init, *containers]
+    if any(c.terminated is not None and not c.succeeded() for c in init):
+        return "Failed", ""  # the batch job ran its init containers once (restartPolicy Never, for the kubelet)
     if containers and all(c.terminated is not None for c in every):
         return ("Failed" if any(not c.succeeded() for c in every) else "Succeeded"), ""
     if any(c.running for c in containers):
