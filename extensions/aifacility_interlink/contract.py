@@ -20,6 +20,7 @@ class ObjectMeta(K8s):
     name: str = ""
     namespace: str = "default"
     uid: str = ""
+    deletionGracePeriodSeconds: int | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
 

@@ -15,8 +15,9 @@ What differs from the kubelet, and why:
   the start, with no guarantee of order): a container can rely on what its hook prepared;
 - containers are restarted only when killed for a failed probe or hook (restartPolicy Always or OnFailure), not
   when they exit by themselves: a batch job ends when its containers end;
-- a pod's deletion cancels its batch job, and SLURM signals every process at once: preStop runs before a
-  probe-triggered restart, not before the job is cancelled;
+- a pod's deletion sends TERM to the runner alone (`scancel --batch`): each container's preStop hook runs, then
+  TERM to the container, KILL after terminationGracePeriodSeconds; the plugin cancels the job after the grace
+  period if it still runs;
 - an exec probe or hook runs in a sandbox of its own with the container's volumes, env and working dir, and
   shares the container's /tmp (a dir in the job dir, not a tmpfs, for containers that have exec probes or hooks);
 - httpGet and tcpSocket probes reach the batch node's loopback unless `host` is set (the container shares the
@@ -139,6 +140,8 @@ prober() {
 supervise() {
   set -m
   local k=$1 n=$2 i=$3 restart=$4 grace=$5 f="$CTN/$1-$2" rc pid pp why oom restarts=0 backoff=__BACKOFF__
+  local stopping=
+  trap 'stopping=yes' TERM  # the pod is deleted: stop the container as the kubelet does (below)
   while :; do
     rm -f -- "$f.ready" "$f.started-ok" "$f.killed" "$f.backoff"
     now > "$f.started"
@@ -154,16 +157,24 @@ supervise() {
         touch "$f.started-ok" "$f.ready"
       fi
       wait "$pid"; rc=$?
+      if [[ -n $stopping ]] && kill -0 "$pid" 2> /dev/null; then
+        [[ -n $pp ]] && { kill -KILL -- -"$pp"; wait "$pp"; } > /dev/null 2>&1
+        pp=
+        stop_ctn "$k" "$i" "$f" "$pid" Stopped "$grace"
+        wait "$pid"; rc=$?
+      fi
       [[ -n $pp ]] && { kill -KILL -- -"$pp"; wait "$pp"; } > /dev/null 2>&1
       [[ -e $f.killed ]] && why=$(< "$f.killed")
       (( rc == 137 )) && [[ -z $why ]] && (( $(oom_kills) > oom )) && why=OOMKilled
     fi
     rm -f -- "$f.ready"
-    if [[ $restart == yes && $why =~ ^(LivenessProbe|StartupProbe|FailedPostStartHook)$ ]]; then
+    if [[ -z $stopping && $restart == yes && $why =~ ^(LivenessProbe|StartupProbe|FailedPostStartHook)$ ]]; then
       restarts=$(( restarts + 1 ))
       printf '%s %s %s %s\n' "$rc" "$(< "$f.started")" "$(now)" "$why" > "$f.last.tmp" && mv -- "$f.last.tmp" "$f.last"
       echo "$restarts" > "$f.restarts"
-      touch "$f.backoff"; sleep "$backoff"
+      touch "$f.backoff"; sleep "$backoff" & wait $!
+      kill $! 2> /dev/null
+      [[ -n $stopping ]] && break
       backoff=$(( backoff * 2 > __MAX_BACKOFF__ ? __MAX_BACKOFF__ : backoff * 2 ))
       continue
     fi

@@ -60,7 +60,10 @@ bw_root() {
   BW=(--die-with-parent --tmpfs / --proc /proc --dev /dev --tmpfs /tmp); bw_mirror / ${real[@]+"${real[@]}"}
 }
 shopt -s dotglob nullglob
-trap 'kill $(jobs -p) 2>/dev/null; exit 143' TERM INT
+# TERM (a deleted pod: the plugin signals the runner alone) goes to this process group: init containers, and each
+# container's supervisor, which runs its preStop hook and stops it (containers run in groups of their own).
+on_term() { trap '' TERM INT; kill -TERM 0 2>/dev/null; wait; exit 143; }
+trap on_term TERM INT
 """
 
 
@@ -169,7 +172,8 @@ class ScriptBuilder:
                         (job_dir / "ctn" / f"{kind}-{c.name}.tmp").mkdir(exist_ok=True)
                     out += probes.render(kind, i, c, functools.partial(self._command, job_dir, kind, c, binds, gpus))
         for i, c in enumerate(spec.initContainers or []):
-            out.append(f"run_ctn init {_q(c.name)} ctn_init_{i} || exit $?")
+            # in the background and waited for, so that a TERM is handled at once, not after the init container
+            out.append(f"run_ctn init {_q(c.name)} ctn_init_{i} & wait $! || exit $?")
         out.append("pids=()")
         # The kubelet restarts a container its probes or hooks killed unless restartPolicy is Never.
         restart = "no" if spec.restartPolicy == "Never" else "yes"

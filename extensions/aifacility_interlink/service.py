@@ -73,6 +73,7 @@ _KILLED = {
     "LivenessProbe": "killed after failing its liveness probe",
     "StartupProbe": "killed after failing its startup probe",
     "FailedPostStartHook": "killed: its postStart hook failed",
+    "Stopped": "stopped: the pod was deleted",
 }
 
 
@@ -86,6 +87,16 @@ def _hand_over(job_dir: Path, sc: PodSecurityContext | None) -> None:
         os.chown(root, sc.runAsUser, gid)
         for name in dirs + files:
             os.chown(os.path.join(root, name), sc.runAsUser, gid, follow_symlinks=False)
+
+
+def _grace_seconds(pod: Pod) -> int:
+    """How long a deleted pod's containers may take to stop: the deletion's grace period, else the pod's, else
+    Kubernetes' default of 30 s."""
+    if pod.metadata.deletionGracePeriodSeconds is not None:
+        return max(0, pod.metadata.deletionGracePeriodSeconds)
+    if pod.spec is not None and pod.spec.terminationGracePeriodSeconds is not None:
+        return pod.spec.terminationGracePeriodSeconds
+    return 30
 
 
 def _read(path: str) -> str:
@@ -333,11 +344,28 @@ class PluginService:
                                  f"{clip(pod.metadata.name, quote=False)} ({clip(uid, quote=False)}) is not known")
             if row.phase == "deleted":
                 return "already deleted"
+            grace = _grace_seconds(pod)
+            if grace and row.jid and row.final_status is None and await self._stop_gracefully(row, grace):
+                return (f"job {row.jid} asked to stop (preStop hooks, then TERM to its containers); cancelled if "
+                        f"still running after {grace} s")
             self.store.mark_deleting(uid)
         done = await self._reap([row])
         if uid in done:
             return f"job {row.jid} cancelled"
         return f"cancel of job {row.jid} requested; the plugin retries until the batch system confirms"
+
+    async def _stop_gracefully(self, row: PodRow, grace: int) -> bool:
+        """TERM to a running job's runner, as the kubelet stops a pod; the retry loop cancels it after `grace`."""
+        try:
+            info = (await self.backend.query([row.jid or ""])).get(row.jid or "")
+            if info is None or info.state != "running":
+                return False  # pending or ended: nothing to stop gracefully
+            self.store.mark_deleting(row.uid, time.time() + grace)  # recorded first: a crash still cancels it
+            if await self.backend.terminate(row.jid or ""):
+                return True
+        except BackendError as exc:
+            log.info("job %s not stopped gracefully (%s); cancelling it", row.jid, exc)
+        return False
 
     async def retry_deletes(self) -> None:
         rows = self.store.in_phase("deleting")
@@ -360,11 +388,12 @@ class PluginService:
             jids = [j for j in jid_of.values() if j]
             before = await self.backend.query(jids)
             active = [j for j in jids if j in before and before[j].state != "finished"]
-            if active:
-                await self.backend.cancel(active)
-                after = await self.backend.query(active)
-            else:
-                after = {}
+            # A job asked to stop gracefully is left its grace period before it is cancelled.
+            now = time.time()
+            due = {jid_of[r.uid] for r in rows if r.cancel_after is None or r.cancel_after <= now}
+            if [j for j in active if j in due]:
+                await self.backend.cancel([j for j in active if j in due])
+            after = await self.backend.query(active) if active else {}
             for r in rows:
                 jid = jid_of[r.uid]
                 info = after.get(jid or "") or before.get(jid or "")

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS pods (
   final_status TEXT,            -- PodStatus JSON once every container has terminated
   delete_error TEXT,
   containers TEXT NOT NULL,     -- JSON {"init": [[name, image]...], "run": [...]}
-  deleted_at REAL               -- when the batch system confirmed the delete
+  deleted_at REAL,              -- when the batch system confirmed the delete
+  cancel_after REAL             -- a deleting pod's job, asked to stop, is cancelled from then on
 );
 CREATE INDEX IF NOT EXISTS pods_phase ON pods(phase);
 """
@@ -43,6 +44,7 @@ class PodRow:
     final_status: str | None
     delete_error: str | None
     containers: str
+    cancel_after: float | None = None
 
     @property
     def job_dir(self) -> Path:
@@ -63,6 +65,8 @@ class Store:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(pods)")}
         if "deleted_at" not in columns:  # a database from before deleted rows were pruned
             self._db.execute("ALTER TABLE pods ADD COLUMN deleted_at REAL")
+        if "cancel_after" not in columns:  # a database from before graceful deletes
+            self._db.execute("ALTER TABLE pods ADD COLUMN cancel_after REAL")
 
     def close(self) -> None:
         with self._lock:
@@ -86,7 +90,7 @@ class Store:
             finally:
                 self._db.execute("PRAGMA synchronous=FULL")
 
-    _COLS = "uid, namespace, name, job_dir, jid, phase, created, final_status, delete_error, containers"
+    _COLS = "uid, namespace, name, job_dir, jid, phase, created, final_status, delete_error, containers, cancel_after"
 
     def get(self, uid: str) -> PodRow | None:
         rows = self._rows(f"SELECT {self._COLS} FROM pods WHERE uid = ?", (uid,))
@@ -123,8 +127,9 @@ class Store:
         # Rebuildable from the exit-status files in the job dir.
         self._exec("UPDATE pods SET final_status = ? WHERE uid = ?", (status_json, uid), durable=False)
 
-    def mark_deleting(self, uid: str) -> None:
-        self._exec("UPDATE pods SET phase = 'deleting' WHERE uid = ?", (uid,))
+    def mark_deleting(self, uid: str, cancel_after: float | None = None) -> None:
+        """`cancel_after`: the job was asked to stop gracefully; it is cancelled from then on (None: at once)."""
+        self._exec("UPDATE pods SET phase = 'deleting', cancel_after = ? WHERE uid = ?", (cancel_after, uid))
 
     def delete_failed(self, uid: str, error: str) -> None:
         self._exec("UPDATE pods SET delete_error = ? WHERE uid = ?", (error, uid), durable=False)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from interlink_helpers import container, finished, pod, retrieved, running, scontrol_job, wait_for
+from interlink_helpers import container, finished, pod, retrieved, running, scontrol_job, squeue, wait_for
 
 from aifacility_interlink.client import PluginError
 
@@ -193,3 +193,28 @@ async def test_a_container_over_its_memory_limit_is_oom_killed(slurm, plugin_fac
         else:  # polled enforcement (see localslurm.py): killed, without the kernel's OOM verdict
             assert t.exitCode != 0, t
 
+
+
+async def test_delete_runs_pre_stop_then_terms_the_container(slurm, plugin_factory, tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    plugin = plugin_factory(slurm, host_path_prefixes=[str(tmp_path)])
+    polite = container("polite", "trap 'echo got-term >> /out/log; exit 0' TERM; echo up >> /out/log; "
+                                 "while :; do sleep 0.2; done", [("out", "/out")])
+    polite["lifecycle"] = {"preStop": sh("echo pre-stop >> /out/log")}
+    stubborn = container("stubborn", "trap '' TERM; while :; do sleep 0.2; done")
+    p = pod("graceful", [polite, stubborn], volumes=[{"name": "out", "hostPath": {"path": str(out)}}])
+    p["spec"]["terminationGracePeriodSeconds"] = 3
+    async with plugin.client() as client:
+        created = await client.create(retrieved(p))
+        await wait_for(client, [p], lambda s: all(c.state.running for c in s.containers), within=60)
+        await wait_for(client, [p], lambda s: (out / "log").exists(), within=10)
+        message = await client.delete(p)
+        assert "asked to stop" in message
+        for _ in range(100):  # the stubborn one is killed after the grace period
+            if not squeue(slurm, "-j", created.PodJID, "-o", "%T").strip():
+                break
+            await asyncio.sleep(0.2)
+        assert not squeue(slurm, "-j", created.PodJID, "-o", "%T").strip()
+    assert (out / "log").read_text().splitlines() == ["up", "pre-stop", "got-term"]
+    assert "JobState=CANCELLED" not in scontrol_job(slurm, created.PodJID)  # it ended by itself, gracefully

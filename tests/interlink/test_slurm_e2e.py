@@ -129,6 +129,7 @@ async def test_logs_options_and_follow(slurm, plugin_factory) -> None:
 async def test_long_job_is_deleted_and_leaves_squeue(slurm, plugin_factory) -> None:
     plugin = plugin_factory(slurm, runtime="none")
     p = pod("long", [container("sleeper", "echo started; sleep 600")])
+    p["spec"]["terminationGracePeriodSeconds"] = 0  # cancelled at once (graceful stops: test_probes_hooks_limits)
     async with plugin.client() as c:
         jid = (await c.create(retrieved(p))).PodJID
         await wait_for(c, [p], running)

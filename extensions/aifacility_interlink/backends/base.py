@@ -61,6 +61,11 @@ class Backend(abc.ABC):
     async def cancel(self, jids: list[str]) -> None:
         """Ask the batch system to stop these jobs (confirmation comes from a later query)."""
 
+    async def terminate(self, jid: str) -> bool:
+        """Ask a running job to stop gracefully (the runner's TERM handler runs preStop hooks and stops each
+        container); False where the backend cannot, and the job is cancelled at once."""
+        return False
+
     @abc.abstractmethod
     async def capacity(self) -> PingResources:
         """Totals for the virtual node, never a bare 0."""

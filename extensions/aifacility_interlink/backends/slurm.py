@@ -215,6 +215,11 @@ class SlurmBackend(Backend):
         if jids:
             await self._run("scancel", *jids)
 
+    async def terminate(self, jid: str) -> bool:
+        # Only the batch shell (the runner) gets TERM; a plain scancel would signal every process at once.
+        await self._run("scancel", "--batch", "--signal=TERM", jid)
+        return True
+
     # ---- capacity ----------------------------------------------------------------------------------------
     async def capacity(self) -> PingResources:
         argv = ["sinfo", "-h", "-N", "-o", "%n|%c|%m|%G"]

@@ -49,7 +49,8 @@ def _key(pod: Pod) -> tuple[str, str]:
 def _identity(pod: Pod) -> Pod:
     meta = pod["metadata"]
     return {"apiVersion": "v1", "kind": "Pod", "spec": pod.get("spec") or {},
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "annotations", "labels") if k in meta}}
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "annotations", "labels",
+                                                           "deletionGracePeriodSeconds") if k in meta}}
 
 
 class InterLinkProvider:
