@@ -373,8 +373,14 @@ async def test_every_request_is_in_the_access_log(slurm, plugin_factory) -> None
         await c.delete(p)
         with pytest.raises(PluginError):
             await c.logs(log_req(p, "nope"))
+        refused = pod("refused", [container("main", "true")], annotations={"slurm-job.vk.io/flags": "--wrap=x"})
+        with pytest.raises(PluginError):
+            await c.create(retrieved(refused))
     lines = plugin.access_log()
-    create = next(f for f in lines if f["path"] == "/create")
+    no = next(f for f in lines if f["path"] == "/create" and f["status"] == "400")
+    assert no["uid"] == refused["metadata"]["uid"] and no["pod"] == "refused"
+    assert "--wrap cannot be used" in no["reason"]
+    create = next(f for f in lines if f["path"] == "/create" and f["status"] == "200")
     assert create == {"method": "POST", "path": "/create", "status": "200", "ms": create["ms"],
                       "namespace": md["namespace"], "pod": md["name"], "uid": md["uid"], "jid": jid,
                       "client": create["client"]}
