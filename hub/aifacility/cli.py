@@ -82,12 +82,19 @@ def parser() -> argparse.ArgumentParser:
     from aifacility.jobs.cli import add_parser as add_jobs_parser
 
     add_jobs_parser(sub)
+    from aifacility.accounting.cli import add_parsers as add_accounting_parsers
+
+    add_accounting_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command in ("accounting", "report"):
+            from aifacility.accounting.cli import run
+
+            return run(args.func, args)
         return int(args.func(args))
     except FacilityError as e:
         print(f"aifacility: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@ the field's path instead of being silently ignored. The JSON schema of the file 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -281,6 +281,22 @@ class Dask(Strict):
         return self.groups.get(group, self.default)
 
 
+class Accounting(Strict):
+    """How reports turn usage into GPU-equivalents, energy and CO2-equivalent, and the site name for APEL."""
+
+    # Watts per unit used: per GPU or FPGA model (the record's `model`, e.g. the `nvidia.com/gpu.product` label),
+    # per CPU core (`cpu`), per GiB of memory (`memory`). A model without a figure counts no energy (the report
+    # lists it).
+    power_watts: dict[str, Annotated[float, Field(ge=0, le=100_000)]] = {"cpu": 10.0, "memory": 0.375}
+    # A MIG slice whose profile has no figure draws this GPU power times its fraction.
+    mig_gpu_watts: float = Field(default=400.0, ge=0, le=100_000)
+    # Compute slices of a whole MIG-capable GPU (A100, H100: 7): profile `3g.40gb` is 3/7 of a GPU.
+    gpu_slices: int = Field(default=7, ge=1, le=64)
+    mig_fraction: dict[str, Annotated[float, Field(gt=0, le=1)]] = {}  # per profile, where 3/7 is not right
+    grid_gco2e_per_kwh: float = Field(default=250.0, ge=0, le=5_000)  # the grid's carbon intensity
+    site: str = Field(default="aifacility", min_length=1, max_length=128)  # the APEL site name
+
+
 class Facility(Strict):
     apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # Kubernetes-style key
     kind: Literal["Facility"] = "Facility"
@@ -301,6 +317,8 @@ class Facility(Strict):
     jobs: Jobs = Jobs()
     # Dask clusters from the sessions (dask-gateway).
     dask: Dask = Dask()
+    # Usage reports: energy, carbon, MIG weighting.
+    accounting: Accounting = Accounting()
 
     @model_validator(mode="after")
     def _references(self) -> Facility:

@@ -1,0 +1,114 @@
+"""The ledger: usage records in SQLite (default) or PostgreSQL (by URL), loaded exactly once.
+
+Re-sending a record (same `id`) changes nothing, except that an open record (no `end`) is closed by a later
+one that has an `end`: a collector that restarts sends what it saw again without counting it twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from aifacility.accounting.record import UsageRecord
+from aifacility.accounting.schema import usage
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DB_ENV = "AIFACILITY_ACCOUNTING_DB"
+_CHUNK = 500  # ids per lookup (SQLite's default bound-parameter limit is 32766)
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be opened (bad URL, unreachable server); the message says which and why."""
+
+
+def default_url() -> str:
+    if os.environ.get(DB_ENV):
+        return os.environ[DB_ENV]
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "aifacility"
+    return f"sqlite:///{data / 'accounting.sqlite'}"
+
+
+@dataclass
+class IngestResult:
+    inserted: int = 0
+    closed: int = 0  # open records that this load ended
+    unchanged: int = 0  # already in the ledger: not counted again
+
+
+def _row(r: UsageRecord) -> dict[str, object]:
+    return {"id": r.id, "user_name": r.user, "group_name": r.group, "kind": r.kind, "resource": r.resource,
+            "model": r.model, "quantity": r.quantity, "start_ts": r.start.timestamp(),
+            "end_ts": None if r.end is None else r.end.timestamp(), "site": r.site}
+
+
+class Ledger:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            raise LedgerError(f"{self.url!r} is not a database URL (e.g. sqlite:///usage.sqlite or "
+                              "postgresql+psycopg://user@host/db)") from None
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")  # the driver we ship
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise LedgerError(f"the ledger runs on SQLite or PostgreSQL, not {parsed.get_backend_name()!r}")
+        try:
+            self.engine: Engine = create_engine(parsed)
+            self.upgrade()
+        except OperationalError as exc:
+            raise LedgerError(f"cannot open the ledger at {parsed.render_as_string(hide_password=True)}: "
+                              f"{str(exc.orig).strip().splitlines()[0]}") from None
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ingest(self, records: Iterable[UsageRecord]) -> IngestResult:
+        """Load records in one transaction: all of them or, on an error, none."""
+        result = IngestResult()
+        batch: dict[str, UsageRecord] = {}
+        for r in records:
+            prev = batch.get(r.id)
+            if prev is None or (prev.end is None and r.end is not None):
+                batch[r.id] = r  # within one load, the closing record wins
+            else:
+                result.unchanged += 1
+        ids = list(batch)
+        with self.engine.begin() as conn:
+            known: dict[str, float | None] = {}
+            for at in range(0, len(ids), _CHUNK):
+                rows = conn.execute(select(usage.c.id, usage.c.end_ts).where(usage.c.id.in_(ids[at:at + _CHUNK])))
+                known.update({row.id: row.end_ts for row in rows})
+            new = [_row(batch[i]) for i in ids if i not in known]
+            if new:
+                conn.execute(usage.insert(), new)
+            result.inserted = len(new)
+            for i in ids:
+                if i not in known:
+                    continue
+                r = batch[i]
+                if known[i] is None and r.end is not None:
+                    conn.execute(update(usage).where(usage.c.id == i, usage.c.end_ts.is_(None))
+                                 .values(end_ts=r.end.timestamp()))
+                    result.closed += 1
+                else:
+                    result.unchanged += 1
+        return result

@@ -1,0 +1,115 @@
+"""A report as CSV, JSON or a self-contained HTML page whose plots are inline SVG (they work offline).
+
+CSV columns (documented in docs/admin/accounting.md): the grouping (`user`, `group`, `resource`, `site` or
+`model`), `resource`, `unit`, `hours` (unit-hours), `gpu_equivalent_hours`, `energy_kwh`, `co2e_kg`, `records`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+
+import jinja2
+
+from aifacility.accounting.report import Report, Row
+
+FIELDS = ("resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh", "co2e_kg", "records")
+
+
+def _values(r: Row) -> list[object]:
+    return [r.resource, r.unit, round(r.hours, 6), round(r.gpu_equivalent_hours, 6), round(r.energy_kwh, 6),
+            round(r.co2e_kg, 6), r.records]
+
+
+def to_csv(report: Report) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow([report.by, *FIELDS])
+    for r in report.rows:
+        w.writerow([r.key, *_values(r)])
+    return out.getvalue()
+
+
+def to_json(report: Report) -> str:
+    return json.dumps({
+        "from": report.start.isoformat(), "to": report.end.isoformat(), "by": report.by,
+        "rows": [dict(zip([report.by, *FIELDS], [r.key, *_values(r)], strict=True)) for r in report.rows],
+        "totals": {k: round(report.total(k), 6) for k in ("gpu_equivalent_hours", "energy_kwh", "co2e_kg")},
+        "models_without_power_figure": report.unpowered_models,
+    }, indent=2) + "\n"
+
+
+def _svg(figure: object) -> str:
+    buf = io.StringIO()
+    figure.savefig(buf, format="svg", bbox_inches="tight")  # type: ignore[attr-defined]
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # inline: no XML prolog inside HTML
+
+
+def plots(report: Report, by_day: list[tuple[datetime, float, float]], by_group: Report) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    out: dict[str, str] = {}
+    fig = Figure(figsize=(8, 3.2))
+    ax1, ax2 = fig.subplots(1, 2)
+    days = [d for d, _, _ in by_day]
+    ax1.bar(days, [g for _, g, _ in by_day], color="#4c72b0")
+    ax1.set_title("GPU-equivalent hours per day")
+    ax2.bar(days, [c for _, _, c in by_day], color="#dd8452")
+    ax2.set_title("CPU core-hours per day")
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    out["over_time"] = _svg(fig)
+    groups = sorted({r.key for r in by_group.rows})
+    fig = Figure(figsize=(8, 0.4 * max(len(groups), 3) + 1))
+    ax = fig.subplots()
+    gpu = [sum(r.gpu_equivalent_hours for r in by_group.rows if r.key == g) for g in groups]
+    kwh = [sum(r.energy_kwh for r in by_group.rows if r.key == g) for g in groups]
+    ys = range(len(groups))
+    ax.barh([y - 0.2 for y in ys], gpu, height=0.4, label="GPU-equivalent hours", color="#4c72b0")
+    ax.barh([y + 0.2 for y in ys], kwh, height=0.4, label="energy (kWh)", color="#55a868")
+    ax.set_yticks(list(ys), groups)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("By group")
+    out["by_group"] = _svg(fig)
+    resources = sorted({r.resource for r in report.rows})
+    fig = Figure(figsize=(8, 3))
+    ax = fig.subplots()
+    ax.bar(resources, [sum(r.energy_kwh for r in report.rows if r.resource == x) for x in resources],
+           color="#55a868")
+    ax.set_title("Energy by resource (kWh)")
+    out["by_resource"] = _svg(fig)
+    return out
+
+
+_PAGE = jinja2.Environment(autoescape=True).from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Usage {{ start }} to {{ end }}</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;
+padding:.2em .6em;text-align:right}td:first-child,th:first-child{text-align:left}figure{margin:1em 0}</style>
+</head><body>
+<h1>Usage by {{ report.by }}, {{ start }} to {{ end }} (UTC)</h1>
+<p>GPU-equivalent hours: <b>{{ "%.2f"|format(report.total("gpu_equivalent_hours")) }}</b>;
+energy: <b>{{ "%.2f"|format(report.total("energy_kwh")) }} kWh</b>;
+CO<sub>2</sub>-equivalent: <b>{{ "%.2f"|format(report.total("co2e_kg")) }} kg</b>.</p>
+{% if report.unpowered_models %}<p>No power figure in the facility file for: {{ report.unpowered_models|join(", ") }}
+(no energy counted for them).</p>{% endif %}
+<table><thead><tr><th>{{ report.by }}</th><th>resource</th><th>unit</th><th>unit-hours</th>
+<th>GPU-equivalent hours</th><th>energy (kWh)</th><th>CO2e (kg)</th><th>records</th></tr></thead><tbody>
+{% for r in report.rows %}<tr><td>{{ r.key }}</td><td>{{ r.resource }}</td><td>{{ r.unit }}</td>
+<td>{{ "%.2f"|format(r.hours) }}</td><td>{{ "%.2f"|format(r.gpu_equivalent_hours) }}</td>
+<td>{{ "%.3f"|format(r.energy_kwh) }}</td><td>{{ "%.3f"|format(r.co2e_kg) }}</td><td>{{ r.records }}</td></tr>
+{% endfor %}</tbody></table>
+{% for title, svg in figures %}<figure><figcaption>{{ title }}</figcaption>{{ svg|safe }}</figure>{% endfor %}
+</body></html>
+""")
+
+
+def to_html(report: Report, figures: dict[str, str]) -> str:
+    titles = {"over_time": "Usage over time", "by_group": "By group", "by_resource": "By resource"}
+    return _PAGE.render(report=report, start=report.start.isoformat(), end=report.end.isoformat(),
+                        figures=[(titles[k], v) for k, v in figures.items()])

@@ -1,0 +1,150 @@
+"""Usage over a period, split exactly at the period's bounds, per user, group, resource, site or model; with
+GPU-equivalents (MIG slices by their fraction of a GPU), energy and CO2-equivalent.
+
+The overlap of each record with the period is computed in SQL (CASE, portable between SQLite and PostgreSQL, whose
+scalar min/max differ): a record from 23:00 to 01:00 counts one hour in each day. A record still open counts
+up to `now`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import Connection, case, func, literal, select
+
+from aifacility.accounting.record import UNITS
+from aifacility.accounting.schema import usage
+from aifacility.facility.model import Accounting
+
+By = Literal["user", "group", "resource", "site", "model"]
+BY: tuple[str, ...] = ("user", "group", "resource", "site", "model")
+_COLUMN = {"user": usage.c.user_name, "group": usage.c.group_name, "resource": usage.c.resource,
+           "site": usage.c.site, "model": usage.c.model, "kind": usage.c.kind}
+_MIG = re.compile(r"^(\d+)g\.")
+MAX_PERIOD = timedelta(days=5 * 366)
+
+
+class ReportError(ValueError):
+    """The report cannot be made as asked (bad period or grouping); the message says what to change."""
+
+
+@dataclass
+class Row:
+    key: str  # the value of the grouping (a user, a group, ...)
+    resource: str
+    unit: str
+    hours: float = 0.0  # unit-hours: core-hours, GiB-hours, GPU-hours, slice-hours, FPGA-hours
+    gpu_equivalent_hours: float = 0.0
+    energy_kwh: float = 0.0
+    co2e_kg: float = 0.0
+    records: int = 0
+
+
+@dataclass
+class Report:
+    by: str
+    start: datetime
+    end: datetime
+    rows: list[Row]
+    unpowered_models: list[str] = field(default_factory=list)  # models without a power figure: no energy counted
+
+    def total(self, attribute: str) -> float:
+        return float(sum(getattr(r, attribute) for r in self.rows))
+
+
+def mig_fraction(profile: str, settings: Accounting) -> float:
+    """`3g.40gb` → 3/7 of a GPU (settings.gpu_slices), unless settings.mig_fraction names the profile."""
+    if profile in settings.mig_fraction:
+        return settings.mig_fraction[profile]
+    m = _MIG.match(profile)
+    return min(1.0, int(m.group(1)) / settings.gpu_slices) if m else 1.0
+
+
+def watts(resource: str, model: str, settings: Accounting) -> float | None:
+    """Power per unit of the resource; None when the facility file gives no figure for the model."""
+    if resource in ("cpu", "memory"):
+        return settings.power_watts.get(resource)
+    if model in settings.power_watts:
+        return settings.power_watts[model]
+    if resource == "mig":
+        return settings.mig_gpu_watts * mig_fraction(model, settings)
+    return None
+
+
+def check_period(start: datetime, end: datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ReportError("the period's bounds need a time zone (dates are taken as UTC midnight)")
+    if end <= start:
+        raise ReportError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+    if end - start > MAX_PERIOD:
+        raise ReportError("a report covers at most 5 years; split it into several")
+
+
+def unit_hours(conn: Connection, start: datetime, end: datetime, now: datetime,
+               dims: tuple[str, ...]) -> list[tuple[tuple[str, ...], str, str, float, int]]:
+    """(dimension values, resource, model, unit-hours, records) for the usage within [start, end)."""
+    t0, t1, t_now = start.timestamp(), end.timestamp(), now.timestamp()
+    end_eff = case((usage.c.end_ts.is_(None), literal(t_now)), else_=usage.c.end_ts)
+    lo = case((usage.c.start_ts > t0, usage.c.start_ts), else_=literal(t0))
+    hi = case((end_eff < t1, end_eff), else_=literal(t1))
+    cols = [_COLUMN[d] for d in dims]
+    q = (select(*cols, usage.c.resource, usage.c.model,
+                func.sum(usage.c.quantity * (hi - lo)).label("unit_seconds"), func.count().label("n"))
+         .where(usage.c.start_ts < t1, end_eff > t0, end_eff > usage.c.start_ts)
+         .group_by(*cols, usage.c.resource, usage.c.model))
+    out = []
+    for row in conn.execute(q):
+        values = tuple(str(v) for v in row[:len(dims)])
+        out.append((values, str(row.resource), str(row.model), float(row.unit_seconds or 0) / 3600, int(row.n)))
+    return out
+
+
+def build(conn: Connection, by: str, start: datetime, end: datetime, settings: Accounting,
+          now: datetime | None = None) -> Report:
+    if by not in BY:
+        raise ReportError(f"--by {by!r} is not one of {', '.join(BY)}")
+    check_period(start, end)
+    now = now or datetime.now(UTC)
+    rows: dict[tuple[str, str], Row] = {}
+    unpowered: set[str] = set()
+    for (key,), resource, model, hours, n in unit_hours(conn, start, end, now, (by,)):
+        row = rows.setdefault((key, resource), Row(key=key, resource=resource, unit=UNITS.get(resource, "")))
+        row.hours += hours
+        row.records += n
+        if resource == "gpu":
+            row.gpu_equivalent_hours += hours
+        elif resource == "mig":
+            row.gpu_equivalent_hours += hours * mig_fraction(model, settings)
+        w = watts(resource, model, settings)
+        if w is None:
+            unpowered.add(model or f"({resource} without a model)")
+            continue
+        kwh = hours * w / 1000
+        row.energy_kwh += kwh
+        row.co2e_kg += kwh * settings.grid_gco2e_per_kwh / 1000
+    ordered = sorted(rows.values(), key=lambda r: (r.key, r.resource))
+    return Report(by=by, start=start, end=end, rows=ordered, unpowered_models=sorted(unpowered))
+
+
+def daily(conn: Connection, start: datetime, end: datetime, settings: Accounting,
+          now: datetime | None = None) -> list[tuple[datetime, float, float]]:
+    """(day, GPU-equivalent hours, CPU core-hours) per UTC day of the period: the usage-over-time plot."""
+    now = now or datetime.now(UTC)
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    out = []
+    while day < end:
+        nxt = day + timedelta(days=1)
+        gpu = cpu = 0.0
+        for _, resource, model, hours, _n in unit_hours(conn, max(day, start), min(nxt, end), now, ()):
+            if resource == "gpu":
+                gpu += hours
+            elif resource == "mig":
+                gpu += hours * mig_fraction(model, settings)
+            elif resource == "cpu":
+                cpu += hours
+        out.append((day, gpu, cpu))
+        day = nxt
+    return out
