@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -74,3 +75,12 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"postgresql+psycopg://{server.removeprefix('postgresql://')}/{name}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The real control plane, Kueue and node agent on the demo facility (shared with tests/controlplane)."""
+    from support.controlplane import shared_cluster
+
+    with shared_cluster(tmp_path_factory) as c:
+        yield c

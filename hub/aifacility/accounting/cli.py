@@ -116,6 +116,27 @@ def _cmd_apel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_collect(args: argparse.Namespace) -> int:
+    import time
+
+    from aifacility.accounting.pods import PodCollector, kube_readers
+    from aifacility.facility.loader import load_facility
+
+    facility = load_facility(args.facility)
+    pods, nodes = kube_readers(args.kubeconfig, args.namespace or [facility.namespace])
+    ledger = Ledger(args.db)
+    collector = PodCollector(ledger, facility, pods, nodes)
+    try:
+        while True:
+            result = collector.sweep()
+            print(f"{result.inserted} new, {result.closed} closed, {result.unchanged} unchanged", flush=True)
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+    finally:
+        ledger.close()
+
+
 def _db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, help=f"the ledger's database URL (default: $AIFACILITY_ACCOUNTING_DB, "
                                                 f"else {default_url()})")
@@ -130,6 +151,15 @@ def add_parsers(sub: Any) -> None:
     ing.add_argument("file", help="one JSON record per line: id, user, group, kind, resource, model, quantity, "
                                   "start, end, site")
     ing.set_defaults(func=_cmd_ingest)
+    col = asub.add_parser("collect", help="record the usage of the cluster's pods (notebooks, jobs, Dask workers, "
+                                          "offloaded jobs), every --interval seconds")
+    _db(col)
+    col.add_argument("--kubeconfig", help="default: the in-cluster service account")
+    col.add_argument("--namespace", action="append", help="namespaces to watch (default: the facility's)")
+    col.add_argument("--interval", type=float, default=15.0, help="seconds between sweeps (default 15)")
+    col.add_argument("--once", action="store_true", help="one sweep, then exit")
+    col.add_argument("--facility", help="facility file (accelerator resources)")
+    col.set_defaults(func=_cmd_collect)
     ap = asub.add_parser("apel", help="APEL summary or accelerator records for one month")
     _db(ap)
     ap.add_argument("--month", type=_month, required=True, metavar="YYYY-MM")

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from aifacility.accounting.record import UsageRecord
-from aifacility.accounting.schema import usage
+from aifacility.accounting.schema import collector_state, usage
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_ENV = "AIFACILITY_ACCOUNTING_DB"
@@ -80,6 +80,34 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def open_ids(self, prefix: str) -> list[str]:
+        """Ids of the open records whose id starts with `prefix` (a collector's own)."""
+        with self.engine.connect() as conn:
+            q = select(usage.c.id).where(usage.c.end_ts.is_(None), usage.c.id.startswith(prefix, autoescape=True))
+            return [row.id for row in conn.execute(q)]
+
+    def close_records(self, ids: Iterable[str], end: float) -> int:
+        """End these open records at `end` (epoch seconds; never before their start)."""
+        closed = 0
+        with self.engine.begin() as conn:
+            for i in ids:
+                start = conn.execute(select(usage.c.start_ts).where(usage.c.id == i, usage.c.end_ts.is_(None))).scalar()
+                if start is not None:
+                    conn.execute(update(usage).where(usage.c.id == i).values(end_ts=max(end, float(start))))
+                    closed += 1
+        return closed
+
+    def watermark(self, name: str) -> float | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(collector_state.c.watermark).where(collector_state.c.name == name)).scalar()
+            return None if value is None else float(value)
+
+    def set_watermark(self, name: str, value: float) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(update(collector_state).where(collector_state.c.name == name)
+                            .values(watermark=value)).rowcount == 0:
+                conn.execute(collector_state.insert().values(name=name, watermark=value))
 
     def ingest(self, records: Iterable[UsageRecord]) -> IngestResult:
         """Load records in one transaction: all of them or, on an error, none."""

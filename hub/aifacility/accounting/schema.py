@@ -23,3 +23,11 @@ usage = Table(
     Index("usage_records_start", "start_ts"),
     Index("usage_records_end", "end_ts"),
 )
+
+# Per collector, the last time it saw the world whole: usage that vanished since is closed at that time.
+collector_state = Table(
+    "collector_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("watermark", Float, nullable=False),
+)

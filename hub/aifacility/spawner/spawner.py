@@ -84,6 +84,9 @@ def _options_applied_in_start(spawner: Any, user_options: dict[str, Any]) -> Non
     """`apply_user_options`: nothing to do before start (see FacilitySpawner._start)."""
 
 
+GROUP_LABEL = "aifacility.io/group"
+
+
 class FacilitySpawner(ServerTokenMixin, KubeSpawner):
     reservation = None  # the quotas.Reservation of the current spawn
     _refused = False  # the current spawn was refused (profile or quota) before anything was created
@@ -380,6 +383,9 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
         pod = await super().get_pod_manifest()
         if self._queue:
             pod.metadata.labels[queueing.QUEUE_LABEL] = self._queue
+        if self.reservation is not None and self.reservation.group:
+            # The group this session is charged to, frozen on the pod for accounting (see accounting/pods.py).
+            pod.metadata.labels[GROUP_LABEL] = self.reservation.group
         pod.metadata.annotations = {**(pod.metadata.annotations or {}),
                                     OPTIONS_DIGEST: options_digest(self.user_options)}
         return pod
