@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -61,6 +62,14 @@ def test_alice_runs_a_cell_in_a_mig_pod_and_stopping_removes_it(facility: Runnin
     # cannot make network namespaces
     assert ipaddress.ip_address(pod_ip).is_private and pod_ip != "127.0.0.1", pod_ip
     assert processes_mentioning(f"--ServerApp.ip={pod_ip}"), "the pod's server process should be running"
+    # The accounting collector records the session while it runs, charged to the group on the pod.
+    group = pod.metadata.labels["aifacility.io/group"]
+    assert group in ("physics", "ml")
+    mig_record = f"pod:{pod.metadata.uid}/mig"
+    wait_for(lambda: mig_record in _ledger(facility), timeout=60, what="the session's usage record")
+    row = _ledger(facility)[mig_record]
+    assert (row.user_name, row.group_name, row.kind, row.model, row.end_ts) == ("alice", group, "notebook",
+                                                                                 "1g.10gb", None)
 
     assert facility.api("DELETE", "/users/alice/server").status_code in (202, 204)
 
@@ -70,3 +79,21 @@ def test_alice_runs_a_cell_in_a_mig_pod_and_stopping_removes_it(facility: Runnin
     wait_for(pod_gone, timeout=90, what="the notebook pod to be deleted")
     wait_for(lambda: not processes_mentioning(f"--ServerApp.ip={pod_ip}"), timeout=30,
              what="the notebook process to end")
+    wait_for(lambda: _ledger(facility)[mig_record].end_ts is not None, timeout=60, what="the usage record to close")
+    assert _ledger(facility)[mig_record].end_ts > _ledger(facility)[mig_record].start_ts
+
+
+def _ledger(facility: RunningFacility) -> dict[str, Any]:
+    """The facility's usage records by id (the ledger `aifacility up` keeps in its state dir)."""
+    from sqlalchemy import select
+
+    from aifacility.accounting.ledger import Ledger
+    from aifacility.accounting.schema import usage
+    from aifacility.launcher.components import accounting_db
+
+    ledger = Ledger(accounting_db(Path(facility.state_dir)))
+    try:
+        with ledger.engine.connect() as conn:
+            return {r.id: r for r in conn.execute(select(usage))}
+    finally:
+        ledger.close()

@@ -131,6 +131,21 @@ def offload_components(opts: UpOptions, facility: Facility, logs: Path) -> tuple
     return [slurm, plugin], {n.name: url for n in nodes}
 
 
+def accounting_db(state_dir: Path) -> str:
+    return f"sqlite:///{state_dir / 'accounting' / 'ledger.sqlite'}"
+
+
+def accounting_component(opts: UpOptions, logs: Path, kubeconfig: Path) -> Component:
+    """The pod collector, filling the usage ledger that `aifacility report --db ...` reads (see
+    docs/admin/accounting.md). An operator's process: it reads every pod and node with the admin kubeconfig."""
+    return Component(
+        name="accounting collector",
+        argv=[sys.executable, "-m", "aifacility.cli", "accounting", "collect", "--db", accounting_db(opts.state_dir),
+              "--kubeconfig", str(kubeconfig), "--facility", str(opts.facility)],
+        log=logs / "accounting.log",
+    )
+
+
 class OIDCComponent(Component):
     """The embedded OIDC provider (a Node process its own launcher supervises) as a facility component."""
 

@@ -11,7 +11,13 @@ from pathlib import Path
 from types import FrameType
 
 from aifacility.facility import load_facility
-from aifacility.launcher.components import cluster_components, extra_components, hub_component, offload_components
+from aifacility.launcher.components import (
+    accounting_component,
+    cluster_components,
+    extra_components,
+    hub_component,
+    offload_components,
+)
 from aifacility.launcher.demo_users import DemoUsersError, load_demo_users
 from aifacility.launcher.supervisor import Component, LaunchError, Supervisor, port_in_use
 from aifacility.oidc.launcher import DemoUser
@@ -127,9 +133,10 @@ def run_up(opts: UpOptions) -> int:
         offload, interlink = offload_components(opts, facility, logs)
         for component in offload:
             sup.start(component, timeout=90)
-        _cluster, parts = cluster_components(opts, facility, interlink)
+        cluster, parts = cluster_components(opts, facility, interlink)
         for component in parts:
             sup.start(component, timeout=120)
+        sup.start(accounting_component(opts, logs, cluster.plane.admin_kubeconfig), timeout=30)
         hub_env: dict[str, str] = {}
         for component in extra_components(opts, facility, logs, extra_users):
             sup.start(component, timeout=60)
