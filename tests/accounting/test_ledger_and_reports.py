@@ -227,3 +227,36 @@ def test_postgresql_and_sqlite_give_the_same_report(postgres: str, tmp_path: Pat
         ledger.close()
     assert outputs[0] == outputs[1]
     assert "carol,memory,GiB,64.0," in outputs[0][0]  # 16 GiB from 20:00 to the period's end
+
+
+def test_metrics_show_what_is_in_use_now(ledger_url: str) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from aifacility.accounting.metrics import UsageMetrics
+
+    ledger = Ledger(ledger_url)
+    ledger.ingest([
+        rec("run/cpu", quantity=2, end=None), rec("run/mem", resource="memory", quantity=4, end=None),
+        rec("run/mig", resource="mig", model="3g.40gb", quantity=2, end=None),
+        rec("w/gpu", user="bob", group="cms", kind="dask", resource="gpu", model="Tesla-T4", end=None),
+        rec("done/cpu", quantity=64),  # ended: not in use
+    ])
+    metrics = UsageMetrics()
+    metrics.update(ledger, SETTINGS, 1_796_000_000.0)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(metrics.registry).decode()) for s in f.samples}
+    who = (("group", "physics"), ("kind", "notebook"), ("site", "local"))
+    assert samples[("aifacility_usage_cpu_cores", who)] == 2
+    assert samples[("aifacility_usage_memory_bytes", who)] == 4 * 2**30
+    assert samples[("aifacility_usage_accelerators", tuple(sorted((*who, ("model", "3g.40gb"),
+                                                                    ("resource", "mig")))))] == 2
+    assert samples[("aifacility_usage_gpu_equivalents", who)] == pytest.approx(6 / 7)
+    assert samples[("aifacility_usage_gpu_equivalents", (("group", "cms"), ("kind", "dask"), ("site", "local")))] == 1
+    assert samples[("aifacility_accounting_sweeps_total", ())] == 1
+    # the next sweep after the work ended drops its series
+    ledger.close_records(["run/cpu", "run/mem", "run/mig", "w/gpu"], 1_796_000_100.0)
+    metrics.update(ledger, SETTINGS, 1_796_000_100.0)
+    text = generate_latest(metrics.registry).decode()
+    assert "aifacility_usage_cpu_cores{" not in text and "aifacility_usage_gpu_equivalents{" not in text
+    ledger.close()

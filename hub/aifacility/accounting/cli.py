@@ -126,9 +126,20 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     pods, nodes = kube_readers(args.kubeconfig, args.namespace or [facility.namespace])
     ledger = Ledger(args.db)
     collector = PodCollector(ledger, facility, pods, nodes)
+    metrics = None
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from aifacility.accounting.metrics import UsageMetrics
+
+        metrics = UsageMetrics()
+        start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
     try:
         while True:
-            result = collector.sweep()
+            swept_at = time.time()
+            result = collector.sweep(swept_at)
+            if metrics is not None:
+                metrics.update(ledger, facility.accounting, swept_at)
             print(f"{result.inserted} new, {result.closed} closed, {result.unchanged} unchanged", flush=True)
             if args.once:
                 return 0
@@ -158,6 +169,8 @@ def add_parsers(sub: Any) -> None:
     col.add_argument("--namespace", action="append", help="namespaces to watch (default: the facility's)")
     col.add_argument("--interval", type=float, default=15.0, help="seconds between sweeps (default 15)")
     col.add_argument("--once", action="store_true", help="one sweep, then exit")
+    col.add_argument("--metrics-port", type=int, help="serve Prometheus metrics of current usage on this port")
+    col.add_argument("--metrics-address", default="127.0.0.1", help="address for the metrics (default 127.0.0.1)")
     col.add_argument("--facility", help="facility file (accelerator resources)")
     col.set_defaults(func=_cmd_collect)
     ap = asub.add_parser("apel", help="APEL summary or accelerator records for one month")

@@ -141,7 +141,8 @@ def accounting_component(opts: UpOptions, logs: Path, kubeconfig: Path) -> Compo
     return Component(
         name="accounting collector",
         argv=[sys.executable, "-m", "aifacility.cli", "accounting", "collect", "--db", accounting_db(opts.state_dir),
-              "--kubeconfig", str(kubeconfig), "--facility", str(opts.facility)],
+              "--kubeconfig", str(kubeconfig), "--facility", str(opts.facility),
+              "--metrics-port", str(stable_port(opts.state_dir, "accounting-metrics"))],
         log=logs / "accounting.log",
     )
 
