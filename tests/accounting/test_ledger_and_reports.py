@@ -8,7 +8,7 @@ import io
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def test_records_load_exactly_once_and_open_ones_close_later(ledger_url: str) ->
     # the schema is migrated once: opening again is a no-op, at Alembic's head
     again_ledger = Ledger(ledger_url)
     with again_ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     again_ledger.close()
 
 
@@ -128,7 +128,7 @@ def test_csv_json_and_offline_html(ledger_url: str) -> None:
     ledger.close()
     table = list(csv.DictReader(io.StringIO(render.to_csv(rep))))
     assert list(table[0]) == ["user", "resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh", "co2e_kg",
-                              "records"]
+                              "started"]
     assert {(r["user"], r["resource"], float(r["hours"])) for r in table} == {
         ("alice", "cpu", 8.0), ("alice", "gpu", 4.0), ("bob", "mig", 7.0)}
     doc = json.loads(render.to_json(rep))
@@ -259,4 +259,54 @@ def test_metrics_show_what_is_in_use_now(ledger_url: str) -> None:
     metrics.update(ledger, SETTINGS, 1_796_000_100.0)
     text = generate_latest(metrics.registry).decode()
     assert "aifacility_usage_cpu_cores{" not in text and "aifacility_usage_gpu_equivalents{" not in text
+    ledger.close()
+
+
+def _brute_force(records: list[UsageRecord], start: datetime, end: datetime, now: datetime) -> dict[Any, float]:
+    """Unit-hours per (group, resource), record by record in Python: what the report must equal."""
+    out: dict[Any, float] = {}
+    for r in records:
+        lo = max(r.start, start)
+        hi = min(r.end or now, end)
+        if hi > lo:
+            key = (r.group, r.resource)
+            out[key] = out.get(key, 0.0) + r.quantity * (hi - lo).total_seconds() / 3600
+    return out
+
+
+def test_reports_from_the_daily_roll_up_equal_record_by_record_sums(ledger_url: str) -> None:
+    import random
+
+    rnd = random.Random(7)
+    base = datetime(2026, 11, 20, tzinfo=UTC)
+    records = []
+    for n in range(300):
+        start = base + timedelta(minutes=rnd.randrange(0, 20 * 24 * 60))
+        length = timedelta(minutes=rnd.choice([0, 1, 59, 600, 1440, 3000, 7 * 1440]))
+        closed = rnd.random() < 0.85
+        records.append(rec(f"r{n}", group=rnd.choice(["physics", "cms", "ml"]),
+                           resource=rnd.choice(["cpu", "memory", "gpu"]), quantity=rnd.choice([0.5, 1, 4]),
+                           start=start.isoformat(), end=(start + length).isoformat() if closed else None))
+    ledger = Ledger(ledger_url)
+    # loaded in two batches, the second closing some open ones (the roll-up follows closures too)
+    ledger.ingest(records[:150])
+    closing = [rec(r.id, group=r.group, resource=r.resource, quantity=r.quantity, start=r.start.isoformat(),
+                   end=(r.start + timedelta(hours=30)).isoformat()) for r in records[:150] if r.end is None]
+    ledger.ingest(records[150:] + closing)
+    by_id = {r.id: r for r in records}
+    for c in closing:
+        by_id[c.id] = c
+    now = datetime(2026, 12, 14, 12, 30, tzinfo=UTC)
+    periods = [(datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC)),  # whole days
+               (datetime(2026, 11, 25, 7, 13, tzinfo=UTC), datetime(2026, 12, 5, 18, 1, tzinfo=UTC)),  # edges
+               (datetime(2026, 12, 1, 3, tzinfo=UTC), datetime(2026, 12, 1, 9, tzinfo=UTC)),  # within a day
+               (datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))]
+    with ledger.engine.connect() as conn:
+        for start, end in periods:
+            rep = report.build(conn, "group", start, end, SETTINGS, now=now)
+            got = {(r.key, r.resource): r.hours for r in rep.rows}
+            want = _brute_force(list(by_id.values()), start, end, now)
+            assert got.keys() == {k for k, v in want.items() if v > 0}, (start, end)
+            for key, hours in want.items():
+                assert got[key] == pytest.approx(hours, rel=1e-9, abs=1e-6), (start, end, key)
     ledger.close()

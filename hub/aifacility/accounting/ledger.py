@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
+from aifacility.accounting import rollup
 from aifacility.accounting.record import UsageRecord
 from aifacility.accounting.schema import collector_state, usage
 
@@ -90,12 +91,16 @@ class Ledger:
     def close_records(self, ids: Iterable[str], end: float) -> int:
         """End these open records at `end` (epoch seconds; never before their start)."""
         closed = 0
+        totals: rollup.Totals = {}
         with self.engine.begin() as conn:
             for i in ids:
-                start = conn.execute(select(usage.c.start_ts).where(usage.c.id == i, usage.c.end_ts.is_(None))).scalar()
-                if start is not None:
-                    conn.execute(update(usage).where(usage.c.id == i).values(end_ts=max(end, float(start))))
+                row = conn.execute(select(usage).where(usage.c.id == i, usage.c.end_ts.is_(None))).first()
+                if row is not None:
+                    at = max(end, float(row.start_ts))
+                    conn.execute(update(usage).where(usage.c.id == i).values(end_ts=at))
+                    rollup.add(totals, row._mapping, at)
                     closed += 1
+            rollup.upsert(conn, totals)
         return closed
 
     def watermark(self, name: str) -> float | None:
@@ -126,17 +131,24 @@ class Ledger:
                 rows = conn.execute(select(usage.c.id, usage.c.end_ts).where(usage.c.id.in_(ids[at:at + _CHUNK])))
                 known.update({row.id: row.end_ts for row in rows})
             new = [_row(batch[i]) for i in ids if i not in known]
-            if new:
-                conn.execute(usage.insert(), new)
+            totals: rollup.Totals = {}
+            for row in new:
+                if row["end_ts"] is not None:
+                    rollup.add(totals, row, float(row["end_ts"]))  # type: ignore[arg-type]
+            for at in range(0, len(new), _CHUNK):
+                conn.execute(usage.insert(), new[at:at + _CHUNK])
             result.inserted = len(new)
             for i in ids:
                 if i not in known:
                     continue
                 r = batch[i]
                 if known[i] is None and r.end is not None:
-                    conn.execute(update(usage).where(usage.c.id == i, usage.c.end_ts.is_(None))
-                                 .values(end_ts=r.end.timestamp()))
+                    stored = conn.execute(select(usage).where(usage.c.id == i)).one()
+                    end = max(r.end.timestamp(), float(stored.start_ts))
+                    conn.execute(update(usage).where(usage.c.id == i, usage.c.end_ts.is_(None)).values(end_ts=end))
+                    rollup.add(totals, stored._mapping, end)
                     result.closed += 1
                 else:
                     result.unchanged += 1
+            rollup.upsert(conn, totals)
         return result

@@ -1,7 +1,7 @@
 """A report as CSV, JSON or a self-contained HTML page whose plots are inline SVG (they work offline).
 
 CSV columns (documented in docs/admin/accounting.md): the grouping (`user`, `group`, `resource`, `site` or
-`model`), `resource`, `unit`, `hours` (unit-hours), `gpu_equivalent_hours`, `energy_kwh`, `co2e_kg`, `records`.
+`model`), `resource`, `unit`, `hours` (unit-hours), `gpu_equivalent_hours`, `energy_kwh`, `co2e_kg`, `started`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import jinja2
 
 from aifacility.accounting.report import Report, Row
 
-FIELDS = ("resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh", "co2e_kg", "records")
+FIELDS = ("resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh", "co2e_kg", "started")
 
 
 def _values(r: Row) -> list[object]:
     return [r.resource, r.unit, round(r.hours, 6), round(r.gpu_equivalent_hours, 6), round(r.energy_kwh, 6),
-            round(r.co2e_kg, 6), r.records]
+            round(r.co2e_kg, 6), r.started]
 
 
 def to_csv(report: Report) -> str:
@@ -99,10 +99,10 @@ CO<sub>2</sub>-equivalent: <b>{{ "%.2f"|format(report.total("co2e_kg")) }} kg</b
 {% if report.unpowered_models %}<p>No power figure in the facility file for: {{ report.unpowered_models|join(", ") }}
 (no energy counted for them).</p>{% endif %}
 <table><thead><tr><th>{{ report.by }}</th><th>resource</th><th>unit</th><th>unit-hours</th>
-<th>GPU-equivalent hours</th><th>energy (kWh)</th><th>CO2e (kg)</th><th>records</th></tr></thead><tbody>
+<th>GPU-equivalent hours</th><th>energy (kWh)</th><th>CO2e (kg)</th><th>started</th></tr></thead><tbody>
 {% for r in report.rows %}<tr><td>{{ r.key }}</td><td>{{ r.resource }}</td><td>{{ r.unit }}</td>
 <td>{{ "%.2f"|format(r.hours) }}</td><td>{{ "%.2f"|format(r.gpu_equivalent_hours) }}</td>
-<td>{{ "%.3f"|format(r.energy_kwh) }}</td><td>{{ "%.3f"|format(r.co2e_kg) }}</td><td>{{ r.records }}</td></tr>
+<td>{{ "%.3f"|format(r.energy_kwh) }}</td><td>{{ "%.3f"|format(r.co2e_kg) }}</td><td>{{ r.started }}</td></tr>
 {% endfor %}</tbody></table>
 {% for title, svg in figures %}<figure><figcaption>{{ title }}</figcaption>{{ svg|safe }}</figure>{% endfor %}
 </body></html>

@@ -3,7 +3,7 @@ GPU-equivalents (MIG slices by their fraction of a GPU), energy and CO2-equivale
 
 The overlap of each record with the period is computed in SQL (CASE, portable between SQLite and PostgreSQL, whose
 scalar min/max differ): a record from 23:00 to 01:00 counts one hour in each day. A record still open counts
-up to `now`.
+up to `now`. Whole days are read from the daily roll-up (rollup.py), so a yearly report does not scan every record.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from typing import Literal
 from sqlalchemy import Connection, case, func, literal, select
 
 from aifacility.accounting.record import UNITS
-from aifacility.accounting.schema import usage
+from aifacility.accounting.rollup import DAY
+from aifacility.accounting.schema import usage, usage_daily
 from aifacility.facility.model import Accounting
 
 By = Literal["user", "group", "resource", "site", "model"]
 BY: tuple[str, ...] = ("user", "group", "resource", "site", "model")
+_DAILY = {"user": usage_daily.c.user_name, "group": usage_daily.c.group_name, "resource": usage_daily.c.resource,
+          "site": usage_daily.c.site, "model": usage_daily.c.model, "kind": usage_daily.c.kind}
 _COLUMN = {"user": usage.c.user_name, "group": usage.c.group_name, "resource": usage.c.resource,
            "site": usage.c.site, "model": usage.c.model, "kind": usage.c.kind}
 _MIG = re.compile(r"^(\d+)g\.")
@@ -40,7 +43,7 @@ class Row:
     gpu_equivalent_hours: float = 0.0
     energy_kwh: float = 0.0
     co2e_kg: float = 0.0
-    records: int = 0
+    started: int = 0  # records (sessions, jobs, workers) that started within the period
 
 
 @dataclass
@@ -83,23 +86,59 @@ def check_period(start: datetime, end: datetime) -> None:
         raise ReportError("a report covers at most 5 years; split it into several")
 
 
+Part = tuple[tuple[str, ...], str, str, float, int]  # dimension values, resource, model, unit-seconds, started
+
+
+def _raw(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...], which: str) -> list[Part]:
+    """From the records: unit-seconds within [a, b) and how many started in it; `which`: open, closed or all."""
+    end_eff = case((usage.c.end_ts.is_(None), literal(now)), else_=usage.c.end_ts)
+    lo = case((usage.c.start_ts > a, usage.c.start_ts), else_=literal(a))
+    hi = case((end_eff < b, end_eff), else_=literal(b))
+    started = case(((usage.c.start_ts >= a) & (usage.c.start_ts < b), 1), else_=0)
+    cols = [_COLUMN[d] for d in dims]
+    q = (select(*cols, usage.c.resource, usage.c.model, func.sum(usage.c.quantity * (hi - lo)), func.sum(started))
+         .where(usage.c.start_ts < b, end_eff > a, end_eff >= usage.c.start_ts)
+         .group_by(*cols, usage.c.resource, usage.c.model))
+    if which == "open":
+        q = q.where(usage.c.end_ts.is_(None))
+    elif which == "closed":
+        q = q.where(usage.c.end_ts.is_not(None))
+    return [(tuple(str(v) for v in row[:len(dims)]), str(row[len(dims)]), str(row[len(dims) + 1]),
+             float(row[len(dims) + 2] or 0), int(row[len(dims) + 3] or 0)) for row in conn.execute(q)]
+
+
+def _rolled(conn: Connection, d0: float, d1: float, dims: tuple[str, ...]) -> list[Part]:
+    """From the daily roll-up: the closed records' unit-seconds on the whole days [d0, d1)."""
+    cols = [_DAILY[d] for d in dims]
+    q = (select(*cols, usage_daily.c.resource, usage_daily.c.model, func.sum(usage_daily.c.unit_seconds),
+                func.sum(usage_daily.c.started))
+         .where(usage_daily.c.day >= d0, usage_daily.c.day < d1)
+         .group_by(*cols, usage_daily.c.resource, usage_daily.c.model))
+    return [(tuple(str(v) for v in row[:len(dims)]), str(row[len(dims)]), str(row[len(dims) + 1]),
+             float(row[len(dims) + 2] or 0), int(row[len(dims) + 3] or 0)) for row in conn.execute(q)]
+
+
 def unit_hours(conn: Connection, start: datetime, end: datetime, now: datetime,
                dims: tuple[str, ...]) -> list[tuple[tuple[str, ...], str, str, float, int]]:
-    """(dimension values, resource, model, unit-hours, records) for the usage within [start, end)."""
+    """(dimension values, resource, model, unit-hours, records started) for the usage within [start, end).
+
+    Whole UTC days come from the roll-up, the partial days at the edges and the open records from the records."""
     t0, t1, t_now = start.timestamp(), end.timestamp(), now.timestamp()
-    end_eff = case((usage.c.end_ts.is_(None), literal(t_now)), else_=usage.c.end_ts)
-    lo = case((usage.c.start_ts > t0, usage.c.start_ts), else_=literal(t0))
-    hi = case((end_eff < t1, end_eff), else_=literal(t1))
-    cols = [_COLUMN[d] for d in dims]
-    q = (select(*cols, usage.c.resource, usage.c.model,
-                func.sum(usage.c.quantity * (hi - lo)).label("unit_seconds"), func.count().label("n"))
-         .where(usage.c.start_ts < t1, end_eff > t0, end_eff > usage.c.start_ts)
-         .group_by(*cols, usage.c.resource, usage.c.model))
-    out = []
-    for row in conn.execute(q):
-        values = tuple(str(v) for v in row[:len(dims)])
-        out.append((values, str(row.resource), str(row.model), float(row.unit_seconds or 0) / 3600, int(row.n)))
-    return out
+    d0, d1 = -(-t0 // DAY) * DAY, t1 - t1 % DAY
+    if d0 < d1:
+        parts = _rolled(conn, d0, d1, dims) + _raw(conn, t0, t1, t_now, dims, "open")
+        if t0 < d0:
+            parts += _raw(conn, t0, d0, t_now, dims, "closed")
+        if d1 < t1:
+            parts += _raw(conn, d1, t1, t_now, dims, "closed")
+    else:
+        parts = _raw(conn, t0, t1, t_now, dims, "all")
+    merged: dict[tuple[tuple[str, ...], str, str], list[float]] = {}
+    for values, resource, model, seconds, started in parts:
+        acc = merged.setdefault((values, resource, model), [0.0, 0])
+        acc[0] += seconds
+        acc[1] += started
+    return [(v, r, m, acc[0] / 3600, int(acc[1])) for (v, r, m), acc in merged.items() if acc[0] > 0 or acc[1]]
 
 
 def build(conn: Connection, by: str, start: datetime, end: datetime, settings: Accounting,
@@ -113,7 +152,7 @@ def build(conn: Connection, by: str, start: datetime, end: datetime, settings: A
     for (key,), resource, model, hours, n in unit_hours(conn, start, end, now, (by,)):
         row = rows.setdefault((key, resource), Row(key=key, resource=resource, unit=UNITS.get(resource, "")))
         row.hours += hours
-        row.records += n
+        row.started += n
         if resource == "gpu":
             row.gpu_equivalent_hours += hours
         elif resource == "mig":

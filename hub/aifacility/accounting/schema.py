@@ -3,7 +3,7 @@ same portable SQL on SQLite and PostgreSQL. Changes to it go through an Alembic 
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, MetaData, String, Table
+from sqlalchemy import Column, Float, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table
 
 metadata = MetaData()
 
@@ -30,4 +30,20 @@ collector_state = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("watermark", Float, nullable=False),
+)
+
+# Per UTC day, the unit-seconds of closed records and how many started that day (see rollup.py).
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", Float, nullable=False),
+    Column("user_name", String(128), nullable=False),
+    Column("group_name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("resource", String(16), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("site", String(128), nullable=False),
+    Column("unit_seconds", Float, nullable=False),
+    Column("started", Integer, nullable=False),
+    PrimaryKeyConstraint("day", "user_name", "group_name", "kind", "resource", "model", "site"),
 )
