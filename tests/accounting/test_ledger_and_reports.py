@@ -300,7 +300,10 @@ def test_reports_from_the_daily_roll_up_equal_record_by_record_sums(ledger_url: 
     periods = [(datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC)),  # whole days
                (datetime(2026, 11, 25, 7, 13, tzinfo=UTC), datetime(2026, 12, 5, 18, 1, tzinfo=UTC)),  # edges
                (datetime(2026, 12, 1, 3, tzinfo=UTC), datetime(2026, 12, 1, 9, tzinfo=UTC)),  # within a day
-               (datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))]
+               (datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),  # whole months
+               # months, days and hours: partial days, then whole days, whole months, whole days, a partial day
+               (datetime(2026, 10, 3, 5, 17, tzinfo=UTC), datetime(2027, 1, 10, 13, 2, tzinfo=UTC)),
+               (datetime(2026, 11, 30, 22, tzinfo=UTC), datetime(2026, 12, 2, 1, tzinfo=UTC))]
     with ledger.engine.connect() as conn:
         for start, end in periods:
             rep = report.build(conn, "group", start, end, SETTINGS, now=now)

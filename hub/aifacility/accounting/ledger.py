@@ -91,16 +91,16 @@ class Ledger:
     def close_records(self, ids: Iterable[str], end: float) -> int:
         """End these open records at `end` (epoch seconds; never before their start)."""
         closed = 0
-        totals: rollup.Totals = {}
+        totals = rollup.Totals()
         with self.engine.begin() as conn:
             for i in ids:
                 row = conn.execute(select(usage).where(usage.c.id == i, usage.c.end_ts.is_(None))).first()
                 if row is not None:
                     at = max(end, float(row.start_ts))
                     conn.execute(update(usage).where(usage.c.id == i).values(end_ts=at))
-                    rollup.add(totals, row._mapping, at)
+                    totals.add(row._mapping, at)
                     closed += 1
-            rollup.upsert(conn, totals)
+            totals.upsert(conn)
         return closed
 
     def watermark(self, name: str) -> float | None:
@@ -131,10 +131,10 @@ class Ledger:
                 rows = conn.execute(select(usage.c.id, usage.c.end_ts).where(usage.c.id.in_(ids[at:at + _CHUNK])))
                 known.update({row.id: row.end_ts for row in rows})
             new = [_row(batch[i]) for i in ids if i not in known]
-            totals: rollup.Totals = {}
+            totals = rollup.Totals()
             for row in new:
                 if row["end_ts"] is not None:
-                    rollup.add(totals, row, float(row["end_ts"]))  # type: ignore[arg-type]
+                    totals.add(row, float(row["end_ts"]))  # type: ignore[arg-type]
             for at in range(0, len(new), _CHUNK):
                 conn.execute(usage.insert(), new[at:at + _CHUNK])
             result.inserted = len(new)
@@ -146,9 +146,9 @@ class Ledger:
                     stored = conn.execute(select(usage).where(usage.c.id == i)).one()
                     end = max(r.end.timestamp(), float(stored.start_ts))
                     conn.execute(update(usage).where(usage.c.id == i, usage.c.end_ts.is_(None)).values(end_ts=end))
-                    rollup.add(totals, stored._mapping, end)
+                    totals.add(stored._mapping, end)
                     result.closed += 1
                 else:
                     result.unchanged += 1
-            rollup.upsert(conn, totals)
+            totals.upsert(conn)
         return result

@@ -3,7 +3,8 @@ GPU-equivalents (MIG slices by their fraction of a GPU), energy and CO2-equivale
 
 The overlap of each record with the period is computed in SQL (CASE, portable between SQLite and PostgreSQL, whose
 scalar min/max differ): a record from 23:00 to 01:00 counts one hour in each day. A record still open counts
-up to `now`. Whole days are read from the daily roll-up (rollup.py), so a yearly report does not scan every record.
+up to `now`. Whole months and days are read from the roll-ups (rollup.py): a yearly report does not scan every
+record.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Connection, case, func, literal, select
+from sqlalchemy import Connection, Table, case, func, literal, select
 
 from aifacility.accounting.record import UNITS
-from aifacility.accounting.rollup import DAY
-from aifacility.accounting.schema import usage, usage_daily
+from aifacility.accounting.rollup import DAY, month_of, next_month
+from aifacility.accounting.schema import usage, usage_daily, usage_monthly
 from aifacility.facility.model import Accounting
 
 By = Literal["user", "group", "resource", "site", "model"]
 BY: tuple[str, ...] = ("user", "group", "resource", "site", "model")
-_DAILY = {"user": usage_daily.c.user_name, "group": usage_daily.c.group_name, "resource": usage_daily.c.resource,
-          "site": usage_daily.c.site, "model": usage_daily.c.model, "kind": usage_daily.c.kind}
 _COLUMN = {"user": usage.c.user_name, "group": usage.c.group_name, "resource": usage.c.resource,
            "site": usage.c.site, "model": usage.c.model, "kind": usage.c.kind}
 _MIG = re.compile(r"^(\d+)g\.")
@@ -107,32 +106,43 @@ def _raw(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...]
              float(row[len(dims) + 2] or 0), int(row[len(dims) + 3] or 0)) for row in conn.execute(q)]
 
 
-def _rolled(conn: Connection, d0: float, d1: float, dims: tuple[str, ...]) -> list[Part]:
-    """From the daily roll-up: the closed records' unit-seconds on the whole days [d0, d1)."""
-    cols = [_DAILY[d] for d in dims]
-    q = (select(*cols, usage_daily.c.resource, usage_daily.c.model, func.sum(usage_daily.c.unit_seconds),
-                func.sum(usage_daily.c.started))
-         .where(usage_daily.c.day >= d0, usage_daily.c.day < d1)
-         .group_by(*cols, usage_daily.c.resource, usage_daily.c.model))
+def _rolled(conn: Connection, table: Table, a: float, b: float, dims: tuple[str, ...]) -> list[Part]:
+    """From a roll-up (daily or monthly): the closed records' unit-seconds in the whole periods [a, b)."""
+    cols = [table.c[_COLUMN[d].name] for d in dims]
+    q = (select(*cols, table.c.resource, table.c.model, func.sum(table.c.unit_seconds), func.sum(table.c.started))
+         .where(table.c.period >= a, table.c.period < b)
+         .group_by(*cols, table.c.resource, table.c.model))
     return [(tuple(str(v) for v in row[:len(dims)]), str(row[len(dims)]), str(row[len(dims) + 1]),
              float(row[len(dims) + 2] or 0), int(row[len(dims) + 3] or 0)) for row in conn.execute(q)]
 
 
+def _closed(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...]) -> list[Part]:
+    """The closed records' usage in [a, b): whole months from the monthly roll-up, whole days around them from the
+    daily one, the partial days at the edges from the records themselves."""
+    d0, d1 = -(-a // DAY) * DAY, b - b % DAY
+    if d0 >= d1:
+        return _raw(conn, a, b, now, dims, "closed")
+    parts: list[Part] = []
+    if a < d0:
+        parts += _raw(conn, a, d0, now, dims, "closed")
+    if d1 < b:
+        parts += _raw(conn, d1, b, now, dims, "closed")
+    m0 = d0 if month_of(d0) == d0 else next_month(d0)
+    m1 = month_of(d1)
+    if m0 < m1:
+        parts += _rolled(conn, usage_monthly, m0, m1, dims)
+        parts += _rolled(conn, usage_daily, d0, m0, dims) if d0 < m0 else []
+        parts += _rolled(conn, usage_daily, m1, d1, dims) if m1 < d1 else []
+    else:
+        parts += _rolled(conn, usage_daily, d0, d1, dims)
+    return parts
+
+
 def unit_hours(conn: Connection, start: datetime, end: datetime, now: datetime,
                dims: tuple[str, ...]) -> list[tuple[tuple[str, ...], str, str, float, int]]:
-    """(dimension values, resource, model, unit-hours, records started) for the usage within [start, end).
-
-    Whole UTC days come from the roll-up, the partial days at the edges and the open records from the records."""
+    """(dimension values, resource, model, unit-hours, records started) for the usage within [start, end)."""
     t0, t1, t_now = start.timestamp(), end.timestamp(), now.timestamp()
-    d0, d1 = -(-t0 // DAY) * DAY, t1 - t1 % DAY
-    if d0 < d1:
-        parts = _rolled(conn, d0, d1, dims) + _raw(conn, t0, t1, t_now, dims, "open")
-        if t0 < d0:
-            parts += _raw(conn, t0, d0, t_now, dims, "closed")
-        if d1 < t1:
-            parts += _raw(conn, d1, t1, t_now, dims, "closed")
-    else:
-        parts = _raw(conn, t0, t1, t_now, dims, "all")
+    parts = _closed(conn, t0, t1, t_now, dims) + _raw(conn, t0, t1, t_now, dims, "open")
     merged: dict[tuple[tuple[str, ...], str, str], list[float]] = {}
     for values, resource, model, seconds, started in parts:
         acc = merged.setdefault((values, resource, model), [0.0, 0])

@@ -3,7 +3,7 @@ same portable SQL on SQLite and PostgreSQL. Changes to it go through an Alembic 
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table
+from sqlalchemy import Column, Float, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, text
 
 metadata = MetaData()
 
@@ -22,6 +22,8 @@ usage = Table(
     Column("site", String(128), nullable=False),
     Index("usage_records_start", "start_ts"),
     Index("usage_records_end", "end_ts"),
+    Index("usage_records_open", "start_ts", sqlite_where=text("end_ts IS NULL"),
+          postgresql_where=text("end_ts IS NULL")),
 )
 
 # Per collector, the last time it saw the world whole: usage that vanished since is closed at that time.
@@ -32,18 +34,25 @@ collector_state = Table(
     Column("watermark", Float, nullable=False),
 )
 
-# Per UTC day, the unit-seconds of closed records and how many started that day (see rollup.py).
-usage_daily = Table(
-    "usage_daily",
-    metadata,
-    Column("day", Float, nullable=False),
-    Column("user_name", String(128), nullable=False),
-    Column("group_name", String(128), nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("resource", String(16), nullable=False),
-    Column("model", String(128), nullable=False),
-    Column("site", String(128), nullable=False),
-    Column("unit_seconds", Float, nullable=False),
-    Column("started", Integer, nullable=False),
-    PrimaryKeyConstraint("day", "user_name", "group_name", "kind", "resource", "model", "site"),
-)
+
+
+def _rollup(name: str) -> Table:
+    """A roll-up: per period (UTC day or month) and key, the closed records' unit-seconds and how many started in
+    it (see rollup.py)."""
+    return Table(
+        name,
+        metadata,
+        Column("period", Float, nullable=False),  # the period's start, epoch seconds
+        Column("user_name", String(128), nullable=False),
+        Column("group_name", String(128), nullable=False),
+        Column("resource", String(16), nullable=False),
+        Column("model", String(128), nullable=False),
+        Column("site", String(128), nullable=False),
+        Column("unit_seconds", Float, nullable=False),
+        Column("started", Integer, nullable=False),
+        PrimaryKeyConstraint("period", "user_name", "group_name", "resource", "model", "site"),
+    )
+
+
+usage_daily = _rollup("usage_daily")
+usage_monthly = _rollup("usage_monthly")

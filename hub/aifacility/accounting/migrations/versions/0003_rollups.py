@@ -1,4 +1,4 @@
-"""daily roll-up of closed usage
+"""roll-ups of closed usage by day and by month
 
 Revision ID: 0003
 Revises: 0002
@@ -14,32 +14,39 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-_KEY = ["day", "user_name", "group_name", "kind", "resource", "model", "site"]
 
-
-def upgrade() -> None:
+def _rollup(name: str) -> None:
     op.create_table(
-        "usage_daily",
-        sa.Column("day", sa.Float, nullable=False),
+        name,
+        sa.Column("period", sa.Float, nullable=False),
         sa.Column("user_name", sa.String(128), nullable=False),
         sa.Column("group_name", sa.String(128), nullable=False),
-        sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("resource", sa.String(16), nullable=False),
         sa.Column("model", sa.String(128), nullable=False),
         sa.Column("site", sa.String(128), nullable=False),
         sa.Column("unit_seconds", sa.Float, nullable=False),
         sa.Column("started", sa.Integer, nullable=False),
-        sa.PrimaryKeyConstraint(*_KEY),
+        sa.PrimaryKeyConstraint("period", "user_name", "group_name", "resource", "model", "site"),
     )
-    # Records closed before the roll-up existed.
+
+
+def upgrade() -> None:
+    _rollup("usage_daily")
+    _rollup("usage_monthly")
+    # The open records, read by every report and the metrics: a partial index keeps that a small read.
+    op.create_index("usage_records_open", "usage_records", ["start_ts"], sqlite_where=sa.text("end_ts IS NULL"),
+                    postgresql_where=sa.text("end_ts IS NULL"))
+    # Records closed before the roll-ups existed.
     from aifacility.accounting import rollup
 
     conn = op.get_bind()
-    totals: rollup.Totals = {}
+    totals = rollup.Totals()
     for row in conn.execute(sa.text("SELECT * FROM usage_records WHERE end_ts IS NOT NULL")):
-        rollup.add(totals, row._mapping, float(row.end_ts))
-    rollup.upsert(conn, totals)
+        totals.add(row._mapping, float(row.end_ts))
+    totals.upsert(conn)
 
 
 def downgrade() -> None:
+    op.drop_index("usage_records_open", "usage_records")
+    op.drop_table("usage_monthly")
     op.drop_table("usage_daily")
