@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -380,3 +381,36 @@ def test_notebooks_reach_dask_gateway_under_the_names_the_subchart_gets(values: 
     assert prefix == "/services/dask-gateway"  # the hub service's path, so the hub proxies the dashboards
     (rule,) = values["jupyterhub"]["singleuser"]["networkPolicy"]["egress"]
     assert rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "dask-gateway"
+
+
+def test_the_accounting_collector_reads_pods_and_nodes_only_and_runs_unprivileged(helm: str,
+                                                                                  chart_copy: Path) -> None:
+    assert not [d for d in _template(helm, chart_copy) if "accounting" in d["metadata"]["name"]]  # off by default
+    docs = _template(helm, chart_copy, "--set", "accounting.enabled=true")
+    mine = {d["kind"]: d for d in docs if d["metadata"]["name"].startswith("site-aifacility-accounting")
+            and d["kind"] != "ConfigMap"}
+    assert set(mine) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+    assert mine["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["list"]}]
+    pod = mine["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == mine["ServiceAccount"]["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    (ctn,) = pod["containers"]
+    assert ctn["command"][:3] == ["aifacility", "accounting", "collect"]
+    assert ctn["command"][ctn["command"].index("--namespace") + 1] == "aifacility"
+    assert ctn["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                      "capabilities": {"drop": ["ALL"]}}
+    (env,) = ctn["env"]
+    assert env == {"name": "AIFACILITY_ACCOUNTING_DB",
+                   "valueFrom": {"secretKeyRef": {"name": "aifacility-accounting", "key": "url"}}}
+    # the dashboard: valid JSON, for Grafana's sidecar, every panel on a metric the collector serves
+    (dash_cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+    assert dash_cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(dash_cm["data"]["aifacility-usage.json"])
+    from aifacility.accounting.metrics import UsageMetrics
+
+    served = {m.name for m in UsageMetrics().registry.collect()}
+    for panel in dashboard["panels"]:
+        names = set(re.findall(r"aifacility_[a-z_]+", panel["targets"][0]["expr"]))
+        assert names and names <= served, (panel["title"], names, served)
+    bad = _helm(helm, "template", "site", str(chart_copy), "--set", "accounting.intervalSeconds=0")
+    assert bad.returncode != 0 and "intervalSeconds" in bad.stderr
