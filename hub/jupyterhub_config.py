@@ -80,6 +80,12 @@ from aifacility.jobs import configure as configure_jobs  # noqa: E402
 
 configure_jobs(c, facility, data_dir=str(data))
 
+# --- usage: everyone's own usage, and the facility's report for admins, from the accounting ledger -----------
+if env("AIFACILITY_ACCOUNTING_DB"):
+    from aifacility.accounting.hubconfig import configure as configure_usage
+
+    configure_usage(c, db_url=env("AIFACILITY_ACCOUNTING_DB"))
+
 # --- dask: dask-gateway as a hub service, clusters as pods whose workers Kueue admits ---------------------------
 from aifacility.dask import configure as configure_dask  # noqa: E402
 

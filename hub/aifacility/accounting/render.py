@@ -1,7 +1,8 @@
 """A report as CSV, JSON or a self-contained HTML page whose plots are inline SVG (they work offline).
 
 CSV columns (documented in docs/admin/accounting.md): the grouping (`user`, `group`, `resource`, `site` or
-`model`), `resource`, `unit`, `hours` (unit-hours), `gpu_equivalent_hours`, `energy_kwh`, `co2e_kg`, `started`.
+`model`), `resource` (not repeated when grouping by resource), `unit`, `hours` (unit-hours),
+`gpu_equivalent_hours`, `energy_kwh`, `co2e_kg`, `started`.
 """
 
 from __future__ import annotations
@@ -18,24 +19,31 @@ from aifacility.accounting.report import Report, Row
 FIELDS = ("resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh", "co2e_kg", "started")
 
 
-def _values(r: Row) -> list[object]:
-    return [r.resource, r.unit, round(r.hours, 6), round(r.gpu_equivalent_hours, 6), round(r.energy_kwh, 6),
-            round(r.co2e_kg, 6), r.started]
+def _fields(report: Report) -> list[str]:
+    """The columns: the grouping, then FIELDS (without `resource` again when grouping by resource)."""
+    return [report.by, *(f for f in FIELDS if not (f == "resource" and report.by == "resource"))]
+
+
+def _values(report: Report, r: Row) -> list[object]:
+    values = {"resource": r.resource, "unit": r.unit, "hours": round(r.hours, 6),
+              "gpu_equivalent_hours": round(r.gpu_equivalent_hours, 6), "energy_kwh": round(r.energy_kwh, 6),
+              "co2e_kg": round(r.co2e_kg, 6), "started": r.started}
+    return [r.key, *(values[f] for f in _fields(report)[1:])]
 
 
 def to_csv(report: Report) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow([report.by, *FIELDS])
+    w.writerow(_fields(report))
     for r in report.rows:
-        w.writerow([r.key, *_values(r)])
+        w.writerow(_values(report, r))
     return out.getvalue()
 
 
 def to_json(report: Report) -> str:
     return json.dumps({
         "from": report.start.isoformat(), "to": report.end.isoformat(), "by": report.by,
-        "rows": [dict(zip([report.by, *FIELDS], [r.key, *_values(r)], strict=True)) for r in report.rows],
+        "rows": [dict(zip(_fields(report), _values(report, r), strict=True)) for r in report.rows],
         "totals": {k: round(report.total(k), 6) for k in ("gpu_equivalent_hours", "energy_kwh", "co2e_kg")},
         "models_without_power_figure": report.unpowered_models,
     }, indent=2) + "\n"
@@ -92,7 +100,7 @@ _PAGE = jinja2.Environment(autoescape=True).from_string("""<!doctype html>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;
 padding:.2em .6em;text-align:right}td:first-child,th:first-child{text-align:left}figure{margin:1em 0}</style>
 </head><body>
-<h1>Usage by {{ report.by }}, {{ start }} to {{ end }} (UTC)</h1>
+<h1>{{ title }}, {{ start }} to {{ end }} (UTC)</h1>
 <p>GPU-equivalent hours: <b>{{ "%.2f"|format(report.total("gpu_equivalent_hours")) }}</b>;
 energy: <b>{{ "%.2f"|format(report.total("energy_kwh")) }} kWh</b>;
 CO<sub>2</sub>-equivalent: <b>{{ "%.2f"|format(report.total("co2e_kg")) }} kg</b>.</p>
@@ -109,7 +117,8 @@ CO<sub>2</sub>-equivalent: <b>{{ "%.2f"|format(report.total("co2e_kg")) }} kg</b
 """)
 
 
-def to_html(report: Report, figures: dict[str, str]) -> str:
+def to_html(report: Report, figures: dict[str, str], title: str | None = None) -> str:
     titles = {"over_time": "Usage over time", "by_group": "By group", "by_resource": "By resource"}
     return _PAGE.render(report=report, start=report.start.isoformat(), end=report.end.isoformat(),
+                        title=title or f"Usage by {report.by}",
                         figures=[(titles[k], v) for k, v in figures.items()])

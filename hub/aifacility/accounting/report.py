@@ -88,7 +88,8 @@ def check_period(start: datetime, end: datetime) -> None:
 Part = tuple[tuple[str, ...], str, str, float, int]  # dimension values, resource, model, unit-seconds, started
 
 
-def _raw(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...], which: str) -> list[Part]:
+def _raw(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...], which: str,
+         user: str | None = None) -> list[Part]:
     """From the records: unit-seconds within [a, b) and how many started in it; `which`: open, closed or all."""
     end_eff = case((usage.c.end_ts.is_(None), literal(now)), else_=usage.c.end_ts)
     lo = case((usage.c.start_ts > a, usage.c.start_ts), else_=literal(a))
@@ -98,6 +99,8 @@ def _raw(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...]
     q = (select(*cols, usage.c.resource, usage.c.model, func.sum(usage.c.quantity * (hi - lo)), func.sum(started))
          .where(usage.c.start_ts < b, end_eff > a, end_eff >= usage.c.start_ts)
          .group_by(*cols, usage.c.resource, usage.c.model))
+    if user is not None:
+        q = q.where(usage.c.user_name == user)
     if which == "open":
         q = q.where(usage.c.end_ts.is_(None))
     elif which == "closed":
@@ -106,43 +109,48 @@ def _raw(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...]
              float(row[len(dims) + 2] or 0), int(row[len(dims) + 3] or 0)) for row in conn.execute(q)]
 
 
-def _rolled(conn: Connection, table: Table, a: float, b: float, dims: tuple[str, ...]) -> list[Part]:
+def _rolled(conn: Connection, table: Table, a: float, b: float, dims: tuple[str, ...],
+            user: str | None = None) -> list[Part]:
     """From a roll-up (daily or monthly): the closed records' unit-seconds in the whole periods [a, b)."""
     cols = [table.c[_COLUMN[d].name] for d in dims]
     q = (select(*cols, table.c.resource, table.c.model, func.sum(table.c.unit_seconds), func.sum(table.c.started))
          .where(table.c.period >= a, table.c.period < b)
          .group_by(*cols, table.c.resource, table.c.model))
+    if user is not None:
+        q = q.where(table.c.user_name == user)
     return [(tuple(str(v) for v in row[:len(dims)]), str(row[len(dims)]), str(row[len(dims) + 1]),
              float(row[len(dims) + 2] or 0), int(row[len(dims) + 3] or 0)) for row in conn.execute(q)]
 
 
-def _closed(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...]) -> list[Part]:
+def _closed(conn: Connection, a: float, b: float, now: float, dims: tuple[str, ...],
+            user: str | None) -> list[Part]:
     """The closed records' usage in [a, b): whole months from the monthly roll-up, whole days around them from the
     daily one, the partial days at the edges from the records themselves."""
     d0, d1 = -(-a // DAY) * DAY, b - b % DAY
     if d0 >= d1:
-        return _raw(conn, a, b, now, dims, "closed")
+        return _raw(conn, a, b, now, dims, "closed", user)
     parts: list[Part] = []
     if a < d0:
-        parts += _raw(conn, a, d0, now, dims, "closed")
+        parts += _raw(conn, a, d0, now, dims, "closed", user)
     if d1 < b:
-        parts += _raw(conn, d1, b, now, dims, "closed")
+        parts += _raw(conn, d1, b, now, dims, "closed", user)
     m0 = d0 if month_of(d0) == d0 else next_month(d0)
     m1 = month_of(d1)
     if m0 < m1:
-        parts += _rolled(conn, usage_monthly, m0, m1, dims)
-        parts += _rolled(conn, usage_daily, d0, m0, dims) if d0 < m0 else []
-        parts += _rolled(conn, usage_daily, m1, d1, dims) if m1 < d1 else []
+        parts += _rolled(conn, usage_monthly, m0, m1, dims, user)
+        parts += _rolled(conn, usage_daily, d0, m0, dims, user) if d0 < m0 else []
+        parts += _rolled(conn, usage_daily, m1, d1, dims, user) if m1 < d1 else []
     else:
-        parts += _rolled(conn, usage_daily, d0, d1, dims)
+        parts += _rolled(conn, usage_daily, d0, d1, dims, user)
     return parts
 
 
-def unit_hours(conn: Connection, start: datetime, end: datetime, now: datetime,
-               dims: tuple[str, ...]) -> list[tuple[tuple[str, ...], str, str, float, int]]:
-    """(dimension values, resource, model, unit-hours, records started) for the usage within [start, end)."""
+def unit_hours(conn: Connection, start: datetime, end: datetime, now: datetime, dims: tuple[str, ...],
+               user: str | None = None) -> list[tuple[tuple[str, ...], str, str, float, int]]:
+    """(dimension values, resource, model, unit-hours, records started) for the usage within [start, end),
+    of everyone or of one `user`."""
     t0, t1, t_now = start.timestamp(), end.timestamp(), now.timestamp()
-    parts = _closed(conn, t0, t1, t_now, dims) + _raw(conn, t0, t1, t_now, dims, "open")
+    parts = _closed(conn, t0, t1, t_now, dims, user) + _raw(conn, t0, t1, t_now, dims, "open", user)
     merged: dict[tuple[tuple[str, ...], str, str], list[float]] = {}
     for values, resource, model, seconds, started in parts:
         acc = merged.setdefault((values, resource, model), [0.0, 0])
@@ -152,14 +160,15 @@ def unit_hours(conn: Connection, start: datetime, end: datetime, now: datetime,
 
 
 def build(conn: Connection, by: str, start: datetime, end: datetime, settings: Accounting,
-          now: datetime | None = None) -> Report:
+          now: datetime | None = None, user: str | None = None) -> Report:
+    """The report of everyone's usage, or of one `user`'s ("my usage")."""
     if by not in BY:
         raise ReportError(f"--by {by!r} is not one of {', '.join(BY)}")
     check_period(start, end)
     now = now or datetime.now(UTC)
     rows: dict[tuple[str, str], Row] = {}
     unpowered: set[str] = set()
-    for (key,), resource, model, hours, n in unit_hours(conn, start, end, now, (by,)):
+    for (key,), resource, model, hours, n in unit_hours(conn, start, end, now, (by,), user):
         row = rows.setdefault((key, resource), Row(key=key, resource=resource, unit=UNITS.get(resource, "")))
         row.hours += hours
         row.started += n
@@ -179,7 +188,7 @@ def build(conn: Connection, by: str, start: datetime, end: datetime, settings: A
 
 
 def daily(conn: Connection, start: datetime, end: datetime, settings: Accounting,
-          now: datetime | None = None) -> list[tuple[datetime, float, float]]:
+          now: datetime | None = None, user: str | None = None) -> list[tuple[datetime, float, float]]:
     """(day, GPU-equivalent hours, CPU core-hours) per UTC day of the period: the usage-over-time plot."""
     now = now or datetime.now(UTC)
     day = start.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -187,7 +196,7 @@ def daily(conn: Connection, start: datetime, end: datetime, settings: Accounting
     while day < end:
         nxt = day + timedelta(days=1)
         gpu = cpu = 0.0
-        for _, resource, model, hours, _n in unit_hours(conn, max(day, start), min(nxt, end), now, ()):
+        for _, resource, model, hours, _n in unit_hours(conn, max(day, start), min(nxt, end), now, (), user):
             if resource == "gpu":
                 gpu += hours
             elif resource == "mig":

@@ -200,6 +200,9 @@ def hub_env(opts: UpOptions, extra: dict[str, str]) -> dict[str, str]:
         "AIFACILITY_LIFETIMES_PORT": str(stable_port(state, "lifetimes")),
         # Dask schedulers keep the gateway's address for their lifetime.
         "AIFACILITY_DASK_URL": f"http://127.0.0.1:{stable_port(state, 'dask-gateway')}",
+        # The usage service reads the ledger the accounting collector fills.
+        "AIFACILITY_ACCOUNTING_DB": accounting_db(state),
+        "AIFACILITY_USAGE_URL": f"http://127.0.0.1:{stable_port(state, 'usage')}",
         "AIFACILITY_ADMIN_TOKEN": persistent_secret(state, "admin-api-token"),
         # The hub's own identity: the chart's service account and RBAC, never the admin's kubeconfig.
         "KUBECONFIG": str(EmbeddedCluster.hub_kubeconfig_path(state)),

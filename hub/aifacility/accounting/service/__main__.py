@@ -1,0 +1,49 @@
+"""Entry point of the hub-managed usage service: `python -m aifacility.accounting.service`.
+
+Reads what JupyterHub gives every managed service (JUPYTERHUB_SERVICE_URL, _PREFIX, _API_URL, _API_TOKEN), the
+ledger's URL (AIFACILITY_ACCOUNTING_DB) and the facility file (AIFACILITY_FACILITY: power figures, MIG fractions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+from aifacility.accounting.ledger import Ledger
+from aifacility.accounting.service.handlers import FacilityReport, MyUsage
+from aifacility.facility import load_facility
+from aifacility.hubservice import die_with_hub, serve_until_stopped
+
+
+def make_app() -> web.Application:
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/usage/")
+    return web.Application(
+        [
+            (prefix, MyUsage),
+            (url_path_join(prefix, "admin"), FacilityReport),
+            (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+        ],
+        ledger=Ledger(),
+        accounting=load_facility().accounting,
+        prefix=prefix,
+        hub_api=os.environ["JUPYTERHUB_API_URL"].rstrip("/"),
+        hub_token=os.environ["JUPYTERHUB_API_TOKEN"],
+        cookie_secret=secrets.token_bytes(32),
+    )
+
+
+def main() -> None:
+    die_with_hub()
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s")
+    asyncio.run(serve_until_stopped(make_app(), "http://127.0.0.1:10103", 64 * 1024,
+                                    logging.getLogger("aifacility.accounting")))
+
+
+if __name__ == "__main__":
+    main()
