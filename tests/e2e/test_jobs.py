@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -20,8 +21,9 @@ from selenium.webdriver.common.by import By
 
 from aifacility.embedded.controlplane import build
 from support.browser import screenshot
-from support.facility import RunningFacility
+from support.facility import RunningFacility, wait_for
 from support.kernel import run_in_kernel
+from support.ledger import usage_records
 from support.oidc_login import oidc_login
 from support.spawning import spawn_and_wait, stop_and_wait
 from support.ui import login, run_cell, wait
@@ -188,6 +190,15 @@ def test_offloaded_job_runs_on_slurm(facility: RunningFacility, sessions: dict[s
     assert (model["phase"], model["node"], model["site"]) == ("Succeeded", "vk-hpc-leonardo", "hpc"), model
     assert set(model["admission"]["flavors"].values()) == {"hpc"}
     assert logs["out"].strip() == "partition debug"
+    # The accounting collector recorded it, as alice's, charged to physics, at the HPC site, with its real times.
+    def offloaded() -> list[Any]:
+        return [r for r in usage_records(facility.state_dir).values()
+                if r.user_name == "alice" and r.kind == "offload" and r.resource == "cpu" and r.end_ts is not None
+                and r.start_ts >= datetime.fromisoformat(model["started"].replace("Z", "+00:00")).timestamp() - 1]
+
+    (record,) = wait_for(offloaded, timeout=60, what="the offloaded job's usage record")
+    assert (record.group_name, record.site) == ("physics", "hpc")
+    assert record.end_ts - record.start_ts < 120
 
 
 def test_bob_cannot_see_read_or_cancel_alice_s_jobs(facility: RunningFacility, sessions: dict[str, str]) -> None:

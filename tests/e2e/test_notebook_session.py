@@ -13,6 +13,7 @@ from selenium.webdriver.support import expected_conditions as ec
 
 from support.browser import screenshot
 from support.facility import RunningFacility, wait_for
+from support.ledger import usage_records
 from support.ui import login, run_cell, wait
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -83,17 +84,6 @@ def test_alice_runs_a_cell_in_a_mig_pod_and_stopping_removes_it(facility: Runnin
     assert _ledger(facility)[mig_record].end_ts > _ledger(facility)[mig_record].start_ts
 
 
+
 def _ledger(facility: RunningFacility) -> dict[str, Any]:
-    """The facility's usage records by id (the ledger `aifacility up` keeps in its state dir)."""
-    from sqlalchemy import select
-
-    from aifacility.accounting.ledger import Ledger
-    from aifacility.accounting.schema import usage
-    from aifacility.launcher.components import accounting_db
-
-    ledger = Ledger(accounting_db(Path(facility.state_dir)))
-    try:
-        with ledger.engine.connect() as conn:
-            return {r.id: r for r in conn.execute(select(usage))}
-    finally:
-        ledger.close()
+    return usage_records(facility.state_dir)

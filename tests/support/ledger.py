@@ -1,0 +1,21 @@
+"""The usage records of a running facility (the ledger `aifacility up` keeps in its state dir), by id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from aifacility.accounting.ledger import Ledger
+from aifacility.accounting.schema import usage
+from aifacility.launcher.components import accounting_db
+
+
+def usage_records(state_dir: str | Path) -> dict[str, Any]:
+    ledger = Ledger(accounting_db(Path(state_dir)))
+    try:
+        with ledger.engine.connect() as conn:
+            return {r.id: r for r in conn.execute(select(usage))}
+    finally:
+        ledger.close()
