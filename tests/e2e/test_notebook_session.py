@@ -82,6 +82,11 @@ def test_alice_runs_a_cell_in_a_mig_pod_and_stopping_removes_it(facility: Runnin
              what="the notebook process to end")
     wait_for(lambda: _ledger(facility)[mig_record].end_ts is not None, timeout=60, what="the usage record to close")
     assert _ledger(facility)[mig_record].end_ts > _ledger(facility)[mig_record].start_ts
+    # ... and she reads it on the hub: her own usage this month, the MIG slice among it
+    browser.get(f"{facility.url}/services/usage/")
+    wait(browser, 60).until(lambda d: "Usage of alice by resource" in d.page_source)
+    assert "<td>mig</td>" in browser.page_source
+    screenshot(browser, "usage-page")
 
 
 
