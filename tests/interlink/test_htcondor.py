@@ -71,7 +71,7 @@ def test_runner_runs_every_container(tmp_path: Path) -> None:
         svc.store.close()
     runner = (job_dir / "job.sh").read_text()
     assert runner.startswith("#!/bin/bash\n")
-    assert "run_ctn init stage ctn_init_0 || exit $?" in runner
+    assert "run_ctn init stage ctn_init_0 & wait $! || exit $?" in runner
     assert "supervise run reco 0 yes 30 &" in runner and "supervise run plot 1 yes 30 &" in runner
 
 
