@@ -80,13 +80,15 @@ oom_kills() {  # the job's cgroup OOM-kill count (cgroup v1 or v2), 0 when unkno
   fi
   echo "${n:-0}"
 }
-# stop_ctn KIND INDEX FILE PID WHY GRACE: preStop, then TERM to the container's group, KILL after GRACE s.
+# stop_ctn KIND INDEX FILE PID WHY GRACE: preStop, then TERM to the container's group; KILL once GRACE s have
+# passed since the stop began (the hook's time counts, as for the kubelet).
 stop_ctn() {
-  local k=$1 i=$2 f=$3 pid=$4 why=$5 grace=$6 n
+  local k=$1 i=$2 f=$3 pid=$4 why=$5 grace=$6 deadline
+  deadline=$(( $(ms) + grace * 1000 ))
   echo "$why" > "$f.killed"; rm -f -- "$f.ready"
   if declare -F "hook_${k}_${i}_preStop" > /dev/null; then bounded "$grace" "$f.hooks" "hook_${k}_${i}_preStop"; fi
   kill -TERM -- -"$pid" 2>/dev/null
-  for (( n = 0; n < grace * 5; n++ )); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  while kill -0 "$pid" 2>/dev/null && (( $(ms) < deadline )); do sleep 0.2; done
   kill -KILL -- -"$pid" 2>/dev/null
 }
 # prober KIND INDEX FILE PID GRACE: the container's probes until it ends (PROBE_<kind>_<i>_<type> holds

@@ -68,6 +68,8 @@ def check_metadata(meta: ObjectMeta) -> None:
 # A job the batch system does not list yet/anymore and that left no exit status is only declared lost after
 # this long (sbatch returns before squeue is guaranteed to list the job on a busy controller).
 LOST_AFTER_SECONDS = 60.0
+# A deleted pod's job stops within its grace period; it is cancelled if it still runs this long after that.
+GRACE_MARGIN_SECONDS = 10.0
 # Why the job's supervisor killed a container (the last word of its status file), as the kubelet says it.
 _KILLED = {
     "LivenessProbe": "killed after failing its liveness probe",
@@ -360,7 +362,8 @@ class PluginService:
             info = (await self.backend.query([row.jid or ""])).get(row.jid or "")
             if info is None or info.state != "running":
                 return False  # pending or ended: nothing to stop gracefully
-            self.store.mark_deleting(row.uid, time.time() + grace)  # recorded first: a crash still cancels it
+            # recorded first (a crash still cancels it); the margin lets SLURM deliver the signal and the runner exit
+            self.store.mark_deleting(row.uid, time.time() + grace + GRACE_MARGIN_SECONDS)
             if await self.backend.terminate(row.jid or ""):
                 return True
         except BackendError as exc:
