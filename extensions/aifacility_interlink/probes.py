@@ -87,9 +87,19 @@ stop_ctn() {
   deadline=$(( $(ms) + grace * 1000 ))
   echo "$why" > "$f.killed"; rm -f -- "$f.ready"
   if declare -F "hook_${k}_${i}_preStop" > /dev/null; then bounded "$grace" "$f.hooks" "hook_${k}_${i}_preStop"; fi
-  kill -TERM -- -"$pid" 2>/dev/null
-  while kill -0 "$pid" 2>/dev/null && (( $(ms) < deadline )); do sleep 0.2; done
+  term_ctn "$pid"
+  while kill -0 -- -"$pid" 2>/dev/null && (( $(ms) < deadline )); do sleep 0.2; done
   kill -KILL -- -"$pid" 2>/dev/null
+}
+# term_ctn PID: TERM to what the container runs, as the kubelet sends it to the container's main process. Under
+# bwrap that is bwrap's child: bwrap itself would die of it and take the sandbox down with SIGKILL
+# (--die-with-parent) before the process could handle it. Elsewhere, the container's process group.
+term_ctn() {
+  local b c sent=
+  for b in $(pgrep -g "$1" -x bwrap 2>/dev/null); do
+    for c in $(pgrep -P "$b" 2>/dev/null); do kill -TERM "$c" 2>/dev/null && sent=yes; done
+  done
+  [[ -n $sent ]] || kill -TERM -- -"$1" 2>/dev/null
 }
 # prober KIND INDEX FILE PID GRACE: the container's probes until it ends (PROBE_<kind>_<i>_<type> holds
 # initialDelay period timeout successThreshold failureThreshold).

@@ -204,14 +204,14 @@ async def test_delete_runs_pre_stop_then_terms_the_container(slurm, plugin_facto
     polite["lifecycle"] = {"preStop": sh("echo pre-stop >> /out/log")}
     stubborn = container("stubborn", "trap '' TERM; while :; do sleep 0.2; done")
     p = pod("graceful", [polite, stubborn], volumes=[{"name": "out", "hostPath": {"path": str(out)}}])
-    p["spec"]["terminationGracePeriodSeconds"] = 3
+    p["spec"]["terminationGracePeriodSeconds"] = 10  # preStop and TERM well within it, even on a loaded machine
     async with plugin.client() as client:
         created = await client.create(retrieved(p))
         await wait_for(client, [p], lambda s: all(c.state.running for c in s.containers), within=60)
         await wait_for(client, [p], lambda s: (out / "log").exists(), within=10)
         message = await client.delete(p)
         assert "asked to stop" in message
-        for _ in range(100):  # the stubborn one is killed after the grace period
+        for _ in range(200):  # the stubborn one is killed after the grace period
             if not squeue(slurm, "-j", created.PodJID, "-o", "%T").strip():
                 break
             await asyncio.sleep(0.2)
