@@ -88,18 +88,25 @@ stop_ctn() {
   echo "$why" > "$f.killed"; rm -f -- "$f.ready"
   if declare -F "hook_${k}_${i}_preStop" > /dev/null; then bounded "$grace" "$f.hooks" "hook_${k}_${i}_preStop"; fi
   term_ctn "$pid"
-  while kill -0 -- -"$pid" 2>/dev/null && (( $(ms) < deadline )); do sleep 0.2; done
+  # Once the main process has ended, what it left behind goes with it (a pid namespace's end, for the kubelet).
+  while (( $(ms) < deadline )); do
+    if [[ -n $MAIN_PIDS ]]; then alive $MAIN_PIDS || break; else kill -0 -- -"$pid" 2>/dev/null || break; fi
+    sleep 0.2
+  done
   kill -KILL -- -"$pid" 2>/dev/null
 }
-# term_ctn PID: TERM to what the container runs, as the kubelet sends it to the container's main process. Under
-# bwrap that is bwrap's child: bwrap itself would die of it and take the sandbox down with SIGKILL
-# (--die-with-parent) before the process could handle it. Elsewhere, the container's process group.
+alive() { local p; for p; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+# term_ctn PID: TERM to what the container runs, as the kubelet sends it to the container's main process, and its
+# pids in MAIN_PIDS. Under bwrap that is bwrap's child: bwrap itself would die of it and take the sandbox down
+# with SIGKILL (--die-with-parent) before the process could handle it. Elsewhere, the container's process group
+# (MAIN_PIDS empty).
 term_ctn() {
-  local b c sent=
+  local b c
+  MAIN_PIDS=
   for b in $(pgrep -g "$1" -x bwrap 2>/dev/null); do
-    for c in $(pgrep -P "$b" 2>/dev/null); do kill -TERM "$c" 2>/dev/null && sent=yes; done
+    for c in $(pgrep -P "$b" 2>/dev/null); do kill -TERM "$c" 2>/dev/null && MAIN_PIDS+="$c "; done
   done
-  [[ -n $sent ]] || kill -TERM -- -"$1" 2>/dev/null
+  [[ -n $MAIN_PIDS ]] || kill -TERM -- -"$1" 2>/dev/null
 }
 # prober KIND INDEX FILE PID GRACE: the container's probes until it ends (PROBE_<kind>_<i>_<type> holds
 # initialDelay period timeout successThreshold failureThreshold).
