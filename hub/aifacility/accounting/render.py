@@ -63,7 +63,7 @@ def plots(report: Report, by_day: list[tuple[datetime, float, float]], by_group:
     from matplotlib.figure import Figure
 
     out: dict[str, str] = {}
-    fig = Figure(figsize=(8, 3.2))
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     days = [d for d, _, _ in by_day]
     ax1.bar(days, [g for _, g, _ in by_day], color="#4c72b0")
@@ -74,7 +74,7 @@ def plots(report: Report, by_day: list[tuple[datetime, float, float]], by_group:
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     out["over_time"] = _svg(fig)
     groups = sorted({r.key for r in by_group.rows})
-    fig = Figure(figsize=(8, 0.4 * max(len(groups), 3) + 1))
+    fig = Figure(figsize=(8, 0.4 * max(len(groups), 3) + 1), layout="constrained")
     ax = fig.subplots()
     gpu = [sum(r.gpu_equivalent_hours for r in by_group.rows if r.key == g) for g in groups]
     kwh = [sum(r.energy_kwh for r in by_group.rows if r.key == g) for g in groups]
@@ -86,7 +86,7 @@ def plots(report: Report, by_day: list[tuple[datetime, float, float]], by_group:
     ax.set_title("By group")
     out["by_group"] = _svg(fig)
     resources = sorted({r.resource for r in report.rows})
-    fig = Figure(figsize=(8, 3))
+    fig = Figure(figsize=(8, 3), layout="constrained")
     ax = fig.subplots()
     ax.bar(resources, [sum(r.energy_kwh for r in report.rows if r.resource == x) for x in resources],
            color="#55a868")
@@ -106,10 +106,11 @@ energy: <b>{{ "%.2f"|format(report.total("energy_kwh")) }} kWh</b>;
 CO<sub>2</sub>-equivalent: <b>{{ "%.2f"|format(report.total("co2e_kg")) }} kg</b>.</p>
 {% if report.unpowered_models %}<p>No power figure in the facility file for: {{ report.unpowered_models|join(", ") }}
 (no energy counted for them).</p>{% endif %}
-<table><thead><tr><th>{{ report.by }}</th><th>resource</th><th>unit</th><th>unit-hours</th>
+<table><thead><tr><th>{{ report.by }}</th>{% if report.by != "resource" %}<th>resource</th>{% endif %}
+<th>unit</th><th>unit-hours</th>
 <th>GPU-equivalent hours</th><th>energy (kWh)</th><th>CO2e (kg)</th><th>started</th></tr></thead><tbody>
-{% for r in report.rows %}<tr><td>{{ r.key }}</td><td>{{ r.resource }}</td><td>{{ r.unit }}</td>
-<td>{{ "%.2f"|format(r.hours) }}</td><td>{{ "%.2f"|format(r.gpu_equivalent_hours) }}</td>
+{% for r in report.rows %}<tr><td>{{ r.key }}</td>{% if report.by != "resource" %}<td>{{ r.resource }}</td>{% endif %}
+<td>{{ r.unit }}</td><td>{{ "%.3f"|format(r.hours) }}</td><td>{{ "%.3f"|format(r.gpu_equivalent_hours) }}</td>
 <td>{{ "%.3f"|format(r.energy_kwh) }}</td><td>{{ "%.3f"|format(r.co2e_kg) }}</td><td>{{ r.started }}</td></tr>
 {% endfor %}</tbody></table>
 {% for title, svg in figures %}<figure><figcaption>{{ title }}</figcaption>{{ svg|safe }}</figure>{% endfor %}
