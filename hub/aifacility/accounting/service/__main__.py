@@ -18,6 +18,7 @@ from tornado import web
 from aifacility.accounting.ledger import Ledger
 from aifacility.accounting.service.handlers import FacilityReport, MyUsage
 from aifacility.facility import load_facility
+from aifacility.hubapi import HubClient
 from aifacility.hubservice import die_with_hub, serve_until_stopped
 
 
@@ -32,8 +33,7 @@ def make_app() -> web.Application:
         ledger=Ledger(),
         accounting=load_facility().accounting,
         prefix=prefix,
-        hub_api=os.environ["JUPYTERHUB_API_URL"].rstrip("/"),
-        hub_token=os.environ["JUPYTERHUB_API_TOKEN"],
+        hub=HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]),
         cookie_secret=secrets.token_bytes(32),
     )
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from tornado.httputil import url_concat
+from tornado.httpclient import HTTPClientError
 
 from aifacility.accounting import render, report
 from aifacility.accounting.ledger import Ledger
@@ -116,10 +115,8 @@ class FacilityReport(Base):
         self.answer(rep, fmt, f"Facility usage by {by}", None)
 
     async def is_admin(self, user: str) -> bool:
-        url = url_concat(f"{self.settings['hub_api']}/users/{user}", {})
         try:
-            r = await AsyncHTTPClient().fetch(url, headers={"Authorization": f"token {self.settings['hub_token']}"},
-                                              request_timeout=20)
+            model = await self.settings["hub"].user(user)
         except (HTTPClientError, OSError) as e:
             raise fail(502, f"The hub did not answer who {user} is ({e}); try again.") from None
-        return bool(json.loads(r.body).get("admin"))
+        return bool(model and model.get("admin"))
