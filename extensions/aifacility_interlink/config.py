@@ -38,10 +38,10 @@ class SlurmSettings(Strict):
     gres: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu": "gpu"})
     command_timeout: float = Field(default=30.0, gt=0)
     # sbatch options a pod's `slurm-job.vk.io/flags` annotation may not set (the plugin's defaults for
-    # --job-name, --output and --chdir otherwise yield to it). Locked by default: who the job runs as, and
-    # where SLURM itself opens files for it.
+    # --job-name, --output and --chdir otherwise yield to it). Locked by default: who the job runs as, where
+    # SLURM itself opens files for it, and the comment that tells the facility's accounting whose job it is.
     locked_flags: list[str] = Field(default_factory=lambda: ["--uid", "--gid", "--output", "--error", "--input",
-                                                             "--chdir"])
+                                                             "--chdir", "--comment"])
 
 
 class HTCondorSettings(Strict):

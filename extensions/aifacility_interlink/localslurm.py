@@ -1,11 +1,12 @@
 """A real, single-node SLURM (slurmctld + slurmd + munged) on localhost, for tests and the demo.
 
 Everything lives under one work dir: a generated munge key, slurm.conf, cgroup.conf, gres.conf, spool/state
-dirs, logs and pid files. It runs as root, without slurmdbd. Where the machine has the cgroup v1 memory and
-freezer controllers (this project's build machines do), jobs run in cgroups as on a production cluster
-(``proctrack/cgroup``, ``task/cgroup`` with ``ConstrainRAMSpace``): a job over its ``--mem`` is OOM-killed and
-ends OUT_OF_MEMORY. Elsewhere (cgroup v2 needs slurmd under systemd) memory is enforced by polling
-(``jobacct_gather/linux`` with ``OverMemoryKill``): the job is killed and ends FAILED.
+dirs, logs and pid files. It runs as root. With ``accounting=True`` it also runs SLURM's accounting as a site
+does (slurmdbd on a MariaDB server of its own, both on loopback), so ``sacct`` answers as on a cluster.
+Where the machine has the cgroup v1 memory and freezer controllers (this project's build machines do), jobs run
+in cgroups as on a production cluster (``proctrack/cgroup``, ``task/cgroup`` with ``ConstrainRAMSpace``): a job
+over its ``--mem`` is OOM-killed and ends OUT_OF_MEMORY. Elsewhere (cgroup v2 needs slurmd under systemd) memory
+is enforced by polling (``jobacct_gather/linux`` with ``OverMemoryKill``): the job is killed and ends FAILED.
 Clients find the cluster through the ``SLURM_CONF`` environment variable, see :meth:`LocalSlurm.env`.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 SBIN = Path("/usr/sbin")
+SLURMDBD = SBIN / "slurmdbd"
 CGROUP_V1 = Path("/sys/fs/cgroup")
 
 
@@ -58,6 +60,7 @@ class LocalSlurm:
         partition: str = "debug",
         min_job_age: int = 300,
         cgroups: bool | None = None,
+        accounting: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.cpus = cpus
@@ -68,6 +71,8 @@ class LocalSlurm:
         # None: where the machine allows (see cgroup_v1_available).
         self.cgroups = cgroup_v1_available() if cgroups is None else cgroups
         self.nodename = socket.gethostname().split(".")[0]
+        self.accounting = accounting
+        self.cluster = "aifacility"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # ---- paths -------------------------------------------------------------------------------------
@@ -95,9 +100,28 @@ class LocalSlurm:
         key.chmod(0o400)
         ctl_port, d_port = _free_port(), _free_port()
         w = self.workdir
+        if self.accounting:
+            self._dbd_port, self._db_port = _free_port(), _free_port()
+            self._db_password = secrets.token_hex(16)
+            dbd = self.workdir / "etc" / "slurmdbd.conf"
+            dbd.write_text("\n".join([
+                "AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket}", "DbdHost=localhost",
+                "DbdAddr=127.0.0.1", f"DbdPort={self._dbd_port}", "SlurmUser=root", f"LogFile={w}/log/slurmdbd.log",
+                f"PidFile={w}/run/slurmdbd.pid", "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1",
+                f"StoragePort={self._db_port}", "StorageUser=slurm", f"StoragePass={self._db_password}",
+                "StorageLoc=slurm_acct_db", "DebugLevel=info",
+            ]) + "\n")
+            dbd.chmod(0o600)  # slurmdbd refuses a readable file: it holds the database password
+            storage = ["AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
+                       f"AccountingStoragePort={self._dbd_port}", "AccountingStoreFlags=job_comment",
+                       "AccountingStorageTRES=gres/gpu",
+                       # For slurmdbd this "password" is the munge socket its connections authenticate with.
+                       f"AccountingStoragePass={self.munge_socket}"]
+        else:
+            storage = ["AccountingStorageType=accounting_storage/none"]
         gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
         lines = [
-            "ClusterName=aifacility",
+            f"ClusterName={self.cluster}",
             f"SlurmctldHost={self.nodename}(127.0.0.1)",
             "SlurmUser=root",
             "SlurmdUser=root",
@@ -115,7 +139,7 @@ class LocalSlurm:
             "SlurmctldDebug=info",
             "SlurmdDebug=info",
             *self._enforcement(),
-            "AccountingStorageType=accounting_storage/none",
+            *storage,
             "JobCompType=jobcomp/filetxt",
             f"JobCompLoc={w}/log/jobcomp.txt",
             "SelectType=select/cons_tres",
@@ -188,7 +212,15 @@ class LocalSlurm:
             raise LocalSlurmError(f"{name} exited with {proc.returncode}; see {path}:\n{tail}")
 
     def start(self, timeout: float = 60.0) -> LocalSlurm:
-        """Write the configuration, start munged, slurmctld and slurmd; wait until the node is idle."""
+        """Write the configuration, start munged, slurmctld and slurmd; wait until the node is idle. A part
+        that fails to start stops those already started."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> LocalSlurm:
         for tool in ("munged", "slurmctld", "slurmd"):
             if not (SBIN / tool).exists():
                 raise LocalSlurmError(f"{SBIN / tool} is missing: install the Debian packages slurm-wlm and munge")
@@ -204,11 +236,46 @@ class LocalSlurm:
             ],
         )
         self._wait(lambda: self.munge_socket.exists(), timeout, "munged", "munged.log")
+        if self.accounting:
+            self._start_accounting(timeout)
         self._spawn("slurmctld", [str(SBIN / "slurmctld"), "-D", "-i", "-f", str(self.conf)])
         self._wait(lambda: self._scontrol_ping(), timeout, "slurmctld", "slurmctld.log")
         self._spawn("slurmd", [str(SBIN / "slurmd"), "-D", "-N", self.nodename, "-f", str(self.conf)])
         self._wait(self._node_ready, timeout, "slurmd", "slurmd.log")
         return self
+
+    def _start_accounting(self, timeout: float) -> None:
+        """MariaDB (a data dir of its own, loopback only) and slurmdbd on it; the cluster registered."""
+        for tool in ("/usr/sbin/mariadbd", "/usr/bin/mariadb-install-db", "/usr/sbin/slurmdbd"):
+            if not Path(tool).exists():
+                raise LocalSlurmError(f"{tool} is missing: install the Debian packages slurmdbd and mariadb-server")
+        w = self.workdir
+        data, sock = w / "mariadb", w / "run" / "mariadb.sock"
+        if not (data / "mysql").exists():
+            done = subprocess.run(["/usr/bin/mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                                   "--auth-root-authentication-method=socket", "--skip-test-db"],
+                                  capture_output=True, text=True, timeout=120, check=False)
+            if done.returncode != 0:
+                raise LocalSlurmError(f"mariadb-install-db failed: {done.stderr[-2000:]}")
+        self._spawn("mariadbd", [
+            "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={sock}", "--user=root",
+            "--bind-address=127.0.0.1", f"--port={self._db_port}", f"--pid-file={w}/run/mariadb.pid",
+            f"--log-error={w}/log/mariadb.log", "--skip-name-resolve", "--innodb-buffer-pool-size=64M",
+            "--innodb-lock-wait-timeout=900", "--performance-schema=OFF",
+        ])
+        sql = (f"CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '{self._db_password}'; "
+               f"ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{self._db_password}'; "
+               "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';")
+        self._wait(lambda: subprocess.run(["mariadb", f"--socket={sock}", "-u", "root", "-e", sql],
+                                          capture_output=True, timeout=30, check=False).returncode == 0,
+                   timeout, "mariadbd", "mariadb.log")
+        self._spawn("slurmdbd", ["/usr/sbin/slurmdbd", "-D"])
+        self._wait(lambda: self._run("sacctmgr", "-n", "list", "cluster").returncode == 0, timeout, "slurmdbd",
+                   "slurmdbd.log")
+        if self.cluster not in self._run("sacctmgr", "-n", "-P", "list", "cluster", "format=cluster").stdout.split():
+            added = self._run("sacctmgr", "-i", "add", "cluster", self.cluster)
+            if added.returncode != 0:
+                raise LocalSlurmError(f"sacctmgr add cluster failed: {added.stdout}{added.stderr}")
 
     def _wait(self, ready: object, timeout: float, name: str, logfile: str) -> None:
         deadline = time.monotonic() + timeout
@@ -233,7 +300,7 @@ class LocalSlurm:
         """Stop slurmd, slurmctld and munged (in that order) and the jobs slurmd still runs."""
         if "slurmctld" in self._procs and self._procs["slurmctld"].poll() is None:
             self._run("scancel", "--full", "--partition", self.partition)
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             proc = self._procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue

@@ -190,14 +190,17 @@ def test_offloaded_job_runs_on_slurm(facility: RunningFacility, sessions: dict[s
     assert (model["phase"], model["node"], model["site"]) == ("Succeeded", "vk-hpc-leonardo", "hpc"), model
     assert set(model["admission"]["flavors"].values()) == {"hpc"}
     assert logs["out"].strip() == "partition debug"
-    # The accounting collector recorded it, as alice's, charged to physics, at the HPC site, with its real times.
+    # The site's accounting (sacct, through the facility's collector) recorded it, as alice's, charged to physics,
+    # at the HPC site, with the times SLURM ran it; the pod collector left it alone (counted once).
     def offloaded() -> list[Any]:
         return [r for r in usage_records(facility.state_dir).values()
                 if r.user_name == "alice" and r.kind == "offload" and r.resource == "cpu" and r.end_ts is not None
                 and r.start_ts >= datetime.fromisoformat(model["started"].replace("Z", "+00:00")).timestamp() - 1]
 
     (record,) = wait_for(offloaded, timeout=60, what="the offloaded job's usage record")
-    assert (record.group_name, record.site) == ("physics", "hpc")
+    assert (record.group_name, record.site) == ("physics", "hpc") and record.id.startswith("slurm:"), record
+    assert not [r for r in usage_records(facility.state_dir).values() if r.kind == "offload" and r.site == "hpc"
+                and r.id.startswith("pod:")]
     assert record.end_ts - record.start_ts < 120
 
 

@@ -12,7 +12,7 @@ import pytest
 from interlink_helpers import container, pod, retrieved
 
 from aifacility_interlink.backends.slurm import SlurmBackend, flag_names, merge_flags, parse_flags, parse_gres
-from aifacility_interlink.config import ConfigError, PluginConfig, load_config
+from aifacility_interlink.config import ConfigError, PluginConfig, SlurmSettings, load_config
 from aifacility_interlink.contract import LogOpts, RetrievedPodData
 from aifacility_interlink.logs import render
 from aifacility_interlink.quantity import parse_quantity, pod_resources
@@ -45,6 +45,13 @@ def test_flags_merge_flavor_then_annotation_then_limits() -> None:
                      "--cpus-per-task=3", "--account phys", "--mem=1536M", "--gres=gpu:2,fpga:u250:1"]
 
 
+def test_the_job_says_whose_it_is_for_the_sites_accounting(tmp_path: Path) -> None:
+    p = pod("t", [container("a", "true")], uid="u-1")
+    p["metadata"]["labels"] = {"aifacility.io/user": "alice", "aifacility.io/group": "physics"}
+    script = slurm_backend().render(data(p), tmp_path, "true\n", tmp_path / "job.sh")
+    assert "#SBATCH --comment=aifacility,user=alice,group=physics,pod=u-1\n" in script
+
+
 def test_flavor_annotation_selects_and_run_as_user() -> None:
     b = slurm_backend(flavors=[{"name": "std", "flags": ["--qos=normal"], "default": True},
                                {"name": "big", "flags": ["--qos=big", "--exclusive"]}])
@@ -71,6 +78,9 @@ def test_flag_parsing_refuses_injection() -> None:
         parse_flags("--array=1-4", "x")
     assert parse_flags("-J mine -o /tmp/x", "x") == ["-J mine", "-o /tmp/x"]  # not locked: the pod's own
     assert merge_flags(["-t 10"], ["--time=20"]) == ["--time=20"]
+    # Whose job it is (the accounting comment) is the plugin's to say, by default.
+    with pytest.raises(PodError, match="--comment is locked by this site"):
+        parse_flags("--comment=aifacility,user=bob", "x", flag_names(SlurmSettings().locked_flags))
 
 
 def test_parse_gres_variants() -> None:

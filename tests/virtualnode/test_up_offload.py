@@ -55,13 +55,16 @@ def test_up_starts_slurm_and_the_plugin_before_the_cluster(tmp_path: Path) -> No
     facility = load_facility(opts.facility)
     logs = opts.state_dir / "logs"
     offload, interlink = offload_components(opts, facility, logs)
-    assert [c.name for c in offload] == ["SLURM", "interLink plugin (SLURM)"]
+    # The demo reads its HPC site's usage from SLURM's accounting: slurmdbd, and a sacct collector.
+    assert [c.name for c in offload] == ["SLURM", "interLink plugin (SLURM)", "accounting collector (sacct, hpc)"]
     assert list(interlink) == [VNODE]  # the HTCondor node gets no plugin here
     sup = Supervisor()
     try:
         for component in offload:
             sup.start(component, timeout=90)
         assert (opts.state_dir / "slurm" / "etc" / "slurm.conf").exists()
+        assert "AccountingStorageType=accounting_storage/slurmdbd" in (opts.state_dir / "slurm" / "etc" /
+                                                                        "slurm.conf").read_text()
         # the plugin answers only the holder of the token up wrote (0600): not a notebook on this machine
         token_file = opts.state_dir / "secrets" / "interlink-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600

@@ -15,6 +15,9 @@ from .base import Backend, BackendError, JobInfo
 
 FLAGS_ANNOTATION = "slurm-job.vk.io/flags"
 FLAVOR_ANNOTATION = "slurm-job.vk.io/flavor"
+# Who a pod belongs to and which group it is charged to, as the facility labels its pods.
+USER_LABELS = ("aifacility.io/user", "hub.jupyter.org/username")
+GROUP_LABELS = ("aifacility.io/group", "kueue.x-k8s.io/queue-name")
 # Options that would change what a pod's job is, whoever sets them: one script, one job, an id to parse.
 _STRUCTURAL = {
     "--parsable": "the plugin reads the job id itself",
@@ -94,6 +97,19 @@ def parse_gres(text: str) -> dict[str, int]:
     return out
 
 
+def accounting_comment(labels: dict[str, str], uid: str) -> str:
+    """`--comment=aifacility,user=<u>,group=<g>,pod=<uid>`: whose job this is, for the facility's sacct collector
+    (slurmdbd keeps comments with `AccountingStoreFlags=job_comment`). From the labels the pod was created with, so
+    a later change of membership does not move its usage; `--comment` is locked by default, so a pod cannot charge
+    another user. Kubernetes label values hold no commas or spaces; anything else is replaced, never passed on."""
+
+    def first(keys: tuple[str, ...]) -> str:
+        return re.sub(r"[^A-Za-z0-9_.@-]", "_", next((labels[k] for k in keys if labels.get(k)), ""))[:128]
+
+    user, group = first(USER_LABELS), first(GROUP_LABELS)
+    return f"--comment=aifacility,user={user},group={group},pod={uid}"
+
+
 class SlurmBackend(Backend):
     name = "slurm"
 
@@ -165,7 +181,8 @@ class SlurmBackend(Backend):
 
     def render(self, data: RetrievedPodData, job_dir: Path, body: str, script: Path) -> str:
         # The plugin's defaults; the pod's annotation overrides them where the site does not lock them.
-        defaults = [f"--job-name={data.pod.metadata.uid}", f"--output={job_dir / 'job.out'}", f"--chdir={job_dir}"]
+        defaults = [f"--job-name={data.pod.metadata.uid}", f"--output={job_dir / 'job.out'}", f"--chdir={job_dir}",
+                    accounting_comment(data.pod.metadata.labels, data.pod.metadata.uid)]
         head = ["#!/bin/bash", *(f"#SBATCH {f}" for f in merge_flags(defaults, self.flags(data)))]
         return "\n".join(head) + "\n" + body
 

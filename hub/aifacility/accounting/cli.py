@@ -1,4 +1,4 @@
-"""`aifacility accounting ingest|apel` and `aifacility report`: the ledger from the command line (admins).
+"""`aifacility accounting ingest|collect|sacct|apel` and `aifacility report`: the ledger from the command line (admins).
 
 Exit status: 0 done; 1 some lines of an ingested file were rejected (the good ones are loaded); 2 bad usage or
 a ledger that cannot be opened.
@@ -15,6 +15,7 @@ from typing import Any
 from aifacility.accounting.ledger import Ledger, LedgerError, default_url
 from aifacility.accounting.record import BadLine, UsageRecord, parse_lines
 from aifacility.accounting.report import BY, ReportError
+from aifacility.accounting.sacct import SacctError
 
 MAX_FILE_BYTES = 2 * 1024**3
 
@@ -148,6 +149,30 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         ledger.close()
 
 
+def _cmd_sacct(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+
+    from aifacility.accounting.sacct import SacctCollector, run_sacct
+
+    ledger = Ledger(args.db)
+    collector = SacctCollector(ledger, args.site, run_sacct(shlex.split(args.via or "")))
+    try:
+        while True:
+            try:
+                result = collector.sweep()
+                print(f"{result.inserted} new, {result.closed} closed, {result.unchanged} unchanged", flush=True)
+            except SacctError as exc:  # the site may be unreachable for a while: the watermark waits for it
+                if args.once:
+                    raise
+                print(f"aifacility: {exc}; trying again in {args.interval:.0f} s", file=sys.stderr, flush=True)
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+    finally:
+        ledger.close()
+
+
 def _db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, help=f"the ledger's database URL (default: $AIFACILITY_ACCOUNTING_DB, "
                                                 f"else {default_url()})")
@@ -173,6 +198,16 @@ def add_parsers(sub: Any) -> None:
     col.add_argument("--metrics-address", default="127.0.0.1", help="address for the metrics (default 127.0.0.1)")
     col.add_argument("--facility", help="facility file (accelerator resources)")
     col.set_defaults(func=_cmd_collect)
+    sa = asub.add_parser("sacct", help="record the offloaded jobs of a SLURM site from its accounting (sacct), "
+                                       "every --interval seconds")
+    _db(sa)
+    sa.add_argument("--site", required=True, help="the site's name, as its virtual node's aifacility.io/site label "
+                                                  "(list it in the facility's accounting.batch_accounted_sites)")
+    sa.add_argument("--via", help="a command that reaches the site's submit host, e.g. 'ssh edge-node' (default: "
+                                  "run sacct here, SLURM_CONF as set)")
+    sa.add_argument("--interval", type=float, default=60.0, help="seconds between sweeps (default 60)")
+    sa.add_argument("--once", action="store_true", help="one sweep, then exit")
+    sa.set_defaults(func=_cmd_sacct)
     ap = asub.add_parser("apel", help="APEL summary or accelerator records for one month")
     _db(ap)
     ap.add_argument("--month", type=_month, required=True, metavar="YYYY-MM")
@@ -196,6 +231,6 @@ def run(func: Any, args: argparse.Namespace) -> int:
     """Errors a person can act on, as one line and exit status 2."""
     try:
         return int(func(args))
-    except (LedgerError, ReportError, ValueError) as exc:
+    except (LedgerError, ReportError, SacctError, ValueError) as exc:
         print(f"aifacility: {exc}", file=sys.stderr)
         return 2

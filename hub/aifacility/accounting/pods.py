@@ -1,5 +1,6 @@
 """Usage records from the cluster's pods: notebook sessions, jobs, Dask workers, and jobs offloaded to interLink
-virtual nodes (a pod on a node whose `aifacility.io/site` is not `local`).
+virtual nodes (a pod on a node whose `aifacility.io/site` is not `local`), except at sites whose own batch
+accounting is read instead (`accounting.batch_accounted_sites`, see accounting/sacct.py).
 
 One record per pod and resource, with the id `pod:<uid>/<resource>`: CPU cores and memory (GiB) as the pod
 requests them (what the scheduler holds for it), and its GPUs, MIG slices or FPGAs. `user` and `group` come
@@ -101,6 +102,8 @@ def pod_records(pod: Pod, nodes: Mapping[str, Mapping[str, str]], facility: Faci
     group = next((labels[k] for k in GROUP_LABELS if labels.get(k)), "unassigned")
     node_labels = nodes.get(str((pod.get("spec") or {}).get("nodeName") or ""), {})
     site = node_labels.get(SITE_LABEL, "local")
+    if site in facility.accounting.batch_accounted_sites:
+        return []  # the site's own accounting records it (accounting/sacct.py)
     by_resource = {a.resource: a for a in facility.accelerators}
     common = {"user": user, "group": group, "kind": _kind(labels, site), "start": start, "end": end, "site": site}
     out: list[dict[str, Any]] = []

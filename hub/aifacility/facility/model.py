@@ -295,6 +295,10 @@ class Accounting(Strict):
     mig_fraction: dict[str, Annotated[float, Field(gt=0, le=1)]] = {}  # per profile, where 3/7 is not right
     grid_gco2e_per_kwh: float = Field(default=250.0, ge=0, le=5_000)  # the grid's carbon intensity
     site: str = Field(default="aifacility", min_length=1, max_length=128)  # the APEL site name
+    # Offload sites whose jobs are recorded from the batch system's own accounting (`aifacility accounting sacct
+    # --site <site>`, run where sacct reaches the site) rather than from their pods: the pod collector leaves
+    # those pods alone, so no job is counted twice.
+    batch_accounted_sites: list[Annotated[str, Field(min_length=1, max_length=128)]] = []
 
 
 class Facility(Strict):

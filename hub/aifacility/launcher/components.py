@@ -17,7 +17,7 @@ from aifacility.launcher.secrets import persistent_secret
 from aifacility.launcher.supervisor import Component, LaunchError, free_port, http_ok, port_in_use
 from aifacility.oidc.launcher import DEMO_USERS, DemoUser, EmbeddedOIDCProvider
 from aifacility_interlink.client import TOKEN_FILE_ENV, read_token_file
-from aifacility_interlink.localslurm import SBIN, LocalSlurm, LocalSlurmError
+from aifacility_interlink.localslurm import SBIN, SLURMDBD, LocalSlurm, LocalSlurmError
 
 if TYPE_CHECKING:
     from aifacility.launcher.up import UpOptions
@@ -59,8 +59,8 @@ def cluster_components(opts: UpOptions, facility: Facility,
 class LocalSlurmComponent(Component):
     """A one-node SLURM (munged, slurmctld, slurmd) with its state under `<state-dir>/slurm`."""
 
-    def __init__(self, state_dir: Path, partition: str) -> None:
-        self.slurm = LocalSlurm(state_dir / "slurm", partition=partition)
+    def __init__(self, state_dir: Path, partition: str, accounting: bool = False) -> None:
+        self.slurm = LocalSlurm(state_dir / "slurm", partition=partition, accounting=accounting)
         super().__init__(name="SLURM", argv=(), log=self.slurm.workdir / "log" / "slurmctld.log")
 
     def start(self) -> None:
@@ -111,7 +111,10 @@ def offload_components(opts: UpOptions, facility: Facility, logs: Path) -> tuple
     if not nodes or not (SBIN / "slurmctld").exists() or not (SBIN / "munged").exists():
         return [], {}
     partition = next((n.interlink.partition for n in nodes if n.interlink and n.interlink.partition), "debug")
-    slurm = LocalSlurmComponent(opts.state_dir, partition)
+    # A site whose usage the facility reads from SLURM's accounting gets slurmdbd, and a sacct collector.
+    sites = {facility.queues.site(n.name, virtual=True) for n in nodes}
+    accounted = sorted(sites & set(facility.accounting.batch_accounted_sites))
+    slurm = LocalSlurmComponent(opts.state_dir, partition, accounting=bool(accounted) and SLURMDBD.exists())
     port = stable_port(opts.state_dir, "interlink-slurm")
     url = f"http://127.0.0.1:{port}"
     root = opts.state_dir / "interlink"
@@ -128,7 +131,21 @@ def offload_components(opts: UpOptions, facility: Facility, logs: Path) -> tuple
         log=logs / "interlink-slurm.log",
         ready=_plugin_ready(url, read_token_file(token_file)),
     )
-    return [slurm, plugin], {n.name: url for n in nodes}
+    parts = [slurm, plugin]
+    if slurm.slurm.accounting:
+        parts += [sacct_component(opts, logs, slurm.slurm, site) for site in accounted]
+    return parts, {n.name: url for n in nodes}
+
+
+def sacct_component(opts: UpOptions, logs: Path, slurm: LocalSlurm, site: str) -> Component:
+    """The sacct collector of an offload site, reading the local SLURM's accounting into the usage ledger."""
+    return Component(
+        name=f"accounting collector (sacct, {site})",
+        argv=[sys.executable, "-m", "aifacility.cli", "accounting", "sacct", "--db", accounting_db(opts.state_dir),
+              "--site", site, "--interval", "5"],
+        env={"SLURM_CONF": str(slurm.conf)},
+        log=logs / f"accounting-sacct-{site}.log",
+    )
 
 
 def accounting_db(state_dir: Path) -> str:
