@@ -4,6 +4,7 @@ restarted in the middle counts nothing twice."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -102,3 +103,58 @@ def test_pods_usage_is_recorded_once_through_a_collector_crash(cluster: Cluster,
     mig = next(r for r in by_user.rows if r.key == "alice" and r.resource == "mig")
     assert mig.hours == pytest.approx((finished - started) / 3600, abs=2 / 3600)
     assert mig.gpu_equivalent_hours == pytest.approx(mig.hours / 7) and mig.energy_kwh > 0
+
+
+def test_a_kueue_admitted_pod_counts_from_its_admission(cluster: Cluster, tmp_path: Path) -> None:
+    """Kueue holds a group's quota from the admission: the record starts there, not at the container's start."""
+    db = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    pod = _pod("acct-queued", "sleep 1", mig=False)
+    pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "physics"
+    cluster.apply(pod)
+    done = cluster.wait_phase(NS, "acct-queued", "Succeeded", timeout=90)
+    uid = done["metadata"]["uid"]
+    listed = json.loads(cluster.kubectl("get", "workloads.kueue.x-k8s.io", "-n", NS, "-o", "json").stdout)
+    (workload,) = [w for w in listed["items"] if any(o["uid"] == uid for o in w["metadata"].get("ownerReferences", []))]
+    reserved = next(c for c in workload["status"]["conditions"] if c["type"] == "QuotaReserved")
+    admitted_at = datetime.fromisoformat(reserved["lastTransitionTime"].replace("Z", "+00:00")).timestamp()
+    collector = subprocess.run(
+        [sys.executable, "-m", "aifacility.cli", "accounting", "collect", "--db", db, "--kubeconfig",
+         str(cluster.kubeconfig), "--once"], capture_output=True, text=True, timeout=120)
+    assert collector.returncode == 0, collector.stderr
+    row = _rows(db)[f"pod:{uid}/cpu"]
+    term = done["status"]["containerStatuses"][0]["state"]["terminated"]
+    started = datetime.fromisoformat(term["startedAt"].replace("Z", "+00:00")).timestamp()
+    assert row.start_ts == admitted_at <= started
+    assert row.group_name == "physics"
+    cluster.kubectl("delete", "pod", "-n", NS, "acct-queued", "--wait=false")
+
+
+def test_admission_times_are_matched_to_their_pods() -> None:
+    from aifacility.accounting.pods import admissions, pod_records
+
+    def wl(owner: str, reserved: str) -> dict[str, Any]:
+        return {"metadata": {"ownerReferences": [{"uid": owner}]},
+                "status": {"conditions": [{"type": "QuotaReserved", "status": "True", "lastTransitionTime": reserved}]}}
+
+    admitted = admissions([wl("job-1", "2026-12-01T10:00:00Z"), wl("pod-2", "2026-12-01T10:00:05Z"),
+                           {"metadata": {"ownerReferences": [{"uid": "job-3"}]}, "status": {}}])  # not admitted
+    assert set(admitted) == {"job-1", "pod-2"}
+
+    def pod(uid: str, created: str, labels: dict[str, str]) -> dict[str, Any]:
+        return {"metadata": {"uid": uid, "creationTimestamp": created, "labels": {"aifacility.io/user": "a", **labels}},
+                "spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]},
+                "status": {"phase": "Running", "containerStatuses": [
+                    {"state": {"running": {"startedAt": "2026-12-01T10:00:30Z"}}}]}}
+
+    facility = load_facility(None)
+
+    def start(p: dict[str, Any]) -> str:
+        return pod_records(p, {}, facility, admitted)[0].start.isoformat()
+
+    # A Job's second pod, created long after the admission, counts from its own creation (no overlap).
+    assert start(pod("p1", "2026-12-01T10:00:20Z", {"batch.kubernetes.io/controller-uid": "job-1"})) == \
+        "2026-12-01T10:00:20+00:00"
+    # A gated plain pod, created before its admission, counts from the admission.
+    assert start(pod("pod-2", "2026-12-01T09:59:00Z", {})) == "2026-12-01T10:00:05+00:00"
+    # Not admitted by Kueue: from its first container.
+    assert start(pod("p3", "2026-12-01T09:00:00Z", {"controller-uid": "job-3"})) == "2026-12-01T10:00:30+00:00"

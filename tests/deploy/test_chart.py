@@ -383,14 +383,16 @@ def test_notebooks_reach_dask_gateway_under_the_names_the_subchart_gets(values: 
     assert rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "dask-gateway"
 
 
-def test_the_accounting_collector_reads_pods_and_nodes_only_and_runs_unprivileged(helm: str,
-                                                                                  chart_copy: Path) -> None:
+def test_the_accounting_collector_reads_pods_nodes_and_workloads_only_and_runs_unprivileged(
+        helm: str, chart_copy: Path) -> None:
     assert not [d for d in _template(helm, chart_copy) if "accounting" in d["metadata"]["name"]]  # off by default
     docs = _template(helm, chart_copy, "--set", "accounting.enabled=true")
     mine = {d["kind"]: d for d in docs if d["metadata"]["name"].startswith("site-aifacility-accounting")
             and d["kind"] != "ConfigMap"}
     assert set(mine) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
-    assert mine["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["list"]}]
+    assert mine["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["list"]},
+                                            {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"],
+                                             "verbs": ["list"]}]
     pod = mine["Deployment"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == mine["ServiceAccount"]["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000

@@ -124,9 +124,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from aifacility.facility.loader import load_facility
 
     facility = load_facility(args.facility)
-    pods, nodes = kube_readers(args.kubeconfig, args.namespace or [facility.namespace])
+    pods, nodes, workloads = kube_readers(args.kubeconfig, args.namespace or [facility.namespace])
     ledger = Ledger(args.db)
-    collector = PodCollector(ledger, facility, pods, nodes)
+    collector = PodCollector(ledger, facility, pods, nodes, workloads)
     metrics = None
     if args.metrics_port is not None:
         from prometheus_client import start_http_server

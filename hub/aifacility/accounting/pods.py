@@ -2,9 +2,13 @@
 virtual nodes (a pod on a node whose `aifacility.io/site` is not `local`), except at sites whose own batch
 accounting is read instead (`accounting.batch_accounted_sites`, see accounting/sacct.py).
 
-One record per pod and resource, with the id `pod:<uid>/<resource>`: CPU cores and memory (GiB) as the pod
-requests them (what the scheduler holds for it), and its GPUs, MIG slices or FPGAs. `user` and `group` come
-from the pod's labels, set when it was created (so a later change of membership does not move its usage).
+One record per pod and resource, with the id `pod:<uid>/<resource>`, from the moment the pod's quota was held to
+its end. A pod that Kueue admitted (a job, a queued session) holds its group's quota from the admission: its
+record starts then (the workload's `QuotaReserved` time, or the pod's creation if that came later, as for a Job's
+pods, created once their Job is admitted); any other pod's starts with its first container. CPU cores and memory
+(GiB) as the pod requests them (what the scheduler holds for it), and its GPUs, MIG slices or FPGAs. `user` and
+`group` come from the pod's labels, set when it was created (so a later change of membership does not move its
+usage).
 
 Each sweep lists the pods and loads what it sees (exactly once, by id): a running pod gives an open record, an
 ended pod (Succeeded/Failed) a closed one, ending when its last container finished. A pod that vanished (deleted)
@@ -35,6 +39,8 @@ USER_LABELS = ("aifacility.io/user", "hub.jupyter.org/username")
 GROUP_LABELS = ("aifacility.io/group", "kueue.x-k8s.io/queue-name")
 _MIG = re.compile(r"^nvidia\.com/mig-(.+)$")
 GIB = 2**30
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 
 Pod = Mapping[str, Any]
 
@@ -73,6 +79,36 @@ def _requests(pod: Pod) -> dict[str, float]:
     return total
 
 
+def admissions(workloads: list[dict[str, Any]]) -> dict[str, datetime]:
+    """When Kueue reserved quota for each admitted workload, keyed by the uids of what it admits: its owner (a
+    Job, a plain pod) and the `kueue.x-k8s.io/job-uid` label."""
+    out: dict[str, datetime] = {}
+    for wl in workloads:
+        conds = {c.get("type"): c for c in (wl.get("status") or {}).get("conditions") or []}
+        held = next((c for t in ("QuotaReserved", "Admitted") if (c := conds.get(t)) and c.get("status") == "True"),
+                    None)
+        when = _time(held.get("lastTransitionTime")) if held else None
+        if when is None:
+            continue
+        meta = wl.get("metadata") or {}
+        uids = [o.get("uid") for o in meta.get("ownerReferences") or []]
+        uids.append((meta.get("labels") or {}).get(JOB_UID_LABEL))
+        for uid in filter(None, uids):
+            out[str(uid)] = when
+    return out
+
+
+def _admitted(pod: Pod, admitted: Mapping[str, datetime]) -> datetime | None:
+    """When the pod's quota was held: its workload's admission, or the pod's creation if later."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owners = [meta.get("uid"), *(o.get("uid") for o in meta.get("ownerReferences") or []),
+              labels.get("batch.kubernetes.io/controller-uid"), labels.get("controller-uid")]
+    when = next((admitted[u] for u in owners if u and u in admitted), None)
+    created = _time(meta.get("creationTimestamp"))
+    return max(when, created) if when and created else when
+
+
 def _span(pod: Pod) -> tuple[datetime | None, datetime | None]:
     """When the pod's containers ran: the earliest start and, once the pod ended, the latest finish."""
     status = pod.get("status") or {}
@@ -91,14 +127,19 @@ def _span(pod: Pod) -> tuple[datetime | None, datetime | None]:
     return start, (end or start)
 
 
-def pod_records(pod: Pod, nodes: Mapping[str, Mapping[str, str]], facility: Facility) -> list[UsageRecord]:
-    """The usage records of one pod (none before any container started, or without a user label)."""
+def pod_records(pod: Pod, nodes: Mapping[str, Mapping[str, str]], facility: Facility,
+                admitted: Mapping[str, datetime] | None = None) -> list[UsageRecord]:
+    """The usage records of one pod (none before any container started, or without a user label). `admitted`:
+    see `admissions`."""
     meta = pod.get("metadata") or {}
     labels: Mapping[str, str] = meta.get("labels") or {}
     user = next((labels[k] for k in USER_LABELS if labels.get(k)), None)
     start, end = _span(pod)
     if user is None or start is None:
         return []
+    held = _admitted(pod, admitted or {})
+    if held is not None and held < start:
+        start = held
     group = next((labels[k] for k in GROUP_LABELS if labels.get(k)), "unassigned")
     node_labels = nodes.get(str((pod.get("spec") or {}).get("nodeName") or ""), {})
     site = node_labels.get(SITE_LABEL, "local")
@@ -138,17 +179,20 @@ class PodCollector:
     name = "pods"
 
     def __init__(self, ledger: Ledger, facility: Facility, list_pods: Callable[[], list[dict[str, Any]]],
-                 list_nodes: Callable[[], list[dict[str, Any]]]) -> None:
+                 list_nodes: Callable[[], list[dict[str, Any]]],
+                 list_workloads: Callable[[], list[dict[str, Any]]] = list) -> None:
         self.ledger = ledger
         self.facility = facility
         self.list_pods = list_pods
         self.list_nodes = list_nodes
+        self.list_workloads = list_workloads
 
     def sweep(self, now: float | None = None) -> IngestResult:
         seen_at = time.time() if now is None else now
         nodes = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in self.list_nodes()}
+        admitted = admissions(self.list_workloads())
         pods = self.list_pods()
-        records = [r for p in pods for r in pod_records(p, nodes, self.facility)]
+        records = [r for p in pods for r in pod_records(p, nodes, self.facility, admitted)]
         result = self.ledger.ingest(records)
         alive = {f"{PREFIX}{p['metadata']['uid']}/" for p in pods}
         vanished = [i for i in self.ledger.open_ids(PREFIX) if i[:i.rindex("/") + 1] not in alive]
@@ -159,9 +203,12 @@ class PodCollector:
         return result
 
 
-def kube_readers(kubeconfig: str | None, namespaces: list[str]) -> tuple[Callable[[], list[dict[str, Any]]],
-                                                                           Callable[[], list[dict[str, Any]]]]:
-    """list_pods and list_nodes over the Kubernetes API (the kubeconfig, else the in-cluster service account)."""
+Reader = Callable[[], list[dict[str, Any]]]
+
+
+def kube_readers(kubeconfig: str | None, namespaces: list[str]) -> tuple[Reader, Reader, Reader]:
+    """list_pods, list_nodes and list_workloads (Kueue's) over the Kubernetes API (the kubeconfig, else the
+    in-cluster service account)."""
     from kubernetes import client, config
 
     if kubeconfig:
@@ -180,5 +227,19 @@ def kube_readers(kubeconfig: str | None, namespaces: list[str]) -> tuple[Callabl
     def nodes() -> list[dict[str, Any]]:
         return [api_client.sanitize_for_serialization(n) for n in core.list_node(_request_timeout=30).items]
 
-    return pods, nodes
+    custom = client.CustomObjectsApi(api_client)
+
+    def workloads() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for ns in namespaces:
+            try:
+                body: dict[str, Any] = custom.list_namespaced_custom_object(  # type: ignore[assignment]
+                    KUEUE_GROUP, KUEUE_VERSION, ns, "workloads", _request_timeout=30)
+                items += body.get("items") or []
+            except client.ApiException as exc:
+                if exc.status not in (403, 404):  # no Kueue, or no right to read it: pods' own times
+                    raise
+        return items
+
+    return pods, nodes, workloads
 
