@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import htcondor2
 import pytest
 from interlink_helpers import container, pod, retrieved
+from sqlalchemy import select
 
+from aifacility.accounting.condor import CondorCollector, schedd_reader
+from aifacility.accounting.ledger import Ledger
+from aifacility.accounting.schema import usage
 from aifacility_interlink.backends.htcondor import HTCondorBackend, job_info, submit_description
 from aifacility_interlink.config import PluginConfig
 from aifacility_interlink.contract import LogStruct, Pod, RetrievedPodData
@@ -28,6 +33,7 @@ def two_container_pod() -> dict:
                     container("plot", "echo plot", limits={"cpu": "500m", "memory": "512Mi"})],
             init=[container("stage", "echo stage")])
     p["spec"]["activeDeadlineSeconds"] = 7200
+    p["metadata"]["labels"] = {"aifacility.io/user": "alice", "aifacility.io/group": "physics"}
     return p
 
 
@@ -47,6 +53,11 @@ def test_submit_description_parses_and_asks_for_everything(tmp_path: Path) -> No
     assert sub["accounting_group"] == "phys"
     assert sub["MY.InterLinkPodUID"] == f'"{data.pod.metadata.uid}"'
     assert sub["MY.InterLinkManaged"] == "true"
+    # Whose job it is, for the facility's HTCondor history collector (accounting/condor.py).
+    assert (sub["MY.AifacilityUser"], sub["MY.AifacilityGroup"]) == ('"alice"', '"physics"')
+    # A site's own submit lines cannot change it.
+    c = cfg(tmp_path, extra_submit={"+AifacilityUser": '"bob"'})
+    assert dict(htcondor2.Submit(submit_description(c, data, job_dir)))["MY.AifacilityUser"] == '"alice"'
 
 
 def test_default_wall_time_and_no_gpu(tmp_path: Path) -> None:
@@ -145,8 +156,23 @@ def test_live_schedd_runs_a_pod(tmp_path: Path) -> None:
         assert [x.state.terminated.exitCode for x in st.containers] == [0, 0]
         out, _ = svc.log_file(LogStruct(PodUID=p["metadata"]["uid"], ContainerName="reco"))
         assert "reco" in out.read_text()
+        return created.PodJID
 
     try:
-        asyncio.run(go())
+        job = asyncio.run(go())
     finally:
         svc.store.close()
+    # The facility's accounting reads the finished job from the schedd's history, as alice's, charged to physics.
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    collector = CondorCollector(ledger, "htc", schedd_reader(None if schedd == "local" else schedd))
+    try:
+        for _ in range(60):
+            collector.sweep()
+            with ledger.engine.connect() as conn:
+                rows = [r for r in conn.execute(select(usage)) if f"#{job}.0#" in r.id and r.end_ts is not None]
+            if rows:
+                break
+            time.sleep(2)
+    finally:
+        ledger.close()
+    assert rows and {(r.user_name, r.group_name, r.site) for r in rows} == {("alice", "physics", "htc")}

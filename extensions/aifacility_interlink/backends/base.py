@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ..contract import PingResources, RetrievedPodData
+
+# Who a pod belongs to and which group it is charged to, as the facility labels its pods.
+USER_LABELS = ("aifacility.io/user", "hub.jupyter.org/username")
+GROUP_LABELS = ("aifacility.io/group", "kueue.x-k8s.io/queue-name")
+
+
+def labelled(labels: dict[str, str], keys: tuple[str, ...]) -> str:
+    """The first of `keys` the pod is labelled with, in characters that are safe in an sbatch option or a ClassAd
+    string (Kubernetes label values are; anything else is replaced, never passed on)."""
+    return re.sub(r"[^A-Za-z0-9_.@-]", "_", next((labels[k] for k in keys if labels.get(k)), ""))[:128]
+
 
 JobState = Literal["pending", "running", "finished"]
 

@@ -16,7 +16,7 @@ from ..config import PluginConfig
 from ..contract import Accelerator, PingResources, RetrievedPodData
 from ..quantity import count, cpus, mebibytes, pod_resources
 from ..runner import GPU_RESOURCES
-from .base import Backend, BackendError, JobInfo
+from .base import GROUP_LABELS, USER_LABELS, Backend, BackendError, JobInfo, labelled
 
 T = TypeVar("T")
 PROJECTION = ["ClusterId", "JobStatus", "ExitCode", "ExitBySignal", "ExitSignal", "HoldReason", "RemoveReason"]
@@ -56,6 +56,10 @@ def submit_description(cfg: PluginConfig, data: RetrievedPodData, job_dir: Path)
     lines["+InterLinkPodUID"] = _classad_str(meta.uid)
     lines["+InterLinkPod"] = _classad_str(f"{meta.namespace}/{meta.name}")
     lines["+InterLinkManaged"] = "true"
+    # Whose job it is, for the facility's HTCondor history collector (after extra_submit: a site cannot unset it).
+    user, group = labelled(meta.labels, USER_LABELS), labelled(meta.labels, GROUP_LABELS)
+    lines["+AifacilityUser"] = _classad_str(user)
+    lines["+AifacilityGroup"] = _classad_str(group)
     return "".join(f"{k} = {v}\n" for k, v in lines.items()) + "queue 1\n"
 
 

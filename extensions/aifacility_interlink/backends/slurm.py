@@ -11,13 +11,10 @@ from ..config import PluginConfig
 from ..contract import Accelerator, PingResources, RetrievedPodData
 from ..quantity import count, cpus, mebibytes, pod_resources
 from ..volumes import PodError
-from .base import Backend, BackendError, JobInfo
+from .base import GROUP_LABELS, USER_LABELS, Backend, BackendError, JobInfo, labelled
 
 FLAGS_ANNOTATION = "slurm-job.vk.io/flags"
 FLAVOR_ANNOTATION = "slurm-job.vk.io/flavor"
-# Who a pod belongs to and which group it is charged to, as the facility labels its pods.
-USER_LABELS = ("aifacility.io/user", "hub.jupyter.org/username")
-GROUP_LABELS = ("aifacility.io/group", "kueue.x-k8s.io/queue-name")
 # Options that would change what a pod's job is, whoever sets them: one script, one job, an id to parse.
 _STRUCTURAL = {
     "--parsable": "the plugin reads the job id itself",
@@ -101,12 +98,8 @@ def accounting_comment(labels: dict[str, str], uid: str) -> str:
     """`--comment=aifacility,user=<u>,group=<g>,pod=<uid>`: whose job this is, for the facility's sacct collector
     (slurmdbd keeps comments with `AccountingStoreFlags=job_comment`). From the labels the pod was created with, so
     a later change of membership does not move its usage; `--comment` is locked by default, so a pod cannot charge
-    another user. Kubernetes label values hold no commas or spaces; anything else is replaced, never passed on."""
-
-    def first(keys: tuple[str, ...]) -> str:
-        return re.sub(r"[^A-Za-z0-9_.@-]", "_", next((labels[k] for k in keys if labels.get(k)), ""))[:128]
-
-    user, group = first(USER_LABELS), first(GROUP_LABELS)
+    another user."""
+    user, group = labelled(labels, USER_LABELS), labelled(labels, GROUP_LABELS)
     return f"--comment=aifacility,user={user},group={group},pod={uid}"
 
 

@@ -1,4 +1,5 @@
-"""`aifacility accounting ingest|collect|sacct|apel` and `aifacility report`: the ledger from the command line (admins).
+"""`aifacility accounting ingest|collect|sacct|condor|apel` and `aifacility report`: the ledger from the command
+line (admins).
 
 Exit status: 0 done; 1 some lines of an ingested file were rejected (the good ones are loaded); 2 bad usage or
 a ledger that cannot be opened.
@@ -12,6 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from aifacility.accounting.condor import CondorError
 from aifacility.accounting.ledger import Ledger, LedgerError, default_url
 from aifacility.accounting.record import BadLine, UsageRecord, parse_lines
 from aifacility.accounting.report import BY, ReportError
@@ -149,20 +151,17 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         ledger.close()
 
 
-def _cmd_sacct(args: argparse.Namespace) -> int:
-    import shlex
+def _sweep_until_stopped(collector: Any, ledger: Ledger, args: argparse.Namespace) -> int:
+    """Sweep every --interval seconds (once with --once); a site that cannot be reached is tried again later (the
+    watermark waits for it), except with --once, where it is the error."""
     import time
 
-    from aifacility.accounting.sacct import SacctCollector, run_sacct
-
-    ledger = Ledger(args.db)
-    collector = SacctCollector(ledger, args.site, run_sacct(shlex.split(args.via or "")))
     try:
         while True:
             try:
                 result = collector.sweep()
                 print(f"{result.inserted} new, {result.closed} closed, {result.unchanged} unchanged", flush=True)
-            except SacctError as exc:  # the site may be unreachable for a while: the watermark waits for it
+            except (SacctError, CondorError) as exc:
                 if args.once:
                     raise
                 print(f"aifacility: {exc}; trying again in {args.interval:.0f} s", file=sys.stderr, flush=True)
@@ -171,6 +170,24 @@ def _cmd_sacct(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
     finally:
         ledger.close()
+
+
+def _cmd_sacct(args: argparse.Namespace) -> int:
+    import shlex
+
+    from aifacility.accounting.sacct import SacctCollector, run_sacct
+
+    ledger = Ledger(args.db)
+    return _sweep_until_stopped(SacctCollector(ledger, args.site, run_sacct(shlex.split(args.via or ""))), ledger,
+                                args)
+
+
+def _cmd_condor(args: argparse.Namespace) -> int:
+    from aifacility.accounting.condor import CondorCollector, schedd_reader
+
+    ledger = Ledger(args.db)
+    return _sweep_until_stopped(CondorCollector(ledger, args.site, schedd_reader(args.schedd, args.pool)), ledger,
+                                args)
 
 
 def _db(p: argparse.ArgumentParser) -> None:
@@ -208,6 +225,16 @@ def add_parsers(sub: Any) -> None:
     sa.add_argument("--interval", type=float, default=60.0, help="seconds between sweeps (default 60)")
     sa.add_argument("--once", action="store_true", help="one sweep, then exit")
     sa.set_defaults(func=_cmd_sacct)
+    co = asub.add_parser("condor", help="record the offloaded jobs of an HTCondor site from its schedd's queue and "
+                                        "history, every --interval seconds")
+    _db(co)
+    co.add_argument("--site", required=True, help="the site's name, as its virtual node's aifacility.io/site label "
+                                                  "(list it in the facility's accounting.batch_accounted_sites)")
+    co.add_argument("--schedd", help="the schedd's name (default: the local schedd of this HTCondor configuration)")
+    co.add_argument("--pool", help="the collector that locates --schedd (default: this configuration's)")
+    co.add_argument("--interval", type=float, default=60.0, help="seconds between sweeps (default 60)")
+    co.add_argument("--once", action="store_true", help="one sweep, then exit")
+    co.set_defaults(func=_cmd_condor)
     ap = asub.add_parser("apel", help="APEL summary or accelerator records for one month")
     _db(ap)
     ap.add_argument("--month", type=_month, required=True, metavar="YYYY-MM")
@@ -231,6 +258,6 @@ def run(func: Any, args: argparse.Namespace) -> int:
     """Errors a person can act on, as one line and exit status 2."""
     try:
         return int(func(args))
-    except (LedgerError, ReportError, SacctError, ValueError) as exc:
+    except (LedgerError, ReportError, SacctError, CondorError, ValueError) as exc:
         print(f"aifacility: {exc}", file=sys.stderr)
         return 2
