@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import jsonschema
@@ -225,6 +226,46 @@ def test_extra_config_with_the_real_hub_config(values: dict, tmp_path: Path,
     assert c.IAMAuthenticator.oauth_callback_url == "https://aifacility.example.org/hub/oauth_callback"
     assert (c.ConfigurableHTTPProxy.api_url, c.JupyterHub.cleanup_servers) == ("http://proxy-api:8001", False)
     assert c.JupyterHub.db_url == "sqlite:///jupyterhub.sqlite"
+
+
+def test_the_hub_s_own_services_are_reached_through_the_hub_service(values: dict, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy is another pod, and notebooks call the services: a service on the hub pod's loopback would be
+    unreachable. Each is on the hub's Service, on a port the hub's NetworkPolicy opens to the pods z2jh labels
+    for hub access (the proxy's and the notebooks'); the usage service runs when the ledger's Secret exists."""
+    from traitlets.config import Config
+
+    hub = values["jupyterhub"]["hub"]
+    service_ports = {p["port"]: p for p in hub["service"]["extraPorts"]}
+    (rule,) = hub["networkPolicy"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}]
+    open_ports = {p["port"] for p in rule["ports"]}
+    assert hub["extraEnv"]["AIFACILITY_ACCOUNTING_DB"]["valueFrom"]["secretKeyRef"] == {
+        "name": values["accounting"]["databaseSecret"], "key": "url", "optional": True}
+    facility_file = tmp_path / "facility.yaml"
+    facility_file.write_text(yaml.safe_dump(values["facility"]))
+    for name, value in hub["extraEnv"].items():
+        if isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AIFACILITY_FACILITY", str(facility_file))
+    monkeypatch.setenv("AIFACILITY_HUB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("AIFACILITY_HUB_CONFIG", str(REPO / "hub" / "jupyterhub_config.py"))
+    monkeypatch.setenv("AIFACILITY_IAM_CLIENT_SECRET", "from-the-secret")
+    monkeypatch.setenv("AIFACILITY_ACCOUNTING_DB", f"sqlite:///{tmp_path / 'ledger.sqlite'}")  # the Secret exists
+    c = Config()
+    c.ConfigurableHTTPProxy.api_url = "http://proxy-api:8001"
+    c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
+    exec(hub["extraConfig"]["10-aifacility"], {"c": c})
+    urls = {s["name"]: urlsplit(s["url"]) for s in c.JupyterHub.services if "url" in s and s["name"] != "dask-gateway"}
+    assert {"lifetimes", "jobs", "usage"} <= set(urls), urls
+    for name, url in urls.items():
+        assert url.hostname == "hub", (name, url)  # the hub's Service, which serves every interface of the pod
+        assert service_ports[url.port]["targetPort"] == url.port and url.port in open_ports, (name, url)
+
+
+def test_one_culler_the_facility_s_own(values: dict) -> None:
+    # z2jh's culler would stop every idle session after an hour, CPU sessions included (docs/user/sessions.md).
+    assert values["jupyterhub"]["cull"]["enabled"] is False
 
 
 def test_extra_config_names_a_missing_hub_config(values: dict, tmp_path: Path,
