@@ -240,6 +240,10 @@ INVENTORY_PLAY = """
                                           {addr: 203.0.113.5, "OS-EXT-IPS:type": floating}]}}
         - item: {name: gpu-a100-01, groups: [kube_workers, gpu_workers, mig_workers]}
           server: {addresses: {site-net: [{addr: 192.168.42.11, "OS-EXT-IPS:type": fixed}]}}
+        - item: {name: nfs-01, groups: [nfs_server]}
+          server: {addresses: {site-net: [{addr: 192.168.42.12, "OS-EXT-IPS:type": fixed}]}}
+    # What openstack.cloud.volume registered for the NFS data volume.
+    openstack_cluster_nfs_volume: {volume: {id: 6f0c2b9e-41d7-4a8e-9b1e-2d3c4f5a6b7c}}
   tasks:
     - name: Add the VMs
       ansible.builtin.include_role:
@@ -251,9 +255,10 @@ INVENTORY_PLAY = """
         mode: "0600"
         content: >-
           {{ {'groups': groups,
-              'hosts': dict(['cp-01', 'gpu-a100-01'] | zip(['cp-01', 'gpu-a100-01']
+              'hosts': dict(['cp-01', 'gpu-a100-01', 'nfs-01'] | zip(['cp-01', 'gpu-a100-01', 'nfs-01']
                             | map('extract', hostvars) | map('dict2items')
-                            | map('selectattr', 'key', 'in', ['ansible_host', 'ansible_user', 'private_ip'])
+                            | map('selectattr', 'key', 'in', ['ansible_host', 'ansible_user', 'private_ip',
+                                                              'nfs_data_volume_id'])
                             | map('items2dict')))} | to_json }}
 """
 
@@ -275,6 +280,49 @@ def test_provisioned_vms_join_the_inventory_with_their_addresses(collections_pat
                                         "private_ip": "192.168.42.10"}
     assert report["hosts"]["gpu-a100-01"] == {"ansible_host": "192.168.42.11", "ansible_user": "ubuntu",
                                               "private_ip": "192.168.42.11"}
+    # The NFS VM knows its data volume by id (and only it has one).
+    assert report["hosts"]["nfs-01"]["nfs_data_volume_id"] == "6f0c2b9e-41d7-4a8e-9b1e-2d3c4f5a6b7c"
+
+
+def _run_tasks(collections_path: str, tmp_path: Path, role: str, tasks_from: str,
+               **extra: str) -> subprocess.CompletedProcess[str]:
+    """One of a role's task files, for real, on localhost."""
+    play = tmp_path / "play.yml"
+    play.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "tasks": [{"name": "Run", "ansible.builtin.include_role": {"name": f"aifacility.platform.{role}",
+                                                                    "tasks_from": tasks_from}}]}]))
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": collections_path, "ANSIBLE_LOCALHOST_WARNING": "false"}
+    args = [a for k, v in extra.items() for a in ("-e", f"{k}={v}")]
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(play), *args,
+                           "-e", f"ansible_python_interpreter={sys.executable}"],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_ssh_and_the_api_are_not_opened_to_the_world_by_default(collections_path: str, tmp_path: Path) -> None:
+    assert "openstack_admin_cidr" not in _role("openstack_cluster", "defaults")  # the site must say
+    world = _run_tasks(collections_path, tmp_path, "openstack_cluster", "guard.yml", openstack_admin_cidr="0.0.0.0/0")
+    assert world.returncode != 0
+    assert "would be open to the whole internet" in world.stdout and "198.51.100.0/24" in world.stdout
+    admins = _run_tasks(collections_path, tmp_path, "openstack_cluster", "guard.yml",
+                        openstack_admin_cidr="198.51.100.0/24")
+    assert admins.returncode == 0, admins.stdout + admins.stderr
+    knowingly = _run_tasks(collections_path, tmp_path, "openstack_cluster", "guard.yml",
+                           openstack_admin_cidr="0.0.0.0/0", openstack_admin_cidr_allow_world="true")
+    assert knowingly.returncode == 0, knowingly.stdout + knowingly.stderr
+
+
+def test_the_nfs_volume_is_found_by_its_id_not_by_attach_order(collections_path: str, tmp_path: Path) -> None:
+    by_id = _run_tasks(collections_path, tmp_path, "nfs_storage", "device.yml",
+                       nfs_data_volume_id="6f0c2b9e-41d7-4a8e-9b1e-2d3c4f5a6b7c", nfs_storage_device_timeout="1")
+    assert by_id.returncode != 0  # no such disk on this machine: it waits for that one, never takes another
+    assert "/dev/disk/by-id/virtio-6f0c2b9e-41d7-4a8e-9" in by_id.stdout, by_id.stdout
+    nothing = _run_tasks(collections_path, tmp_path, "nfs_storage", "device.yml")
+    assert nothing.returncode != 0 and "set nfs_storage_device" in nothing.stdout, nothing.stdout
+    disk = tmp_path / "disk"
+    disk.touch()
+    given = _run_tasks(collections_path, tmp_path, "nfs_storage", "device.yml", nfs_storage_device=str(disk))
+    assert given.returncode == 0, given.stdout + given.stderr
 
 
 def test_the_chart_install_adds_every_https_repository_the_chart_needs() -> None:

@@ -23,6 +23,7 @@ from deploy_support import CHART, REPO, SHARED
 
 from aifacility.facility import load_facility
 from aifacility.facility.model import Facility
+from aifacility.facility.quantity import parse_quantity
 
 Z2JH_SCHEMA = SHARED / "schemas" / "z2jh-4.4.0" / "values.schema.yaml"
 
@@ -457,3 +458,14 @@ def test_the_accounting_collector_reads_pods_nodes_and_workloads_only_and_runs_u
         assert names and names <= served, (panel["title"], names, served)
     bad = _helm(helm, "template", "site", str(chart_copy), "--set", "accounting.intervalSeconds=0")
     assert bad.returncode != 0 and "intervalSeconds" in bad.stderr
+
+
+def test_the_facility_s_own_pods_ask_for_what_they_use(values: dict) -> None:
+    """Without requests the hub, the proxy and the gateway are the first evicted on a busy node."""
+    z2jh, gateway = values["jupyterhub"], values["dask-gateway"]
+    for where, res in [("hub", z2jh["hub"]["resources"]), ("proxy", z2jh["proxy"]["chp"]["resources"]),
+                       ("gateway", gateway["gateway"]["resources"]),
+                       ("controller", gateway["controller"]["resources"]),
+                       ("traefik", gateway["traefik"]["resources"])]:
+        assert res["requests"]["cpu"] and res["requests"]["memory"], where
+        assert parse_quantity(res["limits"]["memory"]) >= parse_quantity(res["requests"]["memory"]), where
