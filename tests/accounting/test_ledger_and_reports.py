@@ -127,8 +127,8 @@ def test_csv_json_and_offline_html(ledger_url: str) -> None:
         groups = report.build(conn, "group", start, end, SETTINGS, now=NOW)
     ledger.close()
     table = list(csv.DictReader(io.StringIO(render.to_csv(rep))))
-    assert list(table[0]) == ["user", "resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh", "co2e_kg",
-                              "started"]
+    assert list(table[0]) == ["user", "resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh",
+                              "measured_energy_kwh", "co2e_kg", "started"]
     assert {(r["user"], r["resource"], float(r["hours"])) for r in table} == {
         ("alice", "cpu", 8.0), ("alice", "gpu", 4.0), ("bob", "mig", 7.0)}
     doc = json.loads(render.to_json(rep))

@@ -90,6 +90,10 @@ def values_schema() -> dict[str, Any]:
                     "metricsPort": {"type": "integer", "minimum": 1024, "maximum": 65535},
                     "resources": {"type": "object"},
                     "grafanaDashboard": {"type": "boolean"},
+                    "dcgmExporterUrls": {
+                        "type": "array", "maxItems": 1000,
+                        "items": {"type": "string", "pattern": "^https?://[^\\s]+$", "maxLength": 2048},
+                        "description": "DCGM exporters' /metrics URLs: measured GPU energy for the pods' GPUs."},
                 },
             },
             "facility": facility,

@@ -469,3 +469,15 @@ def test_the_facility_s_own_pods_ask_for_what_they_use(values: dict) -> None:
                        ("traefik", gateway["traefik"]["resources"])]:
         assert res["requests"]["cpu"] and res["requests"]["memory"], where
         assert parse_quantity(res["limits"]["memory"]) >= parse_quantity(res["requests"]["memory"]), where
+
+
+def test_the_accounting_collector_reads_the_dcgm_exporters_it_is_given(helm: str, chart_copy: Path) -> None:
+    docs = _template(helm, chart_copy, "--set", "accounting.enabled=true", "--set-json",
+                     'accounting.dcgmExporterUrls=["http://10.0.0.7:9400/metrics","http://10.0.0.8:9400/metrics"]')
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment" and "accounting" in d["metadata"]["name"]]
+    command = deploy["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert [command[i + 1] for i, a in enumerate(command) if a == "--dcgm-url"] == [
+        "http://10.0.0.7:9400/metrics", "http://10.0.0.8:9400/metrics"]
+    proc = _helm(helm, "template", "site", str(chart_copy), "--set", "accounting.enabled=true", "--set-json",
+                 'accounting.dcgmExporterUrls=["not a url"]')
+    assert proc.returncode != 0 and "dcgmExporterUrls" in proc.stderr

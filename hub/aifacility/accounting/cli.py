@@ -128,7 +128,12 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     facility = load_facility(args.facility)
     pods, nodes, workloads = kube_readers(args.kubeconfig, args.namespace or [facility.namespace])
     ledger = Ledger(args.db)
-    collector = PodCollector(ledger, facility, pods, nodes, workloads)
+    energy = None
+    if args.dcgm_url:
+        from aifacility.accounting.dcgm import exporter_reader
+
+        energy = exporter_reader(args.dcgm_url)
+    collector = PodCollector(ledger, facility, pods, nodes, workloads, energy)
     metrics = None
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
@@ -214,6 +219,8 @@ def add_parsers(sub: Any) -> None:
     col.add_argument("--metrics-port", type=int, help="serve Prometheus metrics of current usage on this port")
     col.add_argument("--metrics-address", default="127.0.0.1", help="address for the metrics (default 127.0.0.1)")
     col.add_argument("--facility", help="facility file (accelerator resources)")
+    col.add_argument("--dcgm-url", action="append", metavar="URL",
+                     help="a DCGM exporter's /metrics: measured GPU energy for the pods' GPUs (repeat per node)")
     col.set_defaults(func=_cmd_collect)
     sa = asub.add_parser("sacct", help="record the offloaded jobs of a SLURM site from its accounting (sacct), "
                                        "every --interval seconds")

@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from aifacility.accounting import rollup
 from aifacility.accounting.record import UsageRecord
-from aifacility.accounting.schema import collector_state, usage
+from aifacility.accounting.schema import collector_state, measured_energy, usage
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_ENV = "AIFACILITY_ACCOUNTING_DB"
@@ -102,6 +102,27 @@ class Ledger:
                     closed += 1
             totals.upsert(conn)
         return closed
+
+    def add_measured_energy(self, samples: Iterable[tuple[str, str, float]]) -> int:
+        """Counter samples (record id, device, mJ) of the devices open records hold: each adds what the counter
+        rose since the record's last sample of that device (a counter that went back, a device reset, restarts
+        from there). Returns how many samples added energy."""
+        added = 0
+        with self.engine.begin() as conn:
+            for record_id, device, counter in samples:
+                key = (measured_energy.c.record_id == record_id) & (measured_energy.c.device == device)
+                last = conn.execute(select(measured_energy.c.last_mj).where(key)).scalar()
+                if last is None:
+                    conn.execute(measured_energy.insert().values(record_id=record_id, device=device, joules=0.0,
+                                                                 last_mj=counter))
+                    continue
+                rise = counter - float(last)
+                values: dict[str, object] = {"last_mj": counter}
+                if rise > 0:
+                    values["joules"] = measured_energy.c.joules + rise / 1000
+                    added += 1
+                conn.execute(update(measured_energy).where(key).values(**values))
+        return added
 
     def watermark(self, name: str) -> float | None:
         with self.engine.connect() as conn:

@@ -20,6 +20,7 @@ last moment it knew the pod was running.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -27,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from aifacility.accounting.dcgm import DcgmError, Sample
 from aifacility.accounting.ledger import IngestResult, Ledger
 from aifacility.accounting.record import UsageRecord
 from aifacility.facility.model import Facility
@@ -180,12 +182,14 @@ class PodCollector:
 
     def __init__(self, ledger: Ledger, facility: Facility, list_pods: Callable[[], list[dict[str, Any]]],
                  list_nodes: Callable[[], list[dict[str, Any]]],
-                 list_workloads: Callable[[], list[dict[str, Any]]] = list) -> None:
+                 list_workloads: Callable[[], list[dict[str, Any]]] = list,
+                 read_energy: Callable[[], list[Sample]] | None = None) -> None:
         self.ledger = ledger
         self.facility = facility
         self.list_pods = list_pods
         self.list_nodes = list_nodes
         self.list_workloads = list_workloads
+        self.read_energy = read_energy  # DCGM's GPU energy counters, where the site has them (dcgm.py)
 
     def sweep(self, now: float | None = None) -> IngestResult:
         seen_at = time.time() if now is None else now
@@ -200,7 +204,29 @@ class PodCollector:
             last_seen = self.ledger.watermark(self.name)
             result.closed += self.ledger.close_records(vanished, last_seen if last_seen is not None else seen_at)
         self.ledger.set_watermark(self.name, seen_at)
+        if self.read_energy is not None:
+            self._measure(pods, records)
         return result
+
+    def _measure(self, pods: list[dict[str, Any]], records: list[UsageRecord]) -> None:
+        """Add DCGM's energy counters to the GPU records of the pods holding the GPUs. An exporter that
+        cannot be read costs its measurements until it is back (the estimate stands for them), never the sweep."""
+        # The GPU records of the pods listed now: a pod that just ended still held its GPU since the last sample
+        # (the exporter maps a GPU to a pod only while the pod holds it).
+        held = {r.id for r in records if r.resource == "gpu"}
+        uids = {(str(p["metadata"].get("namespace", "")), str(p["metadata"]["name"])): str(p["metadata"]["uid"])
+                for p in pods}
+        try:
+            samples = self.read_energy() if self.read_energy else []
+        except DcgmError as exc:
+            print(f"aifacility: {exc}", file=sys.stderr, flush=True)
+            return
+        mine = []
+        for s in samples:
+            uid = uids.get((s.namespace, s.pod))
+            if uid is not None and f"{PREFIX}{uid}/gpu" in held:
+                mine.append((f"{PREFIX}{uid}/gpu", s.device, s.millijoules))
+        self.ledger.add_measured_energy(mine)
 
 
 Reader = Callable[[], list[dict[str, Any]]]

@@ -2,7 +2,7 @@
 
 CSV columns (documented in docs/admin/accounting.md): the grouping (`user`, `group`, `resource`, `site` or
 `model`), `resource` (not repeated when grouping by resource), `unit`, `hours` (unit-hours),
-`gpu_equivalent_hours`, `energy_kwh`, `co2e_kg`, `started`.
+`gpu_equivalent_hours`, `energy_kwh`, `measured_energy_kwh` (the part of it DCGM measured), `co2e_kg`, `started`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import jinja2
 
 from aifacility.accounting.report import Report, Row
 
-FIELDS = ("resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh", "co2e_kg", "started")
+FIELDS = ("resource", "unit", "hours", "gpu_equivalent_hours", "energy_kwh", "measured_energy_kwh", "co2e_kg",
+          "started")
 
 
 def _fields(report: Report) -> list[str]:
@@ -27,7 +28,8 @@ def _fields(report: Report) -> list[str]:
 def _values(report: Report, r: Row) -> list[object]:
     values = {"resource": r.resource, "unit": r.unit, "hours": round(r.hours, 6),
               "gpu_equivalent_hours": round(r.gpu_equivalent_hours, 6), "energy_kwh": round(r.energy_kwh, 6),
-              "co2e_kg": round(r.co2e_kg, 6), "started": r.started}
+              "measured_energy_kwh": round(r.measured_energy_kwh, 6), "co2e_kg": round(r.co2e_kg, 6),
+              "started": r.started}
     return [r.key, *(values[f] for f in _fields(report)[1:])]
 
 
@@ -44,7 +46,8 @@ def to_json(report: Report) -> str:
     return json.dumps({
         "from": report.start.isoformat(), "to": report.end.isoformat(), "by": report.by,
         "rows": [dict(zip(_fields(report), _values(report, r), strict=True)) for r in report.rows],
-        "totals": {k: round(report.total(k), 6) for k in ("gpu_equivalent_hours", "energy_kwh", "co2e_kg")},
+        "totals": {k: round(report.total(k), 6) for k in ("gpu_equivalent_hours", "energy_kwh", "measured_energy_kwh",
+                                                          "co2e_kg")},
         "models_without_power_figure": report.unpowered_models,
     }, indent=2) + "\n"
 
@@ -102,7 +105,8 @@ padding:.2em .6em;text-align:right}td:first-child,th:first-child{text-align:left
 </head><body>
 <h1>{{ title }}, {{ start }} to {{ end }} (UTC)</h1>
 <p>GPU-equivalent hours: <b>{{ "%.2f"|format(report.total("gpu_equivalent_hours")) }}</b>;
-energy: <b>{{ "%.2f"|format(report.total("energy_kwh")) }} kWh</b>;
+energy: <b>{{ "%.2f"|format(report.total("energy_kwh")) }} kWh</b>{% if report.total("measured_energy_kwh") %}
+({{ "%.2f"|format(report.total("measured_energy_kwh")) }} kWh of it measured by DCGM){% endif %};
 CO<sub>2</sub>-equivalent: <b>{{ "%.2f"|format(report.total("co2e_kg")) }} kg</b>.</p>
 {% if report.unpowered_models %}<p>No power figure in the facility file for: {{ report.unpowered_models|join(", ") }}
 (no energy counted for them).</p>{% endif %}
@@ -111,7 +115,8 @@ CO<sub>2</sub>-equivalent: <b>{{ "%.2f"|format(report.total("co2e_kg")) }} kg</b
 <th>GPU-equivalent hours</th><th>energy (kWh)</th><th>CO2e (kg)</th><th>started</th></tr></thead><tbody>
 {% for r in report.rows %}<tr><td>{{ r.key }}</td>{% if report.by != "resource" %}<td>{{ r.resource }}</td>{% endif %}
 <td>{{ r.unit }}</td><td>{{ "%.3f"|format(r.hours) }}</td><td>{{ "%.3f"|format(r.gpu_equivalent_hours) }}</td>
-<td>{{ "%.3f"|format(r.energy_kwh) }}</td><td>{{ "%.3f"|format(r.co2e_kg) }}</td><td>{{ r.started }}</td></tr>
+<td>{{ "%.3f"|format(r.energy_kwh) }}{% if r.measured_energy_kwh %} ({{ "%.3f"|format(r.measured_energy_kwh) }}
+measured){% endif %}</td><td>{{ "%.3f"|format(r.co2e_kg) }}</td><td>{{ r.started }}</td></tr>
 {% endfor %}</tbody></table>
 {% for title, svg in figures %}<figure><figcaption>{{ title }}</figcaption>{{ svg|safe }}</figure>{% endfor %}
 </body></html>

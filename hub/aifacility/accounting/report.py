@@ -4,7 +4,8 @@ GPU-equivalents (MIG slices by their fraction of a GPU), energy and CO2-equivale
 The overlap of each record with the period is computed in SQL (CASE, portable between SQLite and PostgreSQL, whose
 scalar min/max differ): a record from 23:00 to 01:00 counts one hour in each day. A record still open counts
 up to `now`. Whole months and days are read from the roll-ups (rollup.py): a yearly report does not scan every
-record.
+record. A record whose GPU energy DCGM measured (dcgm.py) counts that energy, spread evenly over its hours, in
+place of its model's power figure.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import Connection, Table, case, func, literal, select
 
 from aifacility.accounting.record import UNITS
 from aifacility.accounting.rollup import DAY, month_of, next_month
-from aifacility.accounting.schema import usage, usage_daily, usage_monthly
+from aifacility.accounting.schema import measured_energy, usage, usage_daily, usage_monthly
 from aifacility.facility.model import Accounting
 
 By = Literal["user", "group", "resource", "site", "model"]
@@ -41,6 +42,7 @@ class Row:
     hours: float = 0.0  # unit-hours: core-hours, GiB-hours, GPU-hours, slice-hours, FPGA-hours
     gpu_equivalent_hours: float = 0.0
     energy_kwh: float = 0.0
+    measured_energy_kwh: float = 0.0  # the part of energy_kwh that DCGM measured (the rest is estimated)
     co2e_kg: float = 0.0
     started: int = 0  # records (sessions, jobs, workers) that started within the period
 
@@ -183,8 +185,41 @@ def build(conn: Connection, by: str, start: datetime, end: datetime, settings: A
         kwh = hours * w / 1000
         row.energy_kwh += kwh
         row.co2e_kg += kwh * settings.grid_gco2e_per_kwh / 1000
+    for (key, resource), measured, estimated in _measured(conn, by, start, end, now, settings, user):
+        measured_row = rows.get((key, resource))
+        if measured_row is None:
+            continue
+        measured_row.measured_energy_kwh += measured
+        measured_row.energy_kwh += measured - estimated
+        measured_row.co2e_kg += (measured - estimated) * settings.grid_gco2e_per_kwh / 1000
     ordered = sorted(rows.values(), key=lambda r: (r.key, r.resource))
     return Report(by=by, start=start, end=end, rows=ordered, unpowered_models=sorted(unpowered))
+
+
+def _measured(conn: Connection, by: str, start: datetime, end: datetime, now: datetime, settings: Accounting,
+              user: str | None) -> list[tuple[tuple[str, str], float, float]]:
+    """For each record with DCGM-measured energy that overlaps the period: its grouping key, the measured kWh in
+    the period (the measurement spread evenly over the record's hours) and the estimate it replaces."""
+    t0, t1, t_now = start.timestamp(), end.timestamp(), now.timestamp()
+    end_eff = case((usage.c.end_ts.is_(None), literal(t_now)), else_=usage.c.end_ts)
+    q = (select(_COLUMN[by], usage.c.resource, usage.c.model, usage.c.quantity, usage.c.start_ts, end_eff,
+                func.sum(measured_energy.c.joules))
+         .join(measured_energy, measured_energy.c.record_id == usage.c.id)
+         .where(usage.c.start_ts < t1, end_eff > t0)
+         .group_by(usage.c.id, _COLUMN[by], usage.c.resource, usage.c.model, usage.c.quantity, usage.c.start_ts,
+                   end_eff))
+    if user is not None:
+        q = q.where(usage.c.user_name == user)
+    out = []
+    for key, resource, model, quantity, a, b, joules in conn.execute(q):
+        span = float(b) - float(a)
+        inside = min(float(b), t1) - max(float(a), t0)
+        if span <= 0 or inside <= 0:
+            continue
+        w = watts(str(resource), str(model), settings)
+        estimated = inside / 3600 * float(quantity) * w / 1000 if w is not None else 0.0
+        out.append(((str(key), str(resource)), float(joules or 0) / 3.6e6 * inside / span, estimated))
+    return out
 
 
 def daily(conn: Connection, start: datetime, end: datetime, settings: Accounting,

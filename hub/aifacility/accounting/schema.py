@@ -34,7 +34,17 @@ collector_state = Table(
     Column("watermark", Float, nullable=False),
 )
 
-
+# GPU energy measured by DCGM (`DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`, a counter in mJ per device) while a record
+# was open: what it added since the first sample the collector took of that record's device (see dcgm.py).
+measured_energy = Table(
+    "measured_energy",
+    metadata,
+    Column("record_id", String(256), nullable=False),
+    Column("device", String(128), nullable=False),  # the GPU's UUID
+    Column("joules", Float, nullable=False),
+    Column("last_mj", Float, nullable=False),  # the counter at the last sample
+    PrimaryKeyConstraint("record_id", "device"),
+)
 
 def _rollup(name: str) -> Table:
     """A roll-up: per period (UTC day or month) and key, the closed records' unit-seconds and how many started in
