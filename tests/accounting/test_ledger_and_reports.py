@@ -64,7 +64,7 @@ def test_records_load_exactly_once_and_open_ones_close_later(ledger_url: str) ->
     # the schema is migrated once: opening again is a no-op, at Alembic's head
     again_ledger = Ledger(ledger_url)
     with again_ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
     again_ledger.close()
 
 
