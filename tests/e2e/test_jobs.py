@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ import requests
 from selenium.webdriver.common.by import By
 
 from aifacility.embedded.controlplane import build
+from aifacility.launcher.components import accounting_db
 from support.browser import screenshot
 from support.facility import RunningFacility, wait_for
 from support.kernel import run_in_kernel
@@ -201,6 +204,20 @@ def test_offloaded_job_runs_on_slurm(facility: RunningFacility, sessions: dict[s
     assert (record.group_name, record.site) == ("physics", "hpc") and record.id.startswith("slurm:"), record
     assert not [r for r in usage_records(facility.state_dir).values() if r.kind == "offload" and r.site == "hpc"
                 and r.id.startswith("pod:")]
+    # Within seconds of how long the job ran as its pod reports it (SLURM counts its run, not the pod's wait).
+    if model.get("finished"):
+        ran = (datetime.fromisoformat(model["finished"].replace("Z", "+00:00"))
+               - datetime.fromisoformat(model["started"].replace("Z", "+00:00"))).total_seconds()
+        assert abs((record.end_ts - record.start_ts) - ran) <= 5, (record, model)
+    # The admin's report for the day shows it at the HPC site, with an energy figure.
+    day = datetime.fromtimestamp(record.start_ts, UTC).date()
+    rep = subprocess.run([sys.executable, "-m", "aifacility.cli", "report", "--db",
+                          accounting_db(Path(facility.state_dir)), "--from", day.isoformat(),
+                          "--to", (day + timedelta(days=1)).isoformat(), "--by", "site", "--format", "json"],
+                         capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    hpc = [r for r in json.loads(rep.stdout)["rows"] if r["site"] == "hpc" and r["resource"] == "cpu"]
+    assert hpc and hpc[0]["hours"] > 0 and hpc[0]["energy_kwh"] > 0, rep.stdout
     assert record.end_ts - record.start_ts < 120
 
 
