@@ -127,10 +127,10 @@ def test_measured_energy_replaces_the_estimate(exporter: tuple[str, dict[str, An
 
 
 def test_a_measured_record_split_by_the_period_gets_its_share(exporter: tuple[str, dict[str, Any]],
-                                                              tmp_path: Path) -> None:
+                                                              ledger_url: str) -> None:
     url, state = exporter
     facility = load_facility(None)
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger = Ledger(ledger_url)  # SQLite and PostgreSQL
     pods = [notebook_pod()]
     nodes = [{"metadata": {"name": "gpu-t4-01", "labels": {}}}]
     collector = PodCollector(ledger, facility, lambda: pods, lambda: nodes, read_energy=exporter_reader([url]))

@@ -202,12 +202,13 @@ def _measured(conn: Connection, by: str, start: datetime, end: datetime, now: da
     the period (the measurement spread evenly over the record's hours) and the estimate it replaces."""
     t0, t1, t_now = start.timestamp(), end.timestamp(), now.timestamp()
     end_eff = case((usage.c.end_ts.is_(None), literal(t_now)), else_=usage.c.end_ts)
+    # From the (few) measured records to theirs by primary key: never a scan of the whole ledger.
+    measured = (select(measured_energy.c.record_id, func.sum(measured_energy.c.joules).label("joules"))
+                .group_by(measured_energy.c.record_id).subquery())
     q = (select(_COLUMN[by], usage.c.resource, usage.c.model, usage.c.quantity, usage.c.start_ts, end_eff,
-                func.sum(measured_energy.c.joules))
-         .join(measured_energy, measured_energy.c.record_id == usage.c.id)
-         .where(usage.c.start_ts < t1, end_eff > t0)
-         .group_by(usage.c.id, _COLUMN[by], usage.c.resource, usage.c.model, usage.c.quantity, usage.c.start_ts,
-                   end_eff))
+                measured.c.joules)
+         .select_from(measured.join(usage, usage.c.id == measured.c.record_id))
+         .where(usage.c.start_ts < t1, end_eff > t0))
     if user is not None:
         q = q.where(usage.c.user_name == user)
     out = []
