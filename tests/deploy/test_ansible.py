@@ -331,3 +331,14 @@ def test_the_chart_install_adds_every_https_repository_the_chart_needs() -> None
     tasks = _yaml(ANSIBLE / "roles" / "aifacility" / "tasks" / "main.yml")
     (repos,) = [t for t in tasks if "kubernetes.core.helm_repository" in t]
     assert {r["url"] for r in repos["loop"]} == needed
+
+
+def test_the_fpga_hosts_get_the_board_s_shell_not_xrt_alone(collections_path: str, tmp_path: Path) -> None:
+    nothing = _run_tasks(collections_path, tmp_path, "fpga_plugin", "host.yml")
+    assert nothing.returncode != 0 and "fpga_plugin_xrt_deb_url is empty" in nothing.stdout, nothing.stdout
+    xrt_only = _run_tasks(collections_path, tmp_path, "fpga_plugin", "host.yml",
+                          fpga_plugin_xrt_deb_url=str(tmp_path / "xrt.deb"))
+    assert xrt_only.returncode != 0 and "fpga_plugin_shell_deb_urls is empty" in xrt_only.stdout, xrt_only.stdout
+    tasks = _yaml(ANSIBLE / "roles" / "fpga_plugin" / "tasks" / "host.yml")
+    names = [t["name"] for t in tasks]
+    assert names.index("Install the board's deployment platform") > names.index("Install XRT")
