@@ -481,3 +481,28 @@ def test_the_accounting_collector_reads_the_dcgm_exporters_it_is_given(helm: str
     proc = _helm(helm, "template", "site", str(chart_copy), "--set", "accounting.enabled=true", "--set-json",
                  'accounting.dcgmExporterUrls=["not a url"]')
     assert proc.returncode != 0 and "dcgmExporterUrls" in proc.stderr
+
+
+def test_every_image_the_chart_names_is_pinned(values: dict) -> None:
+    """An image at :latest (or with no tag) changes under a running site at the next pull."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "image" and isinstance(value, str):
+                    found.append(value)
+                elif key == "image" and isinstance(value, dict) and "name" in value:
+                    found.append(f"{value['name']}:{value.get('tag', '')}")
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in values.items() if k != "facility"})  # the facility's images are the notebooks'
+    assert len(found) >= 6, found
+    for image in found:
+        name, _, tag = image.rpartition(":")
+        assert name and "/" not in tag and tag not in ("", "latest"), image
+    assert values["interlink"]["virtualNode"]["image"].endswith(":0.6.1")  # the chart version's own
