@@ -311,7 +311,16 @@ async def test_pods_whose_namespace_and_uid_concatenate_alike_never_share_a_job_
         await wait_for(c, [running_pod], running)
         job_dir = plugin.data_root / "jobs" / uid
         assert (job_dir / "JobID.jid").read_text().strip() == jid
-        before = sorted(p.name for p in job_dir.rglob("*"))
+        # SLURM says RUNNING before the runner has started the container: wait until its files stop changing
+        # (the container printed, and the runner wrote what it writes once it runs).
+        before: list[str] = []
+        for _ in range(120):
+            now = sorted(p.name for p in job_dir.rglob("*"))
+            out = job_dir / "ctn" / "run-main.out"
+            if now == before and out.exists() and "victim-started" in out.read_text():
+                break
+            before = now
+            await asyncio.sleep(0.5)
         # the request: same concatenation `aifacility-<uid>`, with the rest of the uid as its uid
         forged = pod("forged", [container("main", "echo forged")], namespace=f"aifacility-{head}", uid=tail)
         with pytest.raises(PluginError) as err:
