@@ -25,6 +25,8 @@ from types import TracebackType
 
 SBIN = Path("/usr/sbin")
 SLURMDBD = SBIN / "slurmdbd"
+MARIADBD = SBIN / "mariadbd"
+MARIADB_INSTALL_DB = Path("/usr/bin/mariadb-install-db")
 CGROUP_V1 = Path("/sys/fs/cgroup")
 
 
@@ -246,19 +248,19 @@ class LocalSlurm:
 
     def _start_accounting(self, timeout: float) -> None:
         """MariaDB (a data dir of its own, loopback only) and slurmdbd on it; the cluster registered."""
-        for tool in ("/usr/sbin/mariadbd", "/usr/bin/mariadb-install-db", "/usr/sbin/slurmdbd"):
-            if not Path(tool).exists():
+        for tool in (MARIADBD, MARIADB_INSTALL_DB, SLURMDBD):
+            if not tool.exists():
                 raise LocalSlurmError(f"{tool} is missing: install the Debian packages slurmdbd and mariadb-server")
         w = self.workdir
         data, sock = w / "mariadb", w / "run" / "mariadb.sock"
         if not (data / "mysql").exists():
-            done = subprocess.run(["/usr/bin/mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+            done = subprocess.run([str(MARIADB_INSTALL_DB), "--no-defaults", f"--datadir={data}", "--user=root",
                                    "--auth-root-authentication-method=socket", "--skip-test-db"],
                                   capture_output=True, text=True, timeout=120, check=False)
             if done.returncode != 0:
                 raise LocalSlurmError(f"mariadb-install-db failed: {done.stderr[-2000:]}")
         self._spawn("mariadbd", [
-            "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}", f"--socket={sock}", "--user=root",
+            str(MARIADBD), "--no-defaults", f"--datadir={data}", f"--socket={sock}", "--user=root",
             "--bind-address=127.0.0.1", f"--port={self._db_port}", f"--pid-file={w}/run/mariadb.pid",
             f"--log-error={w}/log/mariadb.log", "--skip-name-resolve", "--innodb-buffer-pool-size=64M",
             "--innodb-lock-wait-timeout=900", "--performance-schema=OFF",
@@ -269,7 +271,7 @@ class LocalSlurm:
         self._wait(lambda: subprocess.run(["mariadb", f"--socket={sock}", "-u", "root", "-e", sql],
                                           capture_output=True, timeout=30, check=False).returncode == 0,
                    timeout, "mariadbd", "mariadb.log")
-        self._spawn("slurmdbd", ["/usr/sbin/slurmdbd", "-D"])
+        self._spawn("slurmdbd", [str(SLURMDBD), "-D"])
         self._wait(lambda: self._run("sacctmgr", "-n", "list", "cluster").returncode == 0, timeout, "slurmdbd",
                    "slurmdbd.log")
         if self.cluster not in self._run("sacctmgr", "-n", "-P", "list", "cluster", "format=cluster").stdout.split():

@@ -7,19 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from aifacility.accounting.ledger import Ledger
 from aifacility.accounting.sacct import SacctCollector, job_records, parse_tres, run_sacct
-from aifacility.accounting.schema import usage
 from aifacility_interlink.backends.slurm import accounting_comment
 from aifacility_interlink.localslurm import LocalSlurm
+from support.controlplane import wait_for
+from support.ledger import ledger_rows
 
 ALICE = {"aifacility.io/user": "alice", "aifacility.io/group": "physics"}
 
@@ -46,24 +45,6 @@ def sacct_row(cluster: LocalSlurm, job: str) -> dict[str, str]:
     out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job, "-o", ",".join(fields)],
                          env={**cluster.env(), "TZ": "UTC"}, capture_output=True, text=True, timeout=30).stdout
     return dict(zip(fields, out.strip().split("|"), strict=True)) if out.strip() else {}
-
-
-def wait_until(check: Any, timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def records(url: str) -> dict[str, Any]:
-    ledger = Ledger(url)
-    try:
-        with ledger.engine.connect() as conn:
-            return {r.id: r for r in conn.execute(select(usage))}
-    finally:
-        ledger.close()
 
 
 def test_tres_and_comments_read_as_the_ledger_counts() -> None:
@@ -102,16 +83,16 @@ def test_sacct_jobs_are_recorded_once_through_a_collector_killed_and_restarted(
     done = sbatch(accounted_slurm, ours, "--cpus-per-task=2", "--mem=300M", "--gres=gpu:1", command="sleep 2")
     running = sbatch(accounted_slurm, accounting_comment(ALICE, "pod-long"), "--mem=100M", command="sleep 25")
     other = sbatch(accounted_slurm, "--mem=100M", command="true")  # another user of the site: not ours
-    wait_until(lambda: sacct_row(accounted_slurm, done).get("State") == "COMPLETED", what="the first job to end")
-    wait_until(lambda: sacct_row(accounted_slurm, running).get("State") == "RUNNING", what="the long job to run")
-    wait_until(lambda: sacct_row(accounted_slurm, other).get("State") == "COMPLETED", what="the other job")
+    wait_for(lambda: sacct_row(accounted_slurm, done).get("State") == "COMPLETED", 60, message="the first job to end")
+    wait_for(lambda: sacct_row(accounted_slurm, running).get("State") == "RUNNING", 60, message="the long job to run")
+    wait_for(lambda: sacct_row(accounted_slurm, other).get("State") == "COMPLETED", 60, message="the other job")
 
     cmd = [sys.executable, "-m", "aifacility.cli", "accounting", "sacct", "--db", url, "--site", "hpc",
            "--interval", "1"]
     env = accounted_slurm.env()
     collector = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        first = wait_until(lambda: len(records(url)) >= 5 and records(url), what="the first sweep")
+        first = wait_for(lambda: len(ledger_rows(url)) >= 5 and ledger_rows(url), 60, message="the first sweep")
     finally:
         os.kill(collector.pid, signal.SIGKILL)  # killed mid-run: no goodbye
         collector.wait(10)
@@ -127,11 +108,11 @@ def test_sacct_jobs_are_recorded_once_through_a_collector_killed_and_restarted(
     assert cpu.end_ts - cpu.start_ts == int(row["ElapsedRaw"])  # the site's own elapsed time, to the second
     assert first[f"slurm:{cluster}:{running}/cpu"].end_ts is None  # still running: open
 
-    wait_until(lambda: sacct_row(accounted_slurm, running).get("State") == "COMPLETED", timeout=60,
-               what="the long job to end")
+    wait_for(lambda: sacct_row(accounted_slurm, running).get("State") == "COMPLETED", 60,
+             message="the long job to end")
     again = subprocess.run([*cmd, "--once"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    after = records(url)
+    after = ledger_rows(url)
     assert set(after) == set(first)  # nothing twice, nothing lost
     long_cpu = after[f"slurm:{cluster}:{running}/cpu"]
     assert long_cpu.end_ts - long_cpu.start_ts == int(sacct_row(accounted_slurm, running)["ElapsedRaw"])

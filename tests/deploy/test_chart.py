@@ -189,9 +189,9 @@ def test_extra_config_runs_the_hub_config_and_keeps_z2jh_network_settings(
         assert trait not in c.JupyterHub
 
 
-def test_extra_config_with_the_real_hub_config(values: dict, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hub configuration the image ships, run the way the chart runs it, with the chart's environment."""
+def _run_real_hub_config(values: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The hub configuration the image ships, run the way the chart runs it, with the chart's environment; the
+    Config it leaves."""
     from traitlets.config import Config
 
     facility_file = tmp_path / "facility.yaml"
@@ -211,6 +211,12 @@ def test_extra_config_with_the_real_hub_config(values: dict, tmp_path: Path,
     c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
     c.KubeSpawner.environment = dict(values["jupyterhub"]["singleuser"]["extraEnv"])  # z2jh: singleuser.extraEnv
     exec(values["jupyterhub"]["hub"]["extraConfig"]["10-aifacility"], {"c": c})
+    return c
+
+
+def test_extra_config_with_the_real_hub_config(values: dict, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    c = _run_real_hub_config(values, tmp_path, monkeypatch)
 
     env = c.FacilitySpawner.environment
     assert env["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://traefik-dask-gateway:80"
@@ -234,8 +240,6 @@ def test_the_hub_s_own_services_are_reached_through_the_hub_service(values: dict
     """The proxy is another pod, and notebooks call the services: a service on the hub pod's loopback would be
     unreachable. Each is on the hub's Service, on a port the hub's NetworkPolicy opens to the pods z2jh labels
     for hub access (the proxy's and the notebooks'); the usage service runs when the ledger's Secret exists."""
-    from traitlets.config import Config
-
     hub = values["jupyterhub"]["hub"]
     service_ports = {p["port"]: p for p in hub["service"]["extraPorts"]}
     (rule,) = hub["networkPolicy"]["ingress"]
@@ -243,20 +247,8 @@ def test_the_hub_s_own_services_are_reached_through_the_hub_service(values: dict
     open_ports = {p["port"] for p in rule["ports"]}
     assert hub["extraEnv"]["AIFACILITY_ACCOUNTING_DB"]["valueFrom"]["secretKeyRef"] == {
         "name": values["accounting"]["databaseSecret"], "key": "url", "optional": True}
-    facility_file = tmp_path / "facility.yaml"
-    facility_file.write_text(yaml.safe_dump(values["facility"]))
-    for name, value in hub["extraEnv"].items():
-        if isinstance(value, str):
-            monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AIFACILITY_FACILITY", str(facility_file))
-    monkeypatch.setenv("AIFACILITY_HUB_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("AIFACILITY_HUB_CONFIG", str(REPO / "hub" / "jupyterhub_config.py"))
-    monkeypatch.setenv("AIFACILITY_IAM_CLIENT_SECRET", "from-the-secret")
     monkeypatch.setenv("AIFACILITY_ACCOUNTING_DB", f"sqlite:///{tmp_path / 'ledger.sqlite'}")  # the Secret exists
-    c = Config()
-    c.ConfigurableHTTPProxy.api_url = "http://proxy-api:8001"
-    c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
-    exec(hub["extraConfig"]["10-aifacility"], {"c": c})
+    c = _run_real_hub_config(values, tmp_path, monkeypatch)
     urls = {s["name"]: urlsplit(s["url"]) for s in c.JupyterHub.services if "url" in s and s["name"] != "dask-gateway"}
     assert {"lifetimes", "jobs", "usage"} <= set(urls), urls
     for name, url in urls.items():

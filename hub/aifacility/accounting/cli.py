@@ -13,11 +13,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from aifacility.accounting.condor import CondorError
 from aifacility.accounting.ledger import Ledger, LedgerError, default_url
 from aifacility.accounting.record import BadLine, UsageRecord, parse_lines
 from aifacility.accounting.report import BY, ReportError
-from aifacility.accounting.sacct import SacctError
+from aifacility.accounting.site import SiteError
 
 MAX_FILE_BYTES = 2 * 1024**3
 
@@ -166,7 +165,7 @@ def _sweep_until_stopped(collector: Any, ledger: Ledger, args: argparse.Namespac
             try:
                 result = collector.sweep()
                 print(f"{result.inserted} new, {result.closed} closed, {result.unchanged} unchanged", flush=True)
-            except (SacctError, CondorError) as exc:
+            except SiteError as exc:
                 if args.once:
                     raise
                 print(f"aifacility: {exc}; trying again in {args.interval:.0f} s", file=sys.stderr, flush=True)
@@ -200,6 +199,17 @@ def _db(p: argparse.ArgumentParser) -> None:
                                                 f"else {default_url()})")
 
 
+def _site_collector(asub: Any, name: str, what: str) -> argparse.ArgumentParser:
+    """The options every batch-site collector takes (site.py)."""
+    p: argparse.ArgumentParser = asub.add_parser(name, help=f"{what}, every --interval seconds")
+    _db(p)
+    p.add_argument("--site", required=True, help="the site's name, as its virtual node's aifacility.io/site label "
+                                                 "(list it in the facility's accounting.batch_accounted_sites)")
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between sweeps (default 60)")
+    p.add_argument("--once", action="store_true", help="one sweep, then exit")
+    return p
+
+
 def add_parsers(sub: Any) -> None:
     acc = sub.add_parser("accounting", help="the usage ledger: load records, export APEL", description=__doc__,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -222,25 +232,14 @@ def add_parsers(sub: Any) -> None:
     col.add_argument("--dcgm-url", action="append", metavar="URL",
                      help="a DCGM exporter's /metrics: measured GPU energy for the pods' GPUs (repeat per node)")
     col.set_defaults(func=_cmd_collect)
-    sa = asub.add_parser("sacct", help="record the offloaded jobs of a SLURM site from its accounting (sacct), "
-                                       "every --interval seconds")
-    _db(sa)
-    sa.add_argument("--site", required=True, help="the site's name, as its virtual node's aifacility.io/site label "
-                                                  "(list it in the facility's accounting.batch_accounted_sites)")
+    sa = _site_collector(asub, "sacct", "record the offloaded jobs of a SLURM site from its accounting (sacct)")
     sa.add_argument("--via", help="a command that reaches the site's submit host, e.g. 'ssh edge-node' (default: "
                                   "run sacct here, SLURM_CONF as set)")
-    sa.add_argument("--interval", type=float, default=60.0, help="seconds between sweeps (default 60)")
-    sa.add_argument("--once", action="store_true", help="one sweep, then exit")
     sa.set_defaults(func=_cmd_sacct)
-    co = asub.add_parser("condor", help="record the offloaded jobs of an HTCondor site from its schedd's queue and "
-                                        "history, every --interval seconds")
-    _db(co)
-    co.add_argument("--site", required=True, help="the site's name, as its virtual node's aifacility.io/site label "
-                                                  "(list it in the facility's accounting.batch_accounted_sites)")
+    co = _site_collector(asub, "condor", "record the offloaded jobs of an HTCondor site from its schedd's queue "
+                                         "and history")
     co.add_argument("--schedd", help="the schedd's name (default: the local schedd of this HTCondor configuration)")
     co.add_argument("--pool", help="the collector that locates --schedd (default: this configuration's)")
-    co.add_argument("--interval", type=float, default=60.0, help="seconds between sweeps (default 60)")
-    co.add_argument("--once", action="store_true", help="one sweep, then exit")
     co.set_defaults(func=_cmd_condor)
     ap = asub.add_parser("apel", help="APEL summary or accelerator records for one month")
     _db(ap)
@@ -265,6 +264,6 @@ def run(func: Any, args: argparse.Namespace) -> int:
     """Errors a person can act on, as one line and exit status 2."""
     try:
         return int(func(args))
-    except (LedgerError, ReportError, SacctError, CondorError, ValueError) as exc:
+    except (LedgerError, ReportError, SiteError, ValueError) as exc:
         print(f"aifacility: {exc}", file=sys.stderr)
         return 2

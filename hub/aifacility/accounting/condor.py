@@ -14,18 +14,17 @@ their pods alone.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from aifacility.accounting.ledger import IngestResult, Ledger
+from aifacility.accounting.ledger import Ledger
 from aifacility.accounting.record import UsageRecord
+from aifacility.accounting.site import SiteCollector, SiteError
 
 PREFIX = "htcondor:"
-MARGIN_SECONDS = 600.0
 PROJECTION = ["GlobalJobId", "AifacilityUser", "AifacilityGroup", "JobStatus", "JobCurrentStartDate",
               "CompletionDate", "EnteredCurrentStatus", "RemoteWallClockTime", "RequestCpus", "RequestMemory",
               "RequestGPUs"]
@@ -35,7 +34,7 @@ RUNNING, REMOVED, COMPLETED, HELD = 2, 3, 4, 5
 Ad = Any  # a classad2.ClassAd (or a dict, in tests of the arithmetic)
 
 
-class CondorError(RuntimeError):
+class CondorError(SiteError):
     """The schedd could not be reached or refused the query; the message is HTCondor's own."""
 
 
@@ -114,22 +113,15 @@ def schedd_reader(schedd_name: str | None = None, collector: str | None = None) 
     return read
 
 
-class CondorCollector:
+class CondorCollector(SiteCollector):
     """Reads the site's running jobs and its history since the watermark into the ledger."""
+
+    kind = "htcondor"
 
     def __init__(self, ledger: Ledger, site: str, read: Callable[[float], list[Ad]],
                  first_window_seconds: float = 7 * 86400) -> None:
-        self.ledger = ledger
-        self.site = site
+        super().__init__(ledger, site, first_window_seconds)
         self.read = read
-        self.name = f"htcondor:{site}"
-        self.first_window_seconds = first_window_seconds
 
-    def sweep(self, now: float | None = None) -> IngestResult:
-        until = time.time() if now is None else now
-        last = self.ledger.watermark(self.name)
-        since = (last - MARGIN_SECONDS) if last is not None else until - self.first_window_seconds
-        records = [r for ad in self.read(since) for r in ad_records(ad, self.site)]
-        result = self.ledger.ingest(records)
-        self.ledger.set_watermark(self.name, until)
-        return result
+    def fetch(self, since: float, until: float) -> list[UsageRecord]:
+        return [r for ad in self.read(since) for r in ad_records(ad, self.site)]

@@ -104,7 +104,7 @@ class Ledger:
         return closed
 
     def add_measured_energy(self, samples: Iterable[tuple[str, str, float]]) -> int:
-        """Counter samples (record id, device, mJ) of the devices open records hold: each adds what the counter
+        """Counter samples (record id, device, mJ) of the devices records hold: each adds what the counter
         rose since the record's last sample of that device (a counter that went back, a device reset, restarts
         from there). Returns how many samples added energy."""
         added = 0

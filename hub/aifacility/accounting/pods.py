@@ -33,6 +33,7 @@ from aifacility.accounting.ledger import IngestResult, Ledger
 from aifacility.accounting.record import UsageRecord
 from aifacility.facility.model import Facility
 from aifacility.facility.quantity import parse_quantity
+from aifacility.kueue.api import JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSION
 
 PREFIX = "pod:"
 SITE_LABEL = "aifacility.io/site"
@@ -41,8 +42,6 @@ USER_LABELS = ("aifacility.io/user", "hub.jupyter.org/username")
 GROUP_LABELS = ("aifacility.io/group", "kueue.x-k8s.io/queue-name")
 _MIG = re.compile(r"^nvidia\.com/mig-(.+)$")
 GIB = 2**30
-JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
-KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 
 Pod = Mapping[str, Any]
 
@@ -205,10 +204,11 @@ class PodCollector:
             result.closed += self.ledger.close_records(vanished, last_seen if last_seen is not None else seen_at)
         self.ledger.set_watermark(self.name, seen_at)
         if self.read_energy is not None:
-            self._measure(pods, records)
+            self._measure(self.read_energy, pods, records)
         return result
 
-    def _measure(self, pods: list[dict[str, Any]], records: list[UsageRecord]) -> None:
+    def _measure(self, read_energy: Callable[[], list[Sample]], pods: list[dict[str, Any]],
+                 records: list[UsageRecord]) -> None:
         """Add DCGM's energy counters to the GPU records of the pods holding the GPUs. An exporter that
         cannot be read costs its measurements until it is back (the estimate stands for them), never the sweep."""
         # The GPU records of the pods listed now: a pod that just ended still held its GPU since the last sample
@@ -217,7 +217,7 @@ class PodCollector:
         uids = {(str(p["metadata"].get("namespace", "")), str(p["metadata"]["name"])): str(p["metadata"]["uid"])
                 for p in pods}
         try:
-            samples = self.read_energy() if self.read_energy else []
+            samples = read_energy()
         except DcgmError as exc:
             print(f"aifacility: {exc}", file=sys.stderr, flush=True)
             return

@@ -8,8 +8,8 @@ created) and what it was given.
 Only the facility's jobs are read: the plugin marks each with `--comment=aifacility,user=<u>,group=<g>,pod=<uid>`
 (a flag the site locks, so a job cannot charge someone else), and slurmdbd keeps it (`AccountingStoreFlags=
 job_comment`). Ids are `slurm:<cluster>:<job id>/<resource>`; a running job gives an open record that a later
-sweep closes. The watermark is the end of the last window read; each sweep reads again from a margin before it
-(slurmdbd learns of a job's end a moment after slurmctld), which the exactly-once ledger makes harmless.
+sweep closes. Windows and watermark as every site collector's (site.py): slurmdbd learns of a job's end a moment
+after slurmctld, hence the margin.
 
 The facility's `accounting.batch_accounted_sites` names the sites read this way, so that the pod collector leaves
 their pods alone and no job is counted twice.
@@ -20,25 +20,23 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import ValidationError
 
-from aifacility.accounting.ledger import IngestResult, Ledger
+from aifacility.accounting.ledger import Ledger
 from aifacility.accounting.record import UsageRecord
+from aifacility.accounting.site import SiteCollector, SiteError
 
 PREFIX = "slurm:"
 COMMENT_TAG = "aifacility"
 FIELDS = ("JobIDRaw", "Cluster", "Comment", "State", "Start", "End", "AllocTRES")
-MARGIN_SECONDS = 600.0
 _MEM_UNITS = {"K": 2**-20, "M": 2**-10, "G": 1.0, "T": 2**10, "P": 2**20}
 _GPU = re.compile(r"^gres/gpu(?::(?P<model>[^=]+))?$")
 
 
-class SacctError(RuntimeError):
+class SacctError(SiteError):
     """sacct could not be run or answered an error; the message is sacct's own."""
 
 
@@ -141,23 +139,16 @@ def run_sacct(argv_prefix: Sequence[str] = (), env: dict[str, str] | None = None
     return read
 
 
-class SacctCollector:
+class SacctCollector(SiteCollector):
     """Reads the site's finished and running jobs into the ledger since the watermark."""
+
+    kind = "sacct"
 
     def __init__(self, ledger: Ledger, site: str, read: Callable[[datetime, datetime], list[str]],
                  first_window_seconds: float = 7 * 86400) -> None:
-        self.ledger = ledger
-        self.site = site
+        super().__init__(ledger, site, first_window_seconds)
         self.read = read
-        self.name = f"sacct:{site}"
-        self.first_window_seconds = first_window_seconds
 
-    def sweep(self, now: float | None = None) -> IngestResult:
-        until = time.time() if now is None else now
-        last = self.ledger.watermark(self.name)
-        since = (last - MARGIN_SECONDS) if last is not None else until - self.first_window_seconds
+    def fetch(self, since: float, until: float) -> list[UsageRecord]:
         lines = self.read(datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(until, UTC))
-        records: list[Any] = [r for line in lines for r in job_records(line, self.site)]
-        result = self.ledger.ingest(records)
-        self.ledger.set_watermark(self.name, until)
-        return result
+        return [r for line in lines for r in job_records(line, self.site)]

@@ -18,8 +18,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from aifacility.facility.model import Facility
 from aifacility.jobs.manifest import MANAGED_BY, USER_LABEL, home_claim, user_label
 from aifacility.jobs.unfinished import UnfinishedJobs
+from aifacility.kueue.api import JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSION
 from aifacility.kueue.positions import PendingWorkload, local_queue_positions
-from aifacility.spawner.queueing import JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSION
 from aifacility.spawner.storage import Claims
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"

@@ -65,9 +65,8 @@ class LocalSlurmComponent(Component):
 
     def start(self) -> None:
         try:
-            self.slurm.start()  # returns once the node is idle
+            self.slurm.start()  # returns once the node is idle; a failed start stops what it had started
         except LocalSlurmError as e:
-            self.slurm.stop()
             raise LaunchError(f"the local SLURM did not start: {e}") from None
 
     def alive(self) -> bool:

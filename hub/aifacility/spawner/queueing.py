@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aifacility.kueue.api import JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSION
 from aifacility.kueue.positions import PendingWorkload, find_owner, local_queue_positions
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 ADMISSION_GATE = "kueue.x-k8s.io/admission"
-JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
-KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 
 
 def is_gated(pod: Mapping[str, Any] | None) -> bool:
