@@ -80,6 +80,11 @@ from aifacility.jobs import configure as configure_jobs  # noqa: E402
 
 configure_jobs(c, facility, data_dir=str(data))
 
+# --- admin: quota policies per group and user over the facility file, for the facility's admins -----------------
+from aifacility.admin import configure as configure_admin  # noqa: E402
+
+configure_admin(c, facility, data_dir=str(data))
+
 # --- usage: everyone's own usage, and the facility's report for admins, from the accounting ledger -----------
 if env("AIFACILITY_ACCOUNTING_DB"):
     from aifacility.accounting.hubconfig import configure as configure_usage

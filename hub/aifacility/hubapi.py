@@ -1,8 +1,9 @@
 """The few JupyterHub REST calls the facility's hub-managed services make with their own token.
 
 Shared by the lifetimes service (reads a user's servers: `read:users:name`, `read:servers`), the spawn keeper
-(also starts servers: `servers`) and the jobs service (a user's groups: `read:users:groups`; running jobs' fresh
-IAM tokens: `custom:iam-tokens:read`); each service's role grants only what it calls.
+(also starts servers: `servers`), the jobs service (a user's groups: `read:users:groups`; running jobs' fresh
+IAM tokens: `custom:iam-tokens:read`) and the admin service (whether a group or user exists:
+`read:groups:name`, `read:users:name`); each service's role grants only what it calls.
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ class HubClient:
                                                  headers=self._headers, request_timeout=30)
         except HTTPClientError as e:
             if e.code in (401, 404):
+                return None
+            raise
+        model: dict[str, Any] = json.loads(resp.body)
+        return model
+
+    async def group(self, name: str) -> dict[str, Any] | None:
+        """A group's REST model (`read:groups:name`); None when the hub has no such group."""
+        try:
+            resp = await AsyncHTTPClient().fetch(f"{self.api_url}/groups/{quote(name, safe='')}",
+                                                 headers=self._headers, request_timeout=30)
+        except HTTPClientError as e:
+            if e.code == 404:
                 return None
             raise
         model: dict[str, Any] = json.loads(resp.body)

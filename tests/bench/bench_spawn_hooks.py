@@ -49,7 +49,7 @@ FORM_ROUNDS = 5
 PROFILE = {"profile": "cpu-small", "image": "ml"}
 GROUPS = ["ml"]
 # FacilitySpawner's own traits: everything else it is configured with, plain KubeSpawner gets too.
-OWN_TRAITS = {"facility_path", "quota_db", "limits_source", "kueue_accelerator_sessions",
+OWN_TRAITS = {"facility_path", "quota_db", "policy_db", "limits_source", "kueue_accelerator_sessions",
               "queued_start_timeout", "queue_poll_interval", "availability_ttl"}
 
 HUB_COMMON = """

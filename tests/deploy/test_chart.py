@@ -250,7 +250,7 @@ def test_the_hub_s_own_services_are_reached_through_the_hub_service(values: dict
     monkeypatch.setenv("AIFACILITY_ACCOUNTING_DB", f"sqlite:///{tmp_path / 'ledger.sqlite'}")  # the Secret exists
     c = _run_real_hub_config(values, tmp_path, monkeypatch)
     urls = {s["name"]: urlsplit(s["url"]) for s in c.JupyterHub.services if "url" in s and s["name"] != "dask-gateway"}
-    assert {"lifetimes", "jobs", "usage"} <= set(urls), urls
+    assert {"lifetimes", "jobs", "usage", "admin"} <= set(urls), urls
     for name, url in urls.items():
         assert url.hostname == "hub", (name, url)  # the hub's Service, which serves every interface of the pod
         assert service_ports[url.port]["targetPort"] == url.port and url.port in open_ports, (name, url)
@@ -316,15 +316,21 @@ def test_the_rendered_configmap_holds_the_facility_file(helm: str, chart_copy: P
     assert load_facility(path) == Facility.model_validate(values["facility"])
 
 
-def test_the_hub_may_read_nodes_kueue_objects_and_queue_positions_but_write_no_queue(helm: str,
-                                                                                   chart_copy: Path) -> None:
+def test_the_hub_may_read_nodes_kueue_objects_and_queue_positions_and_patch_only_queue_quotas(
+        helm: str, chart_copy: Path) -> None:
     docs = _template(helm, chart_copy)
     kinds = {(d["kind"], d["metadata"].get("namespace")) for d in docs}
     (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
-    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    rules: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                rules.setdefault((g, r), set()).update(rule["verbs"])
     assert {"get", "list", "watch"} <= rules[("", "nodes")]
-    for kind in ("resourceflavors", "clusterqueues", "localqueues", "cohorts", "workloads"):
+    for kind in ("resourceflavors", "localqueues", "cohorts", "workloads"):
         assert rules[("kueue.x-k8s.io", kind)] == {"get", "list", "watch"}
+    # The admin service sets a group's quota (a merge patch of spec.resourceGroups); nothing creates or deletes.
+    assert rules[("kueue.x-k8s.io", "clusterqueues")] == {"get", "list", "watch", "patch"}
     assert rules[("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads")] == {"get"}
     (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "aifacility"}]

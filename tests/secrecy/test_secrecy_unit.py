@@ -17,6 +17,7 @@ from aifacility.auth import load_or_create_crypt_key
 from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
 from aifacility.lifetimes.store import ExtensionStore
+from aifacility.quotas.reservations import Claim, FacilityLimits, QuotaStore
 from aifacility.secrecy import (
     LOG_FILTER,
     SessionIdFilter,
@@ -26,7 +27,6 @@ from aifacility.secrecy import (
     redact_session_ids,
     sqlite_path,
 )
-from aifacility.spawner.quotas import Claim, FacilityLimits, QuotaStore
 
 SID = "ab4c1c2eca3f490eb098c23ebbfeaac9"
 

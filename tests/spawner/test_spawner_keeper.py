@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from aifacility.facility.model import Limits
+from aifacility.quotas.reservations import Claim, LimitsSource, QuotaStore
 from aifacility.spawner.keeper import Keeper
-from aifacility.spawner.quotas import Claim, LimitsSource, QuotaStore
 
 
 class Unlimited:

@@ -9,7 +9,7 @@ import pytest
 
 from aifacility.facility import Facility
 from aifacility.facility.model import Limits, Quotas
-from aifacility.spawner.quotas import Claim, FacilityLimits, QuotaExceeded, QuotaStore, headroom
+from aifacility.quotas.reservations import Claim, FacilityLimits, QuotaExceeded, QuotaStore, headroom
 
 
 def limits(facility: Facility, **quotas: object) -> FacilityLimits:

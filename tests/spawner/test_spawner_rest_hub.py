@@ -21,7 +21,7 @@ import requests
 from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
 from aifacility.launcher.supervisor import free_port
-from aifacility.spawner.quotas import Claim, FacilityLimits, QuotaStore
+from aifacility.quotas.reservations import Claim, FacilityLimits, QuotaStore
 from support.hub_process import HubProcess as Hub
 
 

@@ -11,22 +11,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import Engine, select, update
 
 from aifacility.accounting import rollup
 from aifacility.accounting.record import UsageRecord
 from aifacility.accounting.schema import collector_state, measured_energy, usage
+from aifacility.database import DatabaseError, open_database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_ENV = "AIFACILITY_ACCOUNTING_DB"
 _CHUNK = 500  # ids per lookup (SQLite's default bound-parameter limit is 32766)
 
 
-class LedgerError(RuntimeError):
+class LedgerError(DatabaseError):
     """The ledger cannot be opened (bad URL, unreachable server); the message says which and why."""
 
 
@@ -54,30 +51,9 @@ class Ledger:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
         try:
-            parsed = make_url(self.url)
-        except ArgumentError:
-            raise LedgerError(f"{self.url!r} is not a database URL (e.g. sqlite:///usage.sqlite or "
-                              "postgresql+psycopg://user@host/db)") from None
-        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")  # the driver we ship
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise LedgerError(f"the ledger runs on SQLite or PostgreSQL, not {parsed.get_backend_name()!r}")
-        try:
-            self.engine: Engine = create_engine(parsed)
-            self.upgrade()
-        except OperationalError as exc:
-            raise LedgerError(f"cannot open the ledger at {parsed.render_as_string(hide_password=True)}: "
-                              f"{str(exc.orig).strip().splitlines()[0]}") from None
-
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            self.engine: Engine = open_database(self.url, "the ledger", MIGRATIONS)
+        except DatabaseError as e:
+            raise LedgerError(str(e)) from None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -20,6 +20,8 @@ from aifacility.facility.model import Facility
 from aifacility.hubconfig import add_spawner_environment, current
 from aifacility.jobs.service.handlers import READ, WRITE
 from aifacility.launcher.supervisor import free_port
+from aifacility.quotas.store import DB_ENV as POLICY_DB_ENV
+from aifacility.quotas.store import default_url as policy_db_url
 
 SERVICE = "jobs"
 # What the service needs from the hub's environment to reach the cluster (JupyterHub passes a managed service
@@ -39,6 +41,8 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
     url = (url or os.environ.get("AIFACILITY_JOBS_URL") or f"http://127.0.0.1:{free_port()}").rstrip("/")
     env = {"AIFACILITY_FACILITY": str(facility_file), "PYTHONUNBUFFERED": "1",
+           # the admin service's policies: a group's job quota as an admin last set it
+           POLICY_DB_ENV: policy_db_url(data),
            **{k: os.environ[k] for k in CLUSTER_ENV if os.environ.get(k)}}
 
     c.JupyterHub.custom_scopes = {

@@ -11,6 +11,7 @@ from typing import Any
 
 from aifacility.facility import Facility
 from aifacility.hubconfig import add_spawner_args, add_spawner_environment
+from aifacility.quotas.store import default_url as policy_db_url
 from aifacility.spawner.api import install as install_option_checks
 from aifacility.spawner.spawner import FacilitySpawner
 
@@ -68,6 +69,7 @@ def configure(c: Any, facility: Facility, *, facility_path: str | None = None,
     s.consecutive_failure_limit = 0
     s.quota_db = os.path.join(data_dir or os.environ.get("AIFACILITY_HUB_DATA") or os.getcwd(),
                               "aifacility-quotas.sqlite")
+    s.policy_db = policy_db_url(data_dir or os.environ.get("AIFACILITY_HUB_DATA") or os.getcwd())
 
     # The spawn keeper: resumes queued (and other pending) spawns after a hub restart, with the least scopes.
     # (Imported here: its process runs `-m aifacility.spawner.keeper`, which must not find it imported already.)

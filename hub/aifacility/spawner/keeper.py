@@ -29,7 +29,7 @@ from typing import Any
 
 from aifacility.hubapi import HubClient
 from aifacility.hubservice import die_with_hub
-from aifacility.spawner.quotas import QuotaStore, Reservation
+from aifacility.quotas.reservations import QuotaStore, Reservation
 
 log = logging.getLogger("aifacility.keeper")
 

@@ -25,10 +25,8 @@ from traitlets import Bool, Float, Integer, Unicode, default
 
 from aifacility.facility import Facility, load_facility
 from aifacility.kueue.render import local_queue
-from aifacility.spawner import profiles, queueing, storage
-from aifacility.spawner.availability import Availability, AvailabilityCache, fetch_from_api
-from aifacility.spawner.options import MAX_BODY_BYTES, OptionsRefused, options_from_form_fields
-from aifacility.spawner.quotas import (
+from aifacility.quotas.policy import PolicyLimits
+from aifacility.quotas.reservations import (
     Claim,
     FacilityLimits,
     LimitsSource,
@@ -37,6 +35,10 @@ from aifacility.spawner.quotas import (
     headroom,
     quota_store,
 )
+from aifacility.quotas.store import policy_store
+from aifacility.spawner import profiles, queueing, storage
+from aifacility.spawner.availability import Availability, AvailabilityCache, fetch_from_api
+from aifacility.spawner.options import MAX_BODY_BYTES, OptionsRefused, options_from_form_fields
 from aifacility.spawner.readiness import wait_until_answers
 from aifacility.spawner.resume import OPTIONS_DIGEST, adoptable_token, options_digest
 from aifacility.spawner.tokens import ServerTokenMixin
@@ -69,7 +71,7 @@ async def facility_profile_list(spawner: FacilitySpawner) -> list[dict[str, Any]
     their accelerators and what the user's quotas still allow."""
     groups = spawner.user_groups()
     rows = await asyncio.to_thread(spawner.quotas.reservations)
-    limits, user = spawner.limits(), spawner.user.name
+    limits, user = await spawner.limits(), spawner.user.name
     # This server's own reservation (a restart of it) does not count against what it may choose now.
     rows = [r for r in rows if (r.user, r.server) != (user, spawner.name or "")]
 
@@ -102,10 +104,15 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
     quota_db = Unicode(
         "aifacility-quotas.sqlite", config=True,
         help="The sqlite file of the quota reservations (relative paths: the hub's working directory).")
+    policy_db = Unicode(
+        "", config=True,
+        help="""The database of the admin service's policies (a SQLAlchemy URL): every spawn reads the limits in
+        force from it, so a change applies to the next spawn without a restart. Empty: the facility file's
+        `quotas:` only.""")
     limits_source = AnyTrait(
         None, allow_none=True, config=True,
-        help="""A callable(spawner) -> LimitsSource giving the quota limits (default: the facility file's
-        `quotas:`). The admin service plugs its editable limits in here.""")
+        help="""A callable(spawner) -> LimitsSource giving the quota limits, instead of the facility file and
+        `policy_db` (tests, other sources).""")
     kueue_accelerator_sessions = Bool(
         True, config=True,
         help="""Send every accelerator session of a group with a Kueue queue through that queue, not only the
@@ -202,10 +209,14 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
         except profiles.ProfileChoiceError as e:
             raise web.HTTPError(400, "%s", str(e)) from None
 
-    def limits(self) -> LimitsSource:
+    async def limits(self) -> LimitsSource:
+        """The limits in force now: the facility file's, with the admin service's policies over them."""
         if self.limits_source is not None:
             source: LimitsSource = self.limits_source(self)
             return source
+        if self.policy_db:
+            policies = await asyncio.to_thread(policy_store(self.policy_db).snapshot)
+            return PolicyLimits(self.facility, policies)
         return FacilityLimits(self.facility)
 
     @property
@@ -238,7 +249,7 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
 
         claim = self.claim(profile)
         try:
-            self.reservation = await self.quotas.reserve(claim, self.limits(), label)
+            self.reservation = await self.quotas.reserve(claim, await self.limits(), label)
         except QuotaExceeded as e:
             raise web.HTTPError(403, str(e)) from None
         group = self.reservation.group

@@ -23,6 +23,7 @@ from aifacility.hubservice import die_with_hub, serve_until_stopped
 from aifacility.jobs.cluster import JobsCluster, api_client
 from aifacility.jobs.service.handlers import MAX_BODY_BYTES, JobAPI, JobsAPI, LogsAPI
 from aifacility.jobs.tokens import JobTokenKeeper
+from aifacility.quotas.store import DB_ENV, PolicyStore
 from aifacility.secrecy import install_log_filter
 
 log = logging.getLogger("aifacility.jobs")
@@ -42,6 +43,7 @@ async def make_app() -> web.Application:
     return web.Application(
         routes,
         facility=facility,
+        policies=PolicyStore(os.environ[DB_ENV]) if os.environ.get(DB_ENV) else None,
         cluster=JobsCluster(await api_client(), facility),
         hub=HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]),
         cookie_secret=secrets.token_bytes(32),

@@ -14,6 +14,7 @@ Every user holds both for themselves, admins for everyone. Another user's job an
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -32,6 +33,8 @@ from aifacility.jobs.manifest import CONTAINER, job_manifest, new_job_name
 from aifacility.jobs.policy import JobRefused, plan
 from aifacility.jobs.request import JobRequest, readable
 from aifacility.jobs.status import admission, describe, owner, phase
+from aifacility.quotas.policy import effective
+from aifacility.quotas.store import PolicyStore
 
 READ = "custom:jobs:read"
 WRITE = "custom:jobs:write"
@@ -45,6 +48,14 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
     @property
     def facility(self) -> Facility:
         return self.settings["facility"]
+
+    async def facility_in_force(self) -> Facility:
+        """The facility with the admin service's policies applied, read at each submission: a quota an admin
+        changed applies to the next job without a restart."""
+        store: PolicyStore | None = self.settings.get("policies")
+        if store is None:
+            return self.facility
+        return effective(self.facility, await asyncio.to_thread(store.snapshot))
 
     @property
     def cluster(self) -> JobsCluster:
@@ -169,7 +180,7 @@ class JobsAPI(APIHandler):
         groups = await self.groups(me)
         name = new_job_name(me)
         try:
-            job_plan = plan(self.facility, me, groups, req, name)
+            job_plan = plan(await self.facility_in_force(), me, groups, req, name)
         except JobRefused as e:
             raise fail(400, str(e)) from None
         try:

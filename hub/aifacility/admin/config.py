@@ -1,0 +1,62 @@
+"""`configure(c, facility)`: the admin service in the hub's configuration, in one call.
+
+- service `admin` (web pages under /services/admin/, REST API under /services/admin/api/), with the hub's
+  Kubernetes identity (it writes the groups' ClusterQueues);
+- custom scopes `custom:policies:read` / `custom:policies:write`, and a role `facility-admins` holding them with
+  access to the service: the hub's admin users and the facility's `iam.admin_groups`. No one else reaches it;
+- the least scopes the service needs from the hub: whether a group or user exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from aifacility.admin.service.handlers import READ, WRITE
+from aifacility.facility.model import Facility
+from aifacility.hubconfig import current
+from aifacility.jobs.config import CLUSTER_ENV
+from aifacility.launcher.supervisor import free_port
+from aifacility.quotas.store import DB_ENV, default_url
+
+SERVICE = "admin"
+ROLE = "facility-admins"
+SYNC_ENV = "AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS"  # how often the queues are brought back to the policies
+
+
+def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | None = None,
+              url: str | None = None) -> None:
+    """Add the admin service, its scopes and role to the JupyterHub config `c`. `url`: where the proxy reaches it
+    (default `$AIFACILITY_ADMIN_URL`, else a free loopback port). Call it after `Authenticator.admin_users` is
+    set."""
+    data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
+    data.mkdir(parents=True, exist_ok=True)
+    facility_file = data / "admin-facility.json"  # the service applies policies over exactly the hub's facility
+    facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
+    url = (url or os.environ.get("AIFACILITY_ADMIN_URL") or f"http://127.0.0.1:{free_port()}").rstrip("/")
+    env = {"AIFACILITY_FACILITY": str(facility_file), DB_ENV: default_url(data), "PYTHONUNBUFFERED": "1",
+           **{k: os.environ[k] for k in (*CLUSTER_ENV, SYNC_ENV) if os.environ.get(k)}}
+    c.JupyterHub.custom_scopes = {
+        **current(c.JupyterHub, "custom_scopes", {}),
+        READ: {"description": "Read the facility's quota policies and their audit trail."},
+        WRITE: {"description": "Change the facility's quota policies.", "subscopes": [READ]},
+    }
+    c.JupyterHub.services = [*current(c.JupyterHub, "services", []), {
+        "name": SERVICE,
+        "url": url,
+        "command": [sys.executable, "-m", "aifacility.admin.service"],
+        "environment": env,
+        "oauth_client_allowed_scopes": [WRITE],
+        "oauth_no_confirm": True,
+    }]
+    admins = sorted(current(c.Authenticator, "admin_users", set()))
+    c.JupyterHub.load_roles = [
+        *current(c.JupyterHub, "load_roles", []),
+        {"name": ROLE, "description": "Manage the facility's quota policies",
+         "scopes": [f"access:services!service={SERVICE}", WRITE], "users": admins,
+         "groups": list(facility.iam.admin_groups)},
+        {"name": "admin-service", "scopes": ["read:groups:name", "read:users:name"], "services": [SERVICE]},
+    ]

@@ -1,0 +1,131 @@
+"""The admin service's policy logic, free of HTTP: the handlers (web pages, REST API) call it, and it calls the
+store and the cluster. Writes are one at a time (one lock: the service is one process), in this order:
+check → ClusterQueue → database, so that a refusal anywhere saves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aifacility.admin.queues import QueueSync
+from aifacility.facility.model import Facility, Limits
+from aifacility.kueue.render import group_accelerators
+from aifacility.quotas.policy import (
+    NAME_PATTERN,
+    GroupPolicy,
+    Policies,
+    PolicyError,
+    Scope,
+    UserPolicy,
+    check,
+    effective,
+    known_groups,
+    parse_policy,
+    user_limits,
+)
+from aifacility.quotas.store import Change, PolicyStore
+
+
+class UnknownName(PolicyError):
+    """No such group or user at the hub or in the facility file."""
+
+
+Exists = Callable[[Scope, str], Awaitable[bool]]  # asks the hub whether a group or user exists
+
+
+def check_name(scope: Scope, name: str) -> str:
+    if not re.match(NAME_PATTERN, name):
+        raise PolicyError(f"'{name[:60]}' is not a {scope} name (letters, digits, . _ @ -; at most 128).")
+    return name
+
+
+class PolicyService:
+    def __init__(self, facility: Facility, store: PolicyStore, queues: QueueSync, exists: Exists) -> None:
+        self.facility = facility
+        self.store = store
+        self.queues = queues
+        self.exists = exists
+        self._lock = asyncio.Lock()
+
+    async def snapshot(self) -> Policies:
+        return await asyncio.to_thread(self.store.snapshot)
+
+    async def in_force(self) -> Facility:
+        return effective(self.facility, await self.snapshot())
+
+    async def known(self, scope: Scope, name: str) -> bool:
+        if scope == "group" and name in known_groups(self.facility):
+            return True
+        if scope == "user" and name in self.facility.quotas.users:
+            return True
+        return await self.exists(scope, name)
+
+    async def set(self, scope: Scope, name: str, body: Any, actor: str) -> Change | None:
+        """Replace `name`'s policy with `body` (a JSON object; {} removes it). PolicyError, UnknownName or
+        queues.QueueSyncError when refused, with nothing changed; None when it was already so."""
+        check_name(scope, name)
+        policy = parse_policy(scope, body)
+        if not await self.known(scope, name):
+            raise UnknownName(f"There is no {scope} '{name}' at the hub or in the facility file; "
+                              + ("groups come from IAM at login." if scope == "group" else
+                                 "a user exists once they have logged in."))
+        check(self.facility, scope, name, policy)
+        async with self._lock:
+            before = await self.snapshot()
+            after = before.replace(scope, name, policy)
+            queued = scope == "group" and before.get(scope, name) != after.get(scope, name)
+            if queued:
+                await self.queues.apply(effective(self.facility, after), [name])
+            try:
+                return await asyncio.to_thread(self.store.put, scope, name, policy, actor)
+            except BaseException:
+                if queued:  # the database refused: the queue goes back to what is in force
+                    await self.queues.apply(effective(self.facility, before), [name])
+                raise
+
+    # --- what the pages and the API show --------------------------------------------------------------------
+
+    def view(self, scope: Scope, name: str, policies: Policies) -> dict[str, Any]:
+        """A group's or user's policy, the facility file's values and the values in force."""
+        policy = policies.get(scope, name)
+        f = self.facility
+        out: dict[str, Any] = {"scope": scope, "name": name,
+                               "policy": policy.model_dump(exclude_defaults=True) if policy else {}}
+        if scope == "user":
+            out["file"] = _limits(f.quotas.users.get(name, f.quotas.default_user))
+            out["in_force"] = _limits(user_limits(f, policies, name))
+            return out
+        now = effective(f, policies)
+        out["file"] = _group(f, name)
+        out["in_force"] = _group(now, name)
+        return out
+
+    async def overview(self) -> dict[str, Any]:
+        policies = await self.snapshot()
+        groups = sorted(known_groups(self.facility) | set(policies.groups))
+        users = sorted(set(policies.users) | set(self.facility.quotas.users))
+        return {"groups": [self.view("group", g, policies) for g in groups],
+                "users": [self.view("user", u, policies) for u in users],
+                "default_user": _limits(self.facility.quotas.default_user)}
+
+    async def audit(self, limit: int, scope: str | None = None, name: str | None = None) -> list[Change]:
+        return await asyncio.to_thread(self.store.audit, limit, scope, name)
+
+
+def _limits(lim: Limits | None) -> dict[str, Any]:
+    if lim is None:
+        return {"servers": None, "accelerators": {}}
+    return {"servers": lim.servers, "accelerators": dict(lim.accelerators)}
+
+
+def _group(f: Facility, name: str) -> dict[str, Any]:
+    out = _limits(f.quotas.groups.get(name))
+    gq = f.queues.groups.get(name) if f.queues.enabled else None
+    out["queue"] = None if gq is None else {
+        "accelerators": group_accelerators(f, name), "cpu": gq.cpu, "memory": gq.memory, "borrowing": gq.borrowing}
+    return out
+
+
+__all__ = ["GroupPolicy", "PolicyError", "PolicyService", "UnknownName", "UserPolicy", "check_name"]

@@ -1,0 +1,93 @@
+"""Entry point of the hub-managed admin service: `python -m aifacility.admin.service`.
+
+Reads what JupyterHub gives every managed service (JUPYTERHUB_SERVICE_URL, _PREFIX, _API_URL, _API_TOKEN), the
+facility file (AIFACILITY_FACILITY), the policy database (AIFACILITY_POLICY_DB) and the hub's Kubernetes
+identity (its service account in a pod, else KUBECONFIG), with which it writes the groups' ClusterQueues. Its
+state is the database: it may die at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+from tornado.httpclient import HTTPClientError
+
+from aifacility.admin.policies import PolicyService
+from aifacility.admin.queues import QueueSync
+from aifacility.admin.service.handlers import (
+    MAX_BODY_BYTES,
+    NAME,
+    AuditAPI,
+    OverviewPage,
+    PoliciesAPI,
+    PolicyAPI,
+    PolicyPage,
+    UserLookupPage,
+)
+from aifacility.facility import load_facility
+from aifacility.hubapi import HubClient
+from aifacility.hubservice import die_with_hub, fail, serve_until_stopped
+from aifacility.jobs.cluster import api_client
+from aifacility.quotas.policy import Scope
+from aifacility.quotas.store import DB_ENV, PolicyStore
+
+log = logging.getLogger("aifacility.admin")
+# How often the ClusterQueues are brought back to the policies in force (see queues.py).
+KEEP_QUEUES_SECONDS = float(os.environ.get("AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS", "60"))
+
+
+async def make_app() -> web.Application:
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/admin/")
+    hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+
+    async def exists(scope: Scope, name: str) -> bool:
+        try:
+            return (await (hub.group(name) if scope == "group" else hub.user(name))) is not None
+        except (HTTPClientError, OSError) as e:
+            raise fail(502, f"The hub did not answer whether {scope} '{name}' exists ({e}); try again.") from None
+
+    facility = load_facility()
+    cluster = await api_client() if facility.queues.enabled else None
+    policies = PolicyService(facility, PolicyStore(os.environ[DB_ENV]), QueueSync(cluster), exists)
+    api = url_path_join(prefix, "api")
+    kind = r"(?P<kind>groups|users)"
+    return web.Application(
+        [
+            (prefix, OverviewPage),
+            (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+            (url_path_join(prefix, "users"), UserLookupPage),
+            (url_path_join(prefix, f"{kind}/{NAME}"), PolicyPage),
+            (url_path_join(api, "policies"), PoliciesAPI),
+            (url_path_join(api, "audit"), AuditAPI),
+            (url_path_join(api, f"{kind}/{NAME}"), PolicyAPI),
+        ],
+        policies=policies,
+        prefix=prefix,
+        cookie_secret=secrets.token_bytes(32),
+    )
+
+
+async def serve() -> None:
+    app = await make_app()
+    policies: PolicyService = app.settings["policies"]
+    keeper = asyncio.create_task(policies.queues.keep(policies.in_force, KEEP_QUEUES_SECONDS))
+    try:
+        await serve_until_stopped(app, "http://127.0.0.1:10104", 4 * MAX_BODY_BYTES, log)
+    finally:
+        keeper.cancel()
+
+
+def main() -> None:
+    die_with_hub()
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s")
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
