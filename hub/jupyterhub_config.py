@@ -52,7 +52,9 @@ if env("AIFACILITY_ADMIN_TOKEN"):
                                 "scopes": ["admin:users", "admin:servers", "admin:groups", "read:hub", "tokens",
                                            "read:services",
                                            # everyone's jobs (the custom scope comes with the jobs part below)
-                                           "access:services!service=jobs", "custom:jobs:write"]}]
+                                           "access:services!service=jobs", "custom:jobs:write",
+                                           # the facility's policies (`aifacility admin`, the benchmark)
+                                           "access:services!service=admin", "custom:policies:write"]}]
 
 # --- notebooks: profiles, storage, quotas, queued sessions on Kubernetes ---------------------------------------
 from aifacility.spawner import configure as configure_spawner  # noqa: E402

@@ -82,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     from aifacility.jobs.cli import add_parser as add_jobs_parser
 
     add_jobs_parser(sub)
+    from aifacility.admin.cli import add_parser as add_admin_parser
+
+    add_admin_parser(sub)
     from aifacility.accounting.cli import add_parsers as add_accounting_parsers
 
     add_accounting_parsers(sub)

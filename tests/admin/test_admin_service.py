@@ -4,7 +4,10 @@ gets a message with nothing saved."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -142,3 +145,28 @@ def test_a_user_policy_through_the_form_needs_the_xsrf_token(hub: HubProcess) ->
     view = session.get(f"{hub.url}{ADMIN}api/users/bob", timeout=30).json()
     assert view["in_force"]["servers"] == 3 and view["file"]["servers"] == 1
     assert session.delete(f"{hub.url}{ADMIN}api/users/bob", timeout=30).status_code == 204
+
+
+def test_the_cli_sets_shows_audits_and_resets_a_group_policy(hub: HubProcess, cluster: Cluster) -> None:
+    env = {**os.environ, "AIFACILITY_HUB_URL": hub.url, "JUPYTERHUB_API_TOKEN": _token(hub, "dana")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aifacility.cli", "admin", *args], env=env, text=True,
+                              capture_output=True, timeout=60)
+
+    out = cli("set", "group", "ml", "--accelerator", "mig-1g-10gb=1", "--queue-accelerator", "mig-1g-10gb=2",
+              "--queue-cpu", "24")
+    assert out.returncode == 0, out.stderr
+    assert "mig-1g-10gb 1" in out.stdout and "cpu 24" in out.stdout
+    assert _nominal(cluster, "ml", "mig-1g-10gb") == "2"
+    shown = json.loads(cli("show", "group", "ml", "--json").stdout)
+    assert shown["policy"] == {"accelerators": {"mig-1g-10gb": 1}, "queue_accelerators": {"mig-1g-10gb": 2},
+                               "queue_cpu": "24"}
+    assert "dana  group ml: null -> " in cli("audit", "--limit", "1").stdout
+    bad = cli("set", "group", "ml", "--accelerator", "mig-1g-10gb=-1")
+    assert bad.returncode == 1 and "expected NAME=COUNT" in bad.stderr
+    bob = subprocess.run([sys.executable, "-m", "aifacility.cli", "admin", "reset", "group", "ml"], text=True,
+                         env={**env, "JUPYTERHUB_API_TOKEN": _token(hub, "bob")}, capture_output=True, timeout=60)
+    assert bob.returncode == 1 and "Only the facility's administrators may use" in bob.stderr
+    assert cli("reset", "group", "ml").returncode == 0
+    assert _nominal(cluster, "ml", "mig-1g-10gb") == "4"

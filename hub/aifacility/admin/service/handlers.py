@@ -39,7 +39,9 @@ class Base(HubOAuthenticated, web.RequestHandler):
     def who(self, scope: str = READ) -> str:
         user = self.current_user
         if not user:
-            raise fail(403, "Missing or invalid credentials: send a JupyterHub token of an administrator.")
+            # No identity, or one without access to this service: the hub grants that to administrators only.
+            raise fail(403, "Only the facility's administrators may use the admin service: sign in as one, or "
+                            "send an administrator's JupyterHub token.")
         if not self.hub_auth.check_scopes(scope, user):
             raise fail(403, f"{user.get('name')} may not {'change' if scope == WRITE else 'read'} the facility's "
                             "policies: ask the facility's administrators.")
