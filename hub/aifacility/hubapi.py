@@ -87,3 +87,13 @@ class HubClient:
             raise
         model: dict[str, Any] = json.loads(resp.body)
         return model
+
+    async def stop_server(self, user: str, server: str) -> None:
+        """Stop a server (`delete:servers`); one already stopped or gone is fine."""
+        path = f"/users/{quote(user, safe='')}/" + (f"servers/{quote(server, safe='')}" if server else "server")
+        try:
+            await AsyncHTTPClient().fetch(self.api_url + path, method="DELETE", headers=self._headers,
+                                          request_timeout=120)
+        except HTTPClientError as e:
+            if e.code not in (400, 404):  # 400: not running
+                raise

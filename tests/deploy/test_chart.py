@@ -327,10 +327,11 @@ def test_the_hub_may_read_nodes_kueue_objects_and_queue_positions_and_patch_only
             for r in rule["resources"]:
                 rules.setdefault((g, r), set()).update(rule["verbs"])
     assert {"get", "list", "watch"} <= rules[("", "nodes")]
-    for kind in ("resourceflavors", "localqueues", "cohorts", "workloads"):
+    for kind in ("resourceflavors", "localqueues", "cohorts"):
         assert rules[("kueue.x-k8s.io", kind)] == {"get", "list", "watch"}
-    # The admin service sets a group's quota (a merge patch of spec.resourceGroups); nothing creates or deletes.
-    assert rules[("kueue.x-k8s.io", "clusterqueues")] == {"get", "list", "watch", "patch"}
+    # The admin service sets a group's quota and holds queued work (merge patches); nothing creates or deletes.
+    for kind in ("clusterqueues", "workloads"):
+        assert rules[("kueue.x-k8s.io", kind)] == {"get", "list", "watch", "patch"}
     assert rules[("visibility.kueue.x-k8s.io", "localqueues/pendingworkloads")] == {"get"}
     (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "aifacility"}]

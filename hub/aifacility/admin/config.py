@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aifacility.accounting.ledger import DB_ENV as LEDGER_ENV
+from aifacility.admin.hubpages import HubBudgets
 from aifacility.admin.service.handlers import READ, WRITE
 from aifacility.facility.model import Facility
 from aifacility.hubconfig import current
@@ -23,8 +25,10 @@ from aifacility.launcher.supervisor import free_port
 from aifacility.quotas.store import DB_ENV, default_url
 
 SERVICE = "admin"
+HUB_TEMPLATES = Path(__file__).parent / "hubtemplates"
 ROLE = "facility-admins"
-SYNC_ENV = "AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS"  # how often the queues are brought back to the policies
+# The accounting ledger (budgets are kept only with it) and how often queues and budgets are checked.
+PASSED_ENV = (LEDGER_ENV, "AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS", "AIFACILITY_BUDGET_CHECK_SECONDS")
 
 
 def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | None = None,
@@ -38,7 +42,9 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
     url = (url or os.environ.get("AIFACILITY_ADMIN_URL") or f"http://127.0.0.1:{free_port()}").rstrip("/")
     env = {"AIFACILITY_FACILITY": str(facility_file), DB_ENV: default_url(data), "PYTHONUNBUFFERED": "1",
-           **{k: os.environ[k] for k in (*CLUSTER_ENV, SYNC_ENV) if os.environ.get(k)}}
+           **{k: os.environ[k] for k in (*CLUSTER_ENV, *PASSED_ENV) if os.environ.get(k)}}
+    if "quota_db" in c.FacilitySpawner:  # the spawner's reservations: which sessions hold accelerators
+        env["AIFACILITY_QUOTA_DB"] = str(c.FacilitySpawner.quota_db)
     c.JupyterHub.custom_scopes = {
         **current(c.JupyterHub, "custom_scopes", {}),
         READ: {"description": "Read the facility's quota policies and their audit trail."},
@@ -52,11 +58,17 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         "oauth_client_allowed_scopes": [WRITE],
         "oauth_no_confirm": True,
     }]
+    # The budgets over each user on the hub's home page (admin/hubpages.py).
+    c.JupyterHub.template_paths = [*current(c.JupyterHub, "template_paths", []), str(HUB_TEMPLATES)]
+    c.JupyterHub.template_vars = {**current(c.JupyterHub, "template_vars", {}),
+                                  "aifacility_budgets": HubBudgets(env[DB_ENV])}
     admins = sorted(current(c.Authenticator, "admin_users", set()))
     c.JupyterHub.load_roles = [
         *current(c.JupyterHub, "load_roles", []),
         {"name": ROLE, "description": "Manage the facility's quota policies",
          "scopes": [f"access:services!service={SERVICE}", WRITE], "users": admins,
          "groups": list(facility.iam.admin_groups)},
-        {"name": "admin-service", "scopes": ["read:groups:name", "read:users:name"], "services": [SERVICE]},
+        # whether a group or user exists; stopping the sessions of a used-up budget
+        {"name": "admin-service", "scopes": ["read:groups:name", "read:users:name", "delete:servers"],
+         "services": [SERVICE]},
     ]

@@ -12,6 +12,7 @@ from typing import Any
 from aifacility.admin.queues import QueueSync
 from aifacility.facility.model import Facility, Limits
 from aifacility.kueue.render import group_accelerators
+from aifacility.quotas.budgets import BudgetBook
 from aifacility.quotas.policy import (
     NAME_PATTERN,
     GroupPolicy,
@@ -42,7 +43,10 @@ def check_name(scope: Scope, name: str) -> str:
 
 
 class PolicyService:
-    def __init__(self, facility: Facility, store: PolicyStore, queues: QueueSync, exists: Exists) -> None:
+    def __init__(self, facility: Facility, store: PolicyStore, queues: QueueSync, exists: Exists, *,
+                 budgets: bool = False) -> None:
+        self.budgets = budgets  # whether a ledger is there to keep budgets with
+        self.book = BudgetBook(store.engine)
         self.facility = facility
         self.store = store
         self.queues = queues
@@ -72,6 +76,9 @@ class PolicyService:
                               + ("groups come from IAM at login." if scope == "group" else
                                  "a user exists once they have logged in."))
         check(self.facility, scope, name, policy)
+        if policy.budget is not None and not self.budgets:
+            raise PolicyError("budget: this facility keeps no accounting ledger (AIFACILITY_ACCOUNTING_DB is not set "
+                              "for the hub), so budgets cannot be kept; see docs/admin/accounting.md.")
         async with self._lock:
             before = await self.snapshot()
             after = before.replace(scope, name, policy)
@@ -112,6 +119,16 @@ class PolicyService:
 
     async def audit(self, limit: int, scope: str | None = None, name: str | None = None) -> list[Change]:
         return await asyncio.to_thread(self.store.audit, limit, scope, name)
+
+    async def budget_report(self, limit: int = 50) -> dict[str, Any]:
+        """Where every budget stood at the keeper's last check, and its latest steps."""
+        states = await asyncio.to_thread(self.book.states)
+        events = await asyncio.to_thread(self.book.events, limit)
+        return {"enabled": self.budgets,
+                "states": [{"scope": s.scope, "name": s.name, "level": s.level, "percent": round(s.percent, 1),
+                            "detail": s.detail, "on_exhausted": s.on_exhausted, "held": s.held, "since": s.since,
+                            "checked_at": s.checked_at} for s in sorted(states, key=lambda s: (s.scope, s.name))],
+                "events": [e.as_json() for e in events]}
 
 
 def _limits(lim: Limits | None) -> dict[str, Any]:

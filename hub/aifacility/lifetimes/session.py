@@ -1,4 +1,5 @@
-"""Inside the session: the remaining time as a JupyterLab notification, without a JupyterLab build step.
+"""Inside the session: the remaining time (and budgets at 80% or more) as a JupyterLab notification, without a
+JupyterLab build step.
 
 JupyterLab (4.x) asks its server once, when the page loads, whether there is "an update" (`GET /lab/api/update`,
 shown in the notification centre) and lets a site replace that check: `LabApp.check_for_updates_class`. This class
@@ -27,10 +28,36 @@ from tornado.httpclient import AsyncHTTPClient
 HUB_HOME_HINT = "Extend it from the hub's home page (File > Hub Control Panel)."
 
 
+async def _get_json(url: str, token: str) -> Any:
+    resp = await AsyncHTTPClient().fetch(url, request_timeout=10, headers={"Authorization": f"token {token}"})
+    return json.loads(resp.body)
+
+
 class SessionNotice(CheckForUpdateABC):
-    """`check_for_updates_class` answering with this session's end (never raises: a notice is optional)."""
+    """`check_for_updates_class` answering with this session's end and the budgets over its user at 80% or more
+    (never raises: a notice is optional)."""
 
     async def __call__(self) -> Any:
+        lifetime = await self.lifetime()
+        budgets = await self.budgets()
+        text = " ".join(t for t in (lifetime, budgets) if t)
+        return text or None
+
+    async def budgets(self) -> str | None:
+        """"Budget: ..." from the usage service (AIFACILITY_USAGE_API), when a budget over the user is at 80%."""
+        api = os.environ.get("AIFACILITY_USAGE_API")
+        token = os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not (api and token):
+            return None
+        try:
+            state = await _get_json(f"{api.rstrip('/')}/budgets", token)
+        except Exception as e:  # as below: never break the page load
+            self.logger.warning("aifacility: could not read the budgets: %s", e)
+            return None
+        messages = [str(b.get("message", "")) for b in state.get("budgets", [])]
+        return " ".join(f"Budget: {m}" for m in messages if m) or None
+
+    async def lifetime(self) -> str | None:
         api = os.environ.get("AIFACILITY_LIFETIMES_API")
         token = os.environ.get("JUPYTERHUB_API_TOKEN")
         user = os.environ.get("JUPYTERHUB_USER")
@@ -39,9 +66,7 @@ class SessionNotice(CheckForUpdateABC):
         server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
         path = f"users/{quote(user, safe='')}/" + (f"servers/{quote(server, safe='')}" if server else "server")
         try:
-            resp = await AsyncHTTPClient().fetch(f"{api.rstrip('/')}/{path}", request_timeout=10,
-                                                 headers={"Authorization": f"token {token}"})
-            state = json.loads(resp.body)
+            state = await _get_json(f"{api.rstrip('/')}/{path}", token)
         except Exception as e:  # the service down or unreachable must not break JupyterLab's page load
             self.logger.warning("aifacility: could not read this session's lifetime: %s", e)
             return None

@@ -36,11 +36,36 @@ class PolicyError(ValueError):
     """A policy that cannot be saved; the message says what to change."""
 
 
+Hours = Annotated[float, Field(ge=0, le=10_000_000, allow_inf_nan=False)]
+
+
+class Budget(BaseModel):
+    """Hours per period, from the accounting ledger, enforced while work runs (aifacility.admin.budgets).
+
+    GPU-hours are GPU-equivalent hours: a whole GPU counts 1 per hour, a MIG slice its fraction of a GPU (the
+    accounting settings' MIG weighting); FPGAs are not counted. CPU-hours are core-hours. At 80% the user is
+    told; at 100% `on_exhausted` applies until the budget is raised or the period rolls over:
+    - `cpu-only`: no new accelerator sessions or accelerator jobs; what runs goes on;
+    - `hold`: that, and the queued jobs are held (a group's ClusterQueue stops admitting, a user's pending
+      Workloads are deactivated) and new jobs are refused;
+    - `stop`: that, and running accelerator sessions are stopped after `grace_minutes`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_hours: Hours | None = None
+    cpu_hours: Hours | None = None
+    period: Literal["day", "week", "month"] = "month"
+    on_exhausted: Literal["cpu-only", "hold", "stop"] = "hold"
+    grace_minutes: float = Field(default=15, ge=0, le=7 * 24 * 60, allow_inf_nan=False)
+
+
 class _Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     servers: Units | None = None
     accelerators: dict[str, Units] = Field(default_factory=dict, max_length=256)
+    budget: Budget | None = None
 
     def is_empty(self) -> bool:
         return not self.model_dump(exclude_defaults=True)
@@ -184,6 +209,8 @@ def check(facility: Facility, scope: Scope, name: str, policy: GroupPolicy | Use
             raise PolicyError(
                 f"Group '{name}' has no Kueue queue, so {', '.join(sorted(queue_fields))} cannot apply to it; "
                 f"the groups with a queue are: {', '.join(sorted(facility.queues.groups)) or 'none'}.")
+    if policy.budget is not None and policy.budget.gpu_hours is None and policy.budget.cpu_hours is None:
+        raise PolicyError("budget: set gpu_hours, cpu_hours or both (hours per period).")
     for what, values in fields:
         unknown = sorted(set(values) - accelerators)
         if unknown:

@@ -10,6 +10,7 @@ restart left behind) and `stop` (release).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,7 @@ from traitlets import Bool, Float, Integer, Unicode, default
 
 from aifacility.facility import Facility, load_facility
 from aifacility.kueue.render import local_queue
+from aifacility.quotas.budgets import BudgetBook
 from aifacility.quotas.policy import PolicyLimits
 from aifacility.quotas.reservations import (
     Claim,
@@ -240,6 +242,22 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
                      accelerator=acc.name if acc else None, units=acc.count if acc else 0,
                      queued=queued, queueable=profile.queueable)
 
+    async def within_budgets(self, claim: Claim) -> Claim:
+        """An accelerator spawn under a used-up budget (admin service): the user's own refuses it, a group's
+        leaves that group out of those that may pay (a 403 with the reason when none is left)."""
+        if not claim.accelerator or not self.policy_db:
+            return claim
+        book = BudgetBook(policy_store(self.policy_db).engine)
+        used_up = await asyncio.to_thread(book.exhausted, self.user.name, self.user_groups())
+        for state in used_up:
+            if state.scope == "user":
+                raise web.HTTPError(403, "%s", state.refusal("accelerator sessions"))
+        closed = {s.name: s for s in used_up}
+        payers = tuple(g for g in claim.groups if g not in closed)
+        if claim.groups and not payers:
+            raise web.HTTPError(403, "%s", closed[claim.groups[0]].refusal("accelerator sessions"))
+        return dataclasses.replace(claim, groups=payers)
+
     async def reserve(self, profile: profiles.Profile) -> None:
         """Check the quotas and hold what this spawn needs; a 403 that names the limit otherwise."""
         facility = self.facility
@@ -247,7 +265,7 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
         def label(name: str) -> str:
             return facility.accelerator(name).display_name
 
-        claim = self.claim(profile)
+        claim = await self.within_budgets(self.claim(profile))
         try:
             self.reservation = await self.quotas.reserve(claim, await self.limits(), label)
         except QuotaExceeded as e:

@@ -4,7 +4,9 @@ says, and the facility-wide report needs the hub's admin flag, asked of the hub 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,6 +18,7 @@ from aifacility.accounting import render, report
 from aifacility.accounting.ledger import Ledger
 from aifacility.facility.model import Accounting
 from aifacility.hubservice import error_text, fail
+from aifacility.quotas.budgets import notices
 
 FORMATS = ("html", "csv", "json")
 
@@ -120,3 +123,22 @@ class FacilityReport(Base):
         except (HTTPClientError, OSError) as e:
             raise fail(502, f"The hub did not answer who {user} is ({e}); try again.") from None
         return bool(model and model.get("admin"))
+
+
+class MyBudgets(Base):
+    """GET /services/usage/budgets: the budgets over the signed-in user at 80% or more, and the budget keeper's
+    steps that concerned them (JSON; the session's notice and the JupyterLab side read it)."""
+
+    async def get(self) -> None:
+        user = self.who()
+        self.set_header("Content-Type", "application/json")
+        book = self.settings.get("budgets")
+        if book is None:
+            self.finish(json.dumps({"budgets": [], "events": []}))
+            return
+        try:
+            model = await self.settings["hub"].user(user)
+        except (HTTPClientError, OSError) as e:
+            raise fail(502, f"The hub did not answer who {user} is ({e}); try again.") from None
+        groups = sorted((model or {}).get("groups") or [])
+        self.finish(json.dumps(await asyncio.to_thread(notices, book, user, groups, time.time())))

@@ -2,8 +2,9 @@
 
 Reads what JupyterHub gives every managed service (JUPYTERHUB_SERVICE_URL, _PREFIX, _API_URL, _API_TOKEN), the
 facility file (AIFACILITY_FACILITY), the policy database (AIFACILITY_POLICY_DB) and the hub's Kubernetes
-identity (its service account in a pod, else KUBECONFIG), with which it writes the groups' ClusterQueues. Its
-state is the database: it may die at any time.
+identity (its service account in a pod, else KUBECONFIG), with which it writes the groups' ClusterQueues. With
+the accounting ledger (AIFACILITY_ACCOUNTING_DB) it keeps the budgets too, stopping sessions it finds in the
+spawner's reservations (AIFACILITY_QUOTA_DB). Its state is the database: it may die at any time.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpclient import HTTPClientError
 
+from aifacility.accounting.ledger import DB_ENV as LEDGER_ENV
+from aifacility.accounting.ledger import Ledger
+from aifacility.admin.budgets import BudgetKeeper, KueueHolds
 from aifacility.admin.policies import PolicyService
 from aifacility.admin.queues import QueueSync
 from aifacility.admin.service.handlers import (
     MAX_BODY_BYTES,
     NAME,
     AuditAPI,
+    BudgetsAPI,
     OverviewPage,
     PoliciesAPI,
     PolicyAPI,
@@ -34,12 +39,16 @@ from aifacility.facility import load_facility
 from aifacility.hubapi import HubClient
 from aifacility.hubservice import die_with_hub, fail, serve_until_stopped
 from aifacility.jobs.cluster import api_client
+from aifacility.quotas.budgets import BudgetBook
 from aifacility.quotas.policy import Scope
+from aifacility.quotas.reservations import QuotaStore
 from aifacility.quotas.store import DB_ENV, PolicyStore
 
 log = logging.getLogger("aifacility.admin")
 # How often the ClusterQueues are brought back to the policies in force (see queues.py).
 KEEP_QUEUES_SECONDS = float(os.environ.get("AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS", "60"))
+# How often budgets are checked against the ledger (see budgets.py).
+CHECK_BUDGETS_SECONDS = float(os.environ.get("AIFACILITY_BUDGET_CHECK_SECONDS", "60"))
 
 
 async def make_app() -> web.Application:
@@ -54,7 +63,15 @@ async def make_app() -> web.Application:
 
     facility = load_facility()
     cluster = await api_client() if facility.queues.enabled else None
-    policies = PolicyService(facility, PolicyStore(os.environ[DB_ENV]), QueueSync(cluster), exists)
+    store = PolicyStore(os.environ[DB_ENV])
+    ledger = Ledger(os.environ[LEDGER_ENV]) if os.environ.get(LEDGER_ENV) else None
+    policies = PolicyService(facility, store, QueueSync(cluster), exists, budgets=ledger is not None)
+    keeper = None
+    if ledger is not None:
+        quota_db = os.environ.get("AIFACILITY_QUOTA_DB")
+        keeper = BudgetKeeper(facility, BudgetBook(store.engine), ledger, store.snapshot,
+                              KueueHolds(cluster, facility.namespace) if cluster else None,
+                              QuotaStore(quota_db) if quota_db else None, hub.stop_server)
     api = url_path_join(prefix, "api")
     kind = r"(?P<kind>groups|users)"
     return web.Application(
@@ -65,9 +82,11 @@ async def make_app() -> web.Application:
             (url_path_join(prefix, f"{kind}/{NAME}"), PolicyPage),
             (url_path_join(api, "policies"), PoliciesAPI),
             (url_path_join(api, "audit"), AuditAPI),
+            (url_path_join(api, "budgets"), BudgetsAPI),
             (url_path_join(api, f"{kind}/{NAME}"), PolicyAPI),
         ],
         policies=policies,
+        budget_keeper=keeper,
         prefix=prefix,
         cookie_secret=secrets.token_bytes(32),
     )
@@ -76,11 +95,15 @@ async def make_app() -> web.Application:
 async def serve() -> None:
     app = await make_app()
     policies: PolicyService = app.settings["policies"]
-    keeper = asyncio.create_task(policies.queues.keep(policies.in_force, KEEP_QUEUES_SECONDS))
+    tasks = [asyncio.create_task(policies.queues.keep(policies.in_force, KEEP_QUEUES_SECONDS))]
+    budgets: BudgetKeeper | None = app.settings["budget_keeper"]
+    if budgets is not None:
+        tasks.append(asyncio.create_task(budgets.run(CHECK_BUDGETS_SECONDS)))
     try:
         await serve_until_stopped(app, "http://127.0.0.1:10104", 4 * MAX_BODY_BYTES, log)
     finally:
-        keeper.cancel()
+        for task in tasks:
+            task.cancel()
 
 
 def main() -> None:

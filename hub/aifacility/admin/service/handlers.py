@@ -9,6 +9,7 @@ posts carry JupyterHub's XSRF token; token-authenticated API calls need none.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,6 +137,14 @@ class PolicyAPI(APIBase):
         self.finish()
 
 
+class BudgetsAPI(APIBase):
+    """GET .../api/budgets: where every budget stood at the last check, and the budget keeper's latest steps."""
+
+    async def get(self) -> None:
+        self.who()
+        self.write_json(await self.service.budget_report())
+
+
 class AuditAPI(APIBase):
     """GET .../api/audit[?limit=N&scope=group|user&name=X]: the latest changes first."""
 
@@ -165,7 +174,7 @@ class OverviewPage(Base):
     async def get(self) -> None:
         self.who()
         self.page("overview.html", overview=await self.service.overview(), audit=await self.service.audit(30),
-                  accelerators=self.service.facility.accelerators)
+                  budgets=await self.service.budget_report(30), accelerators=self.service.facility.accelerators)
 
 
 class UserLookupPage(Base):
@@ -230,6 +239,8 @@ def form_values(policy: dict[str, Any]) -> dict[str, str]:
     out.update({f"qacc:{a}": str(n) for a, n in policy.get("queue_accelerators", {}).items()})
     if "borrowing" in policy:
         out["borrowing"] = "yes" if policy["borrowing"] else "no"
+    for key, value in (policy.get("budget") or {}).items():
+        out[f"budget_{key}"] = f"{value:g}" if isinstance(value, float) else str(value)
     return out
 
 
@@ -242,9 +253,25 @@ def _count(field: str, text: str) -> int:
     return value
 
 
+BUDGET_NUMBERS = ("budget_gpu_hours", "budget_cpu_hours", "budget_grace_minutes")
+BUDGET_FIELDS = (*BUDGET_NUMBERS, "budget_period", "budget_on_exhausted")
+
+
+def _hours(field: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise PolicyError(f"{field.replace('_', ' ', 1)}: '{text}' is not a number.") from None
+    if not math.isfinite(value) or value < 0:
+        raise PolicyError(f"{field.replace('_', ' ', 1)}: {text} must be 0 or more.")
+    return value
+
+
 def form_body(scope: Scope, form: dict[str, str]) -> dict[str, Any]:
     """The form's fields as a policy body (empty fields: not part of the policy)."""
     body: dict[str, Any] = {}
+    if not any(form.get(k) for k in ("budget_gpu_hours", "budget_cpu_hours")):
+        form = {k: v for k, v in form.items() if k not in BUDGET_FIELDS}  # no hours: no budget (the selects stay)
     for key, text in form.items():
         if not text:
             continue
@@ -254,6 +281,9 @@ def form_body(scope: Scope, form: dict[str, str]) -> dict[str, Any]:
             body.setdefault("accelerators", {})[key[4:]] = _count(f"accelerators.{key[4:]}", text)
         elif scope == "group" and key.startswith("qacc:"):
             body.setdefault("queue_accelerators", {})[key[5:]] = _count(f"queue_accelerators.{key[5:]}", text)
+        elif key in BUDGET_FIELDS:
+            budget = body.setdefault("budget", {})
+            budget[key.removeprefix("budget_")] = _hours(key, text) if key in BUDGET_NUMBERS else text
         elif scope == "group" and key in ("queue_cpu", "queue_memory"):
             body[key] = text
         elif scope == "group" and key == "borrowing":

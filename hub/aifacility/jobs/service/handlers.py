@@ -30,9 +30,10 @@ from aifacility.hubapi import HubClient
 from aifacility.hubservice import error_text, fail
 from aifacility.jobs.cluster import JobsCluster
 from aifacility.jobs.manifest import CONTAINER, job_manifest, new_job_name
-from aifacility.jobs.policy import JobRefused, plan
+from aifacility.jobs.policy import JobPlan, JobRefused, plan
 from aifacility.jobs.request import JobRequest, readable
 from aifacility.jobs.status import admission, describe, owner, phase
+from aifacility.quotas.budgets import BudgetBook
 from aifacility.quotas.policy import effective
 from aifacility.quotas.store import PolicyStore
 
@@ -56,6 +57,18 @@ class APIHandler(HubOAuthenticated, web.RequestHandler):
         if store is None:
             return self.facility
         return effective(self.facility, await asyncio.to_thread(store.snapshot))
+
+    async def within_budgets(self, me: str, job_plan: JobPlan) -> None:
+        """403 when a used-up budget (the user's, or the charged group's) closes this job: every new job under
+        `hold` and `stop`, accelerator jobs under `cpu-only` (see aifacility.quotas.policy.Budget)."""
+        store: PolicyStore | None = self.settings.get("policies")
+        if store is None:
+            return
+        for state in await asyncio.to_thread(BudgetBook(store.engine).exhausted, me, [job_plan.group]):
+            if state.on_exhausted in ("hold", "stop"):
+                raise fail(403, state.refusal("new jobs"))
+            if job_plan.accelerator is not None:
+                raise fail(403, state.refusal("accelerator jobs"))
 
     @property
     def cluster(self) -> JobsCluster:
@@ -183,6 +196,7 @@ class JobsAPI(APIHandler):
             job_plan = plan(await self.facility_in_force(), me, groups, req, name)
         except JobRefused as e:
             raise fail(400, str(e)) from None
+        await self.within_budgets(me, job_plan)
         try:
             active = await self.cluster.unfinished(me)
             limit = self.facility.jobs.max_active_per_user
