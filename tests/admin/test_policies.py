@@ -58,7 +58,7 @@ def test_a_group_policy_changes_spawn_limits_and_the_queue_and_keeps_the_rest(fa
     ("group", {"servers": -1}, "servers: Input should be greater than or equal to 0"),
     ("group", {"accelerators": {"t4": "2"}}, "accelerators.t4: Input should be a valid integer"),
     ("group", {"accelerators": {"t4": 10**9}}, "less than or equal to 100000"),
-    ("group", {"gpus": 1}, "gpus: is not a policy field (the fields are: servers, accelerators, budget, queue_accelerators"),
+    ("group", {"gpus": 1}, "gpus: is not a policy field (the fields are: servers, accelerators, budget, queue_"),
     ("user", {"queue_cpu": "2"}, "queue_cpu: is not a policy field (the fields are: servers, accelerators, budget)"),
     ("group", {"queue_memory": "lots"}, "queue_memory:"),
     ("group", {"queue_cpu": "-3"}, "cannot be negative"),
