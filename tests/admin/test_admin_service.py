@@ -122,6 +122,7 @@ def test_bad_input_gets_a_message_and_saves_nothing(hub: HubProcess, cluster: Cl
         ("PUT", "api/groups/ph%20ysics", {"json": {}}, 400, "is not a group name"),
         ("PUT", "api/groups/physics", {"data": "x" * 70_000}, 413, "at most"),
         ("GET", "api/audit?limit=0", {}, 400, "from 1 to 1000"),
+        ("PUT", "api/users/bob", {"json": {"budget": {"gpu_hours": 5}}}, 400, "keeps no accounting ledger"),
         ("DELETE", "api/groups/astro", {}, 404, "There is no group 'astro'"),
     ]
     for method, path, kw, status, needle in cases:

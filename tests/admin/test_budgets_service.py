@@ -160,7 +160,26 @@ def test_a_used_up_budget_stops_the_gpu_session_holds_the_job_and_a_raise_releas
     cluster.kubectl("delete", "job", "-n", "aifacility", "bob-budget-test", "--wait=false")
 
 
-def test_budgets_refuse_bad_input_and_need_a_ledger(hub: HubProcess) -> None:
+def test_a_group_s_used_up_budget_holds_its_queue_until_the_budget_is_removed(hub: HubProcess,
+                                                                              cluster: Cluster) -> None:
+    """physics has used two T4 hours today (the first test's record): a 1 GPU-hour budget holds its queue."""
+    dana = {"Authorization": f"token {_token(hub, 'dana')}"}
+    r = requests.put(f"{hub.url}{ADMIN}/groups/physics", headers=dana, timeout=60,
+                     json={"budget": {"gpu_hours": 1, "period": "day", "on_exhausted": "hold"}})
+    assert r.status_code == 200, r.text
+
+    def stop_policy() -> str:
+        return str(cluster.get("clusterqueue", "physics")["spec"].get("stopPolicy", "None"))
+
+    wait_for(lambda: stop_policy() == "Hold", 30, message="physics' queue to be held")
+    assert requests.delete(f"{hub.url}{ADMIN}/groups/physics", headers=dana, timeout=60).status_code == 204
+    wait_for(lambda: stop_policy() == "None", 30, message="physics' queue to be released")
+    events = requests.get(f"{hub.url}{ADMIN}/budgets", headers=dana, timeout=60).json()["events"]
+    assert [e["action"] for e in events[:3]] == ["released", "held", "exhausted"]
+    assert "Queue 'physics' holds the group's queued jobs" in events[1]["message"]
+
+
+def test_budgets_refuse_bad_input(hub: HubProcess) -> None:
     dana = _token(hub, "dana")
     for budget, needle in [({"gpu_hours": -1}, "greater than or equal to 0"),
                            ({"gpu_hours": 1, "period": "year"}, "budget.period"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from typing import Any
 
 import pytest
 import requests
@@ -14,7 +15,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
 from aifacility.embedded.controlplane import build
+from aifacility.jobs.client import JobsClient, JobsError
 from support.browser import chromium, screenshot
+from support.controlplane import wait_for
 from support.facility import RunningFacility
 from support.oidc_login import oidc_login
 from support.ui import login, wait
@@ -75,3 +78,36 @@ def test_an_admin_lowers_a_group_quota_in_the_browser_and_the_next_spawn_obeys(
     finally:
         requests.delete(f"{admin_api}/groups/physics", headers=ops, timeout=60)
     assert _t4_nominal(facility) == "4"
+
+
+def test_a_used_up_budget_closes_gpu_spawns_and_new_jobs_until_it_is_raised(facility: RunningFacility) -> None:
+    """With the facility's own ledger and budget keeper: a zero GPU-hour budget is used up at once."""
+    admin_api = f"{facility.url}/services/admin/api"
+    ops = {"Authorization": f"token {facility.admin_token}"}
+
+    def bob_state() -> dict[str, Any]:
+        states = requests.get(f"{admin_api}/budgets", headers=ops, timeout=60).json()["states"]
+        return next((s for s in states if (s["scope"], s["name"]) == ("user", "bob")), {})
+
+    oidc_login(facility.url, "bob")
+    token = facility.api("POST", "/users/bob/tokens", json={"note": "budget e2e"}).json()["token"]
+    jobs = JobsClient(f"{facility.url}/services/jobs/api", token)
+    try:
+        r = requests.put(f"{admin_api}/users/bob", headers=ops, timeout=60,
+                         json={"budget": {"gpu_hours": 0, "period": "month", "on_exhausted": "hold"}})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: bob_state().get("level") == "exhausted", 60, message="bob's budget to be used up")
+        r = facility.api("POST", "/users/bob/server", json={"profile": "gpu-t4"})
+        assert r.status_code == 403 and "The budget of bob is used up" in r.json()["message"], r.text
+        with pytest.raises(JobsError, match="new jobs are closed"):
+            jobs.submit(["true"], group="physics", with_token=False)
+        told = requests.get(f"{facility.url}/services/usage/budgets", headers={"Authorization": f"token {token}"},
+                            timeout=60).json()
+        assert told["budgets"][0]["level"] == "exhausted", told
+    finally:
+        requests.delete(f"{admin_api}/users/bob", headers=ops, timeout=60)
+    wait_for(lambda: not bob_state(), 60, message="the removed budget to be released")
+    events = requests.get(f"{admin_api}/budgets", headers=ops, timeout=60).json()["events"]
+    assert events[0]["action"] == "released" and "its budget was removed" in events[0]["message"]
+    job = jobs.submit(["true"], group="physics", with_token=False)
+    jobs.cancel(job["name"])
