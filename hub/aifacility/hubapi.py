@@ -36,17 +36,20 @@ class HubClient:
         servers: dict[str, dict[str, Any]] = json.loads(resp.body).get("servers") or {}
         return servers
 
-    async def user(self, user: str) -> dict[str, Any] | None:
-        """The user's REST model (name, admin, groups with `read:users:groups`); None when there is no such user."""
+    async def _model(self, path: str) -> dict[str, Any] | None:
+        """A REST model; None when the hub has none there (404)."""
         try:
-            resp = await AsyncHTTPClient().fetch(f"{self.api_url}/users/{quote(user, safe='')}",
-                                                 headers=self._headers, request_timeout=30)
+            resp = await AsyncHTTPClient().fetch(f"{self.api_url}{path}", headers=self._headers, request_timeout=30)
         except HTTPClientError as e:
             if e.code == 404:
                 return None
             raise
         model: dict[str, Any] = json.loads(resp.body)
         return model
+
+    async def user(self, user: str) -> dict[str, Any] | None:
+        """The user's REST model (name, admin, groups with `read:users:groups`); None when there is no such user."""
+        return await self._model(f"/users/{quote(user, safe='')}")
 
     async def start_server(self, user: str, server: str) -> tuple[int, str]:
         """Start a server with the options the hub saved for it (no body); (HTTP status, the hub's message)."""
@@ -78,15 +81,7 @@ class HubClient:
 
     async def group(self, name: str) -> dict[str, Any] | None:
         """A group's REST model (`read:groups:name`); None when the hub has no such group."""
-        try:
-            resp = await AsyncHTTPClient().fetch(f"{self.api_url}/groups/{quote(name, safe='')}",
-                                                 headers=self._headers, request_timeout=30)
-        except HTTPClientError as e:
-            if e.code == 404:
-                return None
-            raise
-        model: dict[str, Any] = json.loads(resp.body)
-        return model
+        return await self._model(f"/groups/{quote(name, safe='')}")
 
     async def stop_server(self, user: str, server: str) -> None:
         """Stop a server (`delete:servers`); one already stopped or gone is fine."""
