@@ -48,7 +48,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Iterator[
         c.Authenticator.admin_users = {{"dana"}}
         c.JupyterHub.spawner_class = "simple"
         c.Spawner.cmd = ["{Path(sys.executable).parent / 'jupyterhub-singleuser'}"]
-        c.Spawner.args = ["--allow-root"]  # the test machine runs everything as root
+        # as root on the test machine; the session's JupyterLab notice (lifetimes/session.py) tells of budgets
+        c.Spawner.args = ["--allow-root",
+                          "--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice"]
         c.JupyterHub.template_paths = ["{LIFETIMES_TEMPLATES}"]
         c.JupyterHub.services = [{{"name": "test", "api_token": "{hub.token}"}}]
         c.JupyterHub.load_roles = [{{"name": "test", "scopes": ["admin:users", "admin:groups", "admin:servers",
@@ -122,12 +124,18 @@ def test_a_used_up_budget_stops_the_gpu_session_holds_the_job_and_a_raise_releas
         "model": "Tesla-T4", "quantity": 1, "start": (datetime.now(UTC) - timedelta(hours=2)).isoformat()})])
 
     dana = _token(hub, "dana")
-    r = _budget(hub, dana, gpu_hours=1, period="day", on_exhausted="stop", grace_minutes=0.05)
+    r = _budget(hub, dana, gpu_hours=1, period="day", on_exhausted="stop", grace_minutes=0.4)
     assert r.status_code == 200, r.text
     wait_for(lambda: _state(hub, dana).get("level") == "exhausted", 30, message="the budget to be used up")
     wait_for(lambda: not _active(cluster, workload), 30, message="the queued job to be held")
+    # In JupyterLab, within the grace period: its notification (the "update check" the session answers).
+    r = requests.get(f"{hub.url}/user/bob/lab/api/update", headers={"Authorization": f"token {_token(hub, 'bob')}"},
+                     timeout=60)
+    notice = (r.json().get("notification") or {}).get("message", "")
+    assert "Budget: You used the whole budget (2 of 1 GPU-hours today)" in notice, r.text
+    assert "accelerator sessions are stopped from" in notice and "(save your work)" in notice, notice
     wait_for(lambda: hub.api("GET", "/users/bob").json()["servers"] == {}, 60,
-             message="bob's GPU session to be stopped after the 3 s grace period")
+             message="bob's GPU session to be stopped after the 24 s grace period")
 
     # bob sees why: from his session's token (what the session's notice reads) and on the hub's home page.
     seen = requests.get(f"{hub.url}/services/usage/budgets", headers={"Authorization": f"token {_token(hub, 'bob')}"},

@@ -130,6 +130,8 @@ class BudgetKeeper:
                           _announce(scope, name, st.level, st.detail, budget))
         state.period_start, state.level, state.percent = start.timestamp(), st.level, st.percent
         state.detail, state.on_exhausted, state.checked_at = st.detail, budget.on_exhausted, t
+        state.stop_at = state.since + budget.grace_minutes * 60 \
+            if st.level == "exhausted" and budget.on_exhausted == "stop" else None
         # The level is on record before anything is done about it, and what was done is recorded even when a
         # later step fails: the next check neither announces it again nor forgets what it holds.
         await asyncio.to_thread(self.book.save, state)
@@ -138,7 +140,7 @@ class BudgetKeeper:
         try:
             if budget.on_exhausted in ("hold", "stop"):
                 await self._hold(state, t)
-            if budget.on_exhausted == "stop" and t >= state.since + budget.grace_minutes * 60:
+            if state.stop_at is not None and t >= state.stop_at:
                 await self._stop_sessions(state, t)
         finally:
             await asyncio.to_thread(self.book.save, state)

@@ -92,6 +92,7 @@ class BudgetState:
     on_exhausted: str
     held: dict[str, Any] = field(default_factory=dict)
     checked_at: float = 0.0
+    stop_at: float | None = None  # `stop`: when accelerator sessions are stopped
 
     @property
     def subject(self) -> str:
@@ -106,7 +107,7 @@ class BudgetState:
 
 def _state(row: Any) -> BudgetState:
     return BudgetState(row.scope, row.name, row.period_start, row.level, row.since, row.percent, row.detail,
-                       row.on_exhausted, json.loads(row.held), row.checked_at)
+                       row.on_exhausted, json.loads(row.held), row.checked_at, row.stop_at)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ class BudgetBook:
     def save(self, state: BudgetState) -> None:
         values = {"period_start": state.period_start, "level": state.level, "since": state.since,
                   "percent": state.percent, "detail": state.detail, "on_exhausted": state.on_exhausted,
-                  "held": json.dumps(state.held, sort_keys=True), "checked_at": state.checked_at}
+                  "held": json.dumps(state.held, sort_keys=True), "checked_at": state.checked_at,
+                  "stop_at": state.stop_at}
         key = (budget_state.c.scope == state.scope) & (budget_state.c.name == state.name)
         with self.engine.begin() as conn:
             if conn.execute(update(budget_state).where(key).values(**values)).rowcount == 0:
@@ -187,7 +189,10 @@ def _message(s: BudgetState) -> str:
     who = f"Group {s.name}" if s.scope == "group" else "You"
     if s.level == "warned":
         return f"{who} used {s.percent:.0f}% of the budget ({s.detail})."
+    stop = "accelerator sessions are stopped"
+    if s.stop_at is not None:
+        stop += f" from {datetime.fromtimestamp(s.stop_at, UTC).strftime('%H:%M UTC')} (save your work)"
     then = {"cpu-only": "accelerator sessions and jobs are closed",
             "hold": "accelerator sessions and new jobs are closed and queued jobs are held",
-            "stop": "accelerator sessions are stopped, new jobs are closed and queued jobs are held"}[s.on_exhausted]
+            "stop": f"{stop}, new jobs are closed and queued jobs are held"}[s.on_exhausted]
     return f"{who} used the whole budget ({s.detail}): {then} until an administrator raises it or the period ends."

@@ -45,6 +45,7 @@ budget_state = Table(
     Column("detail", Text, nullable=False),  # "12.5 of 10 GPU-hours this month", for people
     Column("on_exhausted", String(16), nullable=False),
     Column("held", Text, nullable=False),  # JSON: what the keeper holds (ClusterQueue, Workload names)
+    Column("stop_at", Float, nullable=True),  # `stop`: when accelerator sessions are stopped (since + grace)
     Column("checked_at", Float, nullable=False),
     PrimaryKeyConstraint("scope", "name"),
 )

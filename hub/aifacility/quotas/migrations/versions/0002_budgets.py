@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text, nullable=False),
         sa.Column("on_exhausted", sa.String(16), nullable=False),
         sa.Column("held", sa.Text, nullable=False),
+        sa.Column("stop_at", sa.Float, nullable=True),
         sa.Column("checked_at", sa.Float, nullable=False),
         sa.PrimaryKeyConstraint("scope", "name"),
     )
