@@ -59,6 +59,13 @@ class PolicyService:
     async def in_force(self) -> Facility:
         return effective(self.facility, await self.snapshot())
 
+    async def reconcile(self) -> list[str]:
+        """Every group's ClusterQueue at the policies in force; under the lock of `set`, so that a quota read
+        before a change is never written after it."""
+        async with self._lock:
+            facility = await self.in_force()
+            return await self.queues.apply(facility, facility.queues.groups)
+
     async def known(self, scope: Scope, name: str) -> bool:
         if scope == "group" and name in known_groups(self.facility):
             return True

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import quote
 
 from kubernetes_asyncio import client
@@ -60,16 +59,15 @@ class QueueSync:
             written.append(group)
         return written
 
-    async def keep(self, facility_now: Any, interval: float) -> None:
-        """Every `interval` seconds, bring every queue to `facility_now()` (an awaitable of the facility in force)."""
+    async def keep(self, reconcile: Callable[[], Awaitable[object]], interval: float) -> None:
+        """Every `interval` seconds, `reconcile()`: bring every queue to the policies in force (it must hold the
+        same lock as the policy changes, or it could write a quota read just before a change over that change)."""
         while True:
             try:
-                facility = await facility_now()
-                await self.apply(facility, facility.queues.groups)
+                await reconcile()
             except QueueSyncError as e:
                 log.warning("Could not bring the ClusterQueues to the policies in force: %s", e)
             await asyncio.sleep(interval)
-
 
 def _reason(e: ApiException) -> str:
     try:

@@ -95,7 +95,7 @@ async def make_app() -> web.Application:
 async def serve() -> None:
     app = await make_app()
     policies: PolicyService = app.settings["policies"]
-    tasks = [asyncio.create_task(policies.queues.keep(policies.in_force, KEEP_QUEUES_SECONDS))]
+    tasks = [asyncio.create_task(policies.queues.keep(policies.reconcile, KEEP_QUEUES_SECONDS))]
     budgets: BudgetKeeper | None = app.settings["budget_keeper"]
     if budgets is not None:
         tasks.append(asyncio.create_task(budgets.run(CHECK_BUDGETS_SECONDS)))
