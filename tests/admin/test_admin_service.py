@@ -40,11 +40,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Iterator[
         from aifacility.admin import configure
         configure(c, load_facility("{demo_facility_path()}"), data_dir="{work}")
     """), env=env)
-    hub.api("POST", "/users/bob").raise_for_status()  # dana exists: an admin_users entry
-    hub.api("POST", "/groups/physics").raise_for_status()
-    wait_for(lambda: requests.get(f"{hub.url}{ADMIN}api/policies", timeout=5).status_code == 403, 60,
-             message="the admin service to answer")
-    try:
+    try:  # a failed set-up stops the hub too
+        hub.api("POST", "/users/bob").raise_for_status()  # dana exists: an admin_users entry
+        hub.api("POST", "/groups/physics").raise_for_status()
+        wait_for(lambda: requests.get(f"{hub.url}{ADMIN}api/policies", timeout=5).status_code == 403, 60,
+                 message="the admin service to answer")
         yield hub
     finally:
         hub.stop()

@@ -62,10 +62,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Iterator[
         configure(c, load_facility("{demo_facility_path()}"), data_dir="{work}")
         configure_usage(c, db_url="{ledger}")
     """), env=env)
-    hub.api("POST", "/users/bob").raise_for_status()
-    hub.api("POST", "/groups/physics").raise_for_status()
-    hub.api("POST", "/groups/physics/users", json={"users": ["bob"]}).raise_for_status()
-    try:
+    try:  # a failed set-up stops the hub too
+        hub.api("POST", "/users/bob").raise_for_status()
+        hub.api("POST", "/groups/physics").raise_for_status()
+        hub.api("POST", "/groups/physics/users", json={"users": ["bob"]}).raise_for_status()
         yield hub
     finally:
         hub.api("DELETE", "/users/bob/server")
