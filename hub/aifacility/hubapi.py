@@ -26,14 +26,10 @@ class HubClient:
 
     async def servers(self, user: str) -> dict[str, dict[str, Any]] | None:
         """The user's pending or running servers (name → REST model); None when the hub has no such user."""
-        try:
-            resp = await AsyncHTTPClient().fetch(f"{self.api_url}/users/{quote(user, safe='')}",
-                                                 headers=self._headers)
-        except HTTPClientError as e:
-            if e.code == 404:
-                return None
-            raise
-        servers: dict[str, dict[str, Any]] = json.loads(resp.body).get("servers") or {}
+        model = await self.user(user)
+        if model is None:
+            return None
+        servers: dict[str, dict[str, Any]] = model.get("servers") or {}
         return servers
 
     async def _model(self, path: str) -> dict[str, Any] | None:

@@ -10,11 +10,17 @@ the result to the most specific one, so whichever order the parts run in, nothin
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from jupyterhub.spawner import Spawner
 from traitlets.utils.importstring import import_item
+
+if TYPE_CHECKING:
+    from aifacility.facility.model import Facility
 
 
 def spawner_sections(c: Any) -> list[str]:
@@ -54,3 +60,18 @@ def add_spawner_args(c: Any, args: Iterable[str]) -> None:
 def current(section: Any, key: str, default: Any) -> Any:
     """A config value already set (by the lead config or another part's configure), else `default`."""
     return section[key] if key in section else default
+
+
+def hub_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The hub's data directory (`data_dir`, else $AIFACILITY_HUB_DATA, else the chart's /srv/jupyterhub), made."""
+    data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
+    data.mkdir(parents=True, exist_ok=True)
+    return data
+
+
+def service_facility_file(data: Path, service: str, facility: Facility) -> Path:
+    """`<data>/<service>-facility.json`: the facility the hub was configured with, for a hub-managed service to
+    enforce exactly that (not a facility file that may have changed on disk since)."""
+    path = data / f"{service}-facility.json"
+    path.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
+    return path

@@ -19,6 +19,7 @@ from aifacility.embedded.cluster import EmbeddedCluster
 from aifacility.facility import demo_facility_path
 from support.controlplane import Cluster, wait_for
 from support.hub_process import HubProcess
+from support.queues import nominal_quota
 
 ADMIN = "/services/admin/"
 
@@ -61,13 +62,8 @@ def _call(hub: HubProcess, method: str, path: str, user: str, **kw: Any) -> requ
                             headers={"Authorization": f"token {_token(hub, user)}"}, **kw)
 
 
-def _nominal(cluster: Cluster, group: str, flavor: str) -> str | None:
-    cq = cluster.get("clusterqueue", group)
-    for rg in cq["spec"]["resourceGroups"]:
-        for f in rg["flavors"]:
-            if f["name"] == flavor and rg["coveredResources"][0] not in ("cpu", "memory"):
-                return str(f["resources"][0]["nominalQuota"])
-    return None
+def _nominal(cluster: Cluster, group: str, flavor: str) -> str:
+    return nominal_quota(cluster.get("clusterqueue", group), flavor)
 
 
 def test_an_admin_changes_a_group_quota_and_the_queue_and_audit_trail_follow(hub: HubProcess,

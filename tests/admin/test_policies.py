@@ -23,6 +23,7 @@ from aifacility.quotas.policy import (
 )
 from aifacility.quotas.reservations import Claim, QuotaExceeded, QuotaStore
 from aifacility.quotas.store import PolicyStore
+from support.queues import nominal_quota
 
 
 @pytest.fixture
@@ -31,11 +32,7 @@ def facility() -> Facility:
 
 
 def _nominal(facility: Facility, group: str, flavor: str) -> str:
-    for rg in cluster_queue(facility, group)["spec"]["resourceGroups"]:
-        for f in rg["flavors"]:
-            if f["name"] == flavor and rg["coveredResources"][0] not in ("cpu", "memory"):
-                return str(f["resources"][0]["nominalQuota"])
-    raise KeyError(flavor)
+    return nominal_quota(cluster_queue(facility, group), flavor)
 
 
 def test_a_group_policy_changes_spawn_limits_and_the_queue_and_keeps_the_rest(facility: Facility) -> None:

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aifacility.kueue.api import KUEUE_GROUP, KUEUE_VERSION
 from support.facility import start_facility
 from support.oidc_login import oidc_login
+from support.queues import nominal_quota
 
 ROUNDS = 20
 # Two policies that each refuse bob's T4 spawn, with messages that say which one is in force.
@@ -32,14 +33,6 @@ POLICIES = [({"accelerators": {"t4": 0}}, "may use 0 NVIDIA Tesla T4"), ({"serve
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f} ms"
-
-
-def t4_nominal(cq: dict[str, Any]) -> str:
-    for rg in cq["spec"]["resourceGroups"]:
-        for f in rg["flavors"]:
-            if f["name"] == "t4":
-                return str(f["resources"][0]["nominalQuota"])
-    raise KeyError("t4")
 
 
 def main() -> int:
@@ -71,7 +64,7 @@ def main() -> int:
                 put = time.perf_counter() - t0
                 assert r.status_code == 200 and r.json()["change"], r.text
                 next_spawn = spawn_refused(needle)
-                assert t4_nominal(queue()) == ("0" if i % 2 == 0 else "4")  # written before the answer
+                assert nominal_quota(queue(), "t4") == ("0" if i % 2 == 0 else "4")  # written before the answer
                 alone = spawn_refused(needle)
                 # The same quota change straight to the API server, then back to what the policy says.
                 cq = queue()

@@ -20,6 +20,7 @@ from support.browser import chromium, screenshot
 from support.controlplane import wait_for
 from support.facility import RunningFacility
 from support.oidc_login import oidc_login
+from support.queues import nominal_quota
 from support.ui import login, wait
 
 pytestmark = pytest.mark.slow
@@ -28,11 +29,7 @@ pytestmark = pytest.mark.slow
 def _t4_nominal(facility: RunningFacility) -> str:
     out = subprocess.run([str(build.binary("kubectl")), f"--kubeconfig={facility.kubeconfig}", "get", "clusterqueue",
                           "physics", "-o", "json"], capture_output=True, text=True, check=True, timeout=60).stdout
-    for rg in json.loads(out)["spec"]["resourceGroups"]:
-        for f in rg["flavors"]:
-            if f["name"] == "t4":
-                return str(f["resources"][0]["nominalQuota"])
-    raise AssertionError("physics' ClusterQueue has no t4 flavor")
+    return nominal_quota(json.loads(out), "t4")
 
 
 def test_an_admin_lowers_a_group_quota_in_the_browser_and_the_next_spawn_obeys(

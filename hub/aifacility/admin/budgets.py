@@ -17,22 +17,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import quote
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from aifacility.accounting.ledger import Ledger
-from aifacility.admin.queues import MERGE_PATCH
+from aifacility.admin.queues import kueue_request
 from aifacility.facility.model import Facility
 from aifacility.jobs.manifest import USER_LABEL, user_label
-from aifacility.kueue.api import JOB_UID_LABEL, KUEUE_GROUP, KUEUE_VERSION
-from aifacility.quotas.budgets import BudgetBook, BudgetState, period_start, spent, standing
+from aifacility.kueue.api import JOB_UID_LABEL
+from aifacility.quotas.budgets import BudgetBook, BudgetState, Spent, describe, period_start, spent, standing
 from aifacility.quotas.policy import Budget, Policies
 from aifacility.quotas.reservations import QuotaStore
 
 log = logging.getLogger("aifacility.admin.budgets")
+FIELD_MANAGER = "aifacility-budgets"  # who holds a queue or a Workload, in its managedFields
 StopServer = Callable[[str, str], Awaitable[None]]  # (user, server name) -> stopped through the hub
 
 
@@ -43,17 +43,9 @@ class KueueHolds:
         self.api = api
         self.ns = namespace
 
-    async def _call(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None) -> Any:
-        headers = {"Accept": "application/json", **({"Content-Type": MERGE_PATCH} if body is not None else {})}
-        return await self.api.call_api(
-            f"/apis/{KUEUE_GROUP}/{KUEUE_VERSION}{path}", method, body=body, query_params=query or [],
-            header_params=headers, response_types_map={200: "object"}, auth_settings=["BearerToken"],
-            _return_http_data_only=True, _request_timeout=30)
-
     async def hold_queue(self, group: str, hold: bool) -> None:
-        await self._call("PATCH", f"/clusterqueues/{quote(group, safe='')}",
-                         {"spec": {"stopPolicy": "Hold" if hold else "None"}},
-                         [("fieldManager", "aifacility-budgets")])
+        await kueue_request(self.api, "PATCH", f"/clusterqueues/{quote(group, safe='')}",
+                            {"spec": {"stopPolicy": "Hold" if hold else "None"}}, FIELD_MANAGER)
 
     async def pending_workloads(self, user: str) -> list[str]:
         """The user's jobs' Workloads that wait for admission (an admitted job runs on: holding is for the queue)."""
@@ -62,16 +54,16 @@ class KueueHolds:
         uids = {j.metadata.uid for j in jobs.items if not (j.status and j.status.completion_time)}
         if not uids:
             return []
-        found = await self._call("GET", f"/namespaces/{self.ns}/workloads")
+        found = await kueue_request(self.api, "GET", f"/namespaces/{self.ns}/workloads",
+                                    query=[("labelSelector", f"{JOB_UID_LABEL} in ({','.join(sorted(uids))})")])
         return sorted(w["metadata"]["name"] for w in found.get("items", [])
-                      if w["metadata"].get("labels", {}).get(JOB_UID_LABEL) in uids
-                      and not (w.get("status") or {}).get("admission") and w["spec"].get("active", True))
+                      if not (w.get("status") or {}).get("admission") and w["spec"].get("active", True))
 
     async def set_active(self, workload: str, active: bool) -> bool:
         """False when the Workload is gone (its job ended or was cancelled meanwhile)."""
         try:
-            await self._call("PATCH", f"/namespaces/{self.ns}/workloads/{quote(workload, safe='')}",
-                             {"spec": {"active": active}}, [("fieldManager", "aifacility-budgets")])
+            await kueue_request(self.api, "PATCH", f"/namespaces/{self.ns}/workloads/{quote(workload, safe='')}",
+                                {"spec": {"active": active}}, FIELD_MANAGER)
         except ApiException as e:
             if e.status == 404:
                 return False
@@ -114,8 +106,7 @@ class BudgetKeeper:
     async def _check_one(self, scope: str, name: str, budget: Budget, state: BudgetState | None,
                          now: datetime) -> None:
         start = period_start(budget.period, now)
-        with self.ledger.engine.connect() as conn:
-            used = await asyncio.to_thread(spent, conn, scope, name, start, now, self.facility.accounting)
+        used = await asyncio.to_thread(self._spent, scope, name, start, now)
         st = standing(budget, used)
         t = now.timestamp()
         if state is None:
@@ -123,15 +114,15 @@ class BudgetKeeper:
         if state.level == "exhausted" and (st.level != "exhausted" or state.period_start != start.timestamp()):
             why = "the period rolled over" if state.period_start != start.timestamp() else "the budget was raised"
             await self._release(state, now, why)
-        if st.level != state.level:
+        changed = st.level != state.level
+        if changed:
             state.since = t
-            if st.level != "ok":
-                self._log(t, scope, name, "warned" if st.level == "warned" else "exhausted",
-                          _announce(scope, name, st.level, st.detail, budget))
         state.period_start, state.level, state.percent = start.timestamp(), st.level, st.percent
         state.detail, state.on_exhausted, state.checked_at = st.detail, budget.on_exhausted, t
         state.stop_at = state.since + budget.grace_minutes * 60 \
             if st.level == "exhausted" and budget.on_exhausted == "stop" else None
+        if changed and st.level != "ok":
+            self._log(t, scope, name, st.level, describe(state, you=False))
         # The level is on record before anything is done about it, and what was done is recorded even when a
         # later step fails: the next check neither announces it again nor forgets what it holds.
         await asyncio.to_thread(self.book.save, state)
@@ -144,6 +135,10 @@ class BudgetKeeper:
                 await self._stop_sessions(state, t)
         finally:
             await asyncio.to_thread(self.book.save, state)
+
+    def _spent(self, scope: str, name: str, start: datetime, now: datetime) -> Spent:
+        with self.ledger.engine.connect() as conn:
+            return spent(conn, scope, name, start, now, self.facility.accounting)
 
     def _log(self, at: float, scope: str, name: str, action: str, message: str, user: str | None = None) -> None:
         log.info("budget of %s %s: %s: %s", scope, name, action, message)
@@ -196,15 +191,4 @@ class BudgetKeeper:
         self._log(t, state.scope, state.name, "released",
                   f"Accelerators and jobs are open again ({released}{why}).")
         state.held = {}
-
-
-def _announce(scope: str, name: str, level: str, detail: str, budget: Budget) -> str:
-    who = f"Group {name}" if scope == "group" else name
-    if level == "warned":
-        return f"{who} has used 80% or more of the budget ({detail})."
-    then = {"cpu-only": "new accelerator sessions and accelerator jobs are refused",
-            "hold": "new accelerator sessions and new jobs are refused, queued jobs are held",
-            "stop": (f"accelerator sessions will be stopped in {budget.grace_minutes:g} min, new accelerator "
-                     "sessions and new jobs are refused, queued jobs are held")}[budget.on_exhausted]
-    return f"{who} has used the whole budget ({detail}): {then}."
 

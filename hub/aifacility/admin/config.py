@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from aifacility.accounting.ledger import DB_ENV as LEDGER_ENV
 from aifacility.admin.hubpages import HubBudgets
 from aifacility.admin.service.handlers import READ, WRITE
 from aifacility.facility.model import Facility
-from aifacility.hubconfig import current
+from aifacility.hubconfig import current, hub_data_dir, service_facility_file
 from aifacility.jobs.config import CLUSTER_ENV
 from aifacility.launcher.supervisor import free_port
 from aifacility.quotas.store import DB_ENV, default_url
@@ -36,10 +35,8 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     """Add the admin service, its scopes and role to the JupyterHub config `c`. `url`: where the proxy reaches it
     (default `$AIFACILITY_ADMIN_URL`, else a free loopback port). Call it after `Authenticator.admin_users` is
     set."""
-    data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
-    data.mkdir(parents=True, exist_ok=True)
-    facility_file = data / "admin-facility.json"  # the service applies policies over exactly the hub's facility
-    facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
+    data = hub_data_dir(data_dir)
+    facility_file = service_facility_file(data, SERVICE, facility)  # policies apply over exactly the hub's
     url = (url or os.environ.get("AIFACILITY_ADMIN_URL") or f"http://127.0.0.1:{free_port()}").rstrip("/")
     env = {"AIFACILITY_FACILITY": str(facility_file), DB_ENV: default_url(data), "PYTHONUNBUFFERED": "1",
            **{k: os.environ[k] for k in (*CLUSTER_ENV, *PASSED_ENV) if os.environ.get(k)}}

@@ -11,7 +11,7 @@ from typing import Any
 
 from aifacility.admin.queues import QueueSync
 from aifacility.facility.model import Facility, Limits
-from aifacility.kueue.render import group_accelerators
+from aifacility.kueue.render import cluster_queue, group_accelerators
 from aifacility.quotas.budgets import BudgetBook
 from aifacility.quotas.policy import (
     NAME_PATTERN,
@@ -88,15 +88,18 @@ class PolicyService:
                               "for the hub), so budgets cannot be kept; see docs/admin/accounting.md.")
         async with self._lock:
             before = await self.snapshot()
-            after = before.replace(scope, name, policy)
-            queued = scope == "group" and before.get(scope, name) != after.get(scope, name)
+            was, will = effective(self.facility, before), effective(self.facility, before.replace(scope, name, policy))
+            # Only a change of the group's ClusterQueue is written to the cluster (a budget or a spawn limit of a
+            # group whose queue has quotas of its own is not).
+            queued = scope == "group" and name in will.queues.groups and \
+                cluster_queue(was, name) != cluster_queue(will, name)
             if queued:
-                await self.queues.apply(effective(self.facility, after), [name])
+                await self.queues.apply(will, [name])
             try:
                 return await asyncio.to_thread(self.store.put, scope, name, policy, actor)
             except BaseException:
                 if queued:  # the database refused: the queue goes back to what is in force
-                    await self.queues.apply(effective(self.facility, before), [name])
+                    await self.queues.apply(was, [name])
                 raise
 
     # --- what the pages and the API show --------------------------------------------------------------------

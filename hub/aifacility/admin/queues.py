@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from kubernetes_asyncio import client
@@ -25,6 +26,17 @@ from aifacility.kueue.render import cluster_queue
 log = logging.getLogger("aifacility.admin")
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "aifacility-admin"  # who last set a queue's quota, in its managedFields
+
+
+async def kueue_request(api: client.ApiClient, method: str, path: str, body: Any = None,
+                        field_manager: str | None = None, query: list[tuple[str, str]] | None = None) -> Any:
+    """A call to Kueue's API (`path` below /apis/kueue.x-k8s.io/<version>); a body is sent as a JSON merge patch."""
+    headers = {"Accept": "application/json", **({"Content-Type": MERGE_PATCH} if body is not None else {})}
+    params = [*(query or []), *([("fieldManager", field_manager)] if field_manager else [])]
+    return await api.call_api(
+        f"/apis/{KUEUE_GROUP}/{KUEUE_VERSION}{path}", method, body=body, query_params=params, header_params=headers,
+        response_types_map={200: "object"}, auth_settings=["BearerToken"], _return_http_data_only=True,
+        _request_timeout=30)
 
 
 class QueueSyncError(RuntimeError):
@@ -44,13 +56,9 @@ class QueueSync:
             if group not in facility.queues.groups:
                 continue
             body = {"spec": {"resourceGroups": cluster_queue(facility, group)["spec"]["resourceGroups"]}}
-            path = f"/apis/{KUEUE_GROUP}/{KUEUE_VERSION}/clusterqueues/{quote(group, safe='')}"
             try:
-                await self.api.call_api(
-                    path, "PATCH", body=body, query_params=[("fieldManager", FIELD_MANAGER)],
-                    header_params={"Content-Type": MERGE_PATCH, "Accept": "application/json"},
-                    response_types_map={200: "object"}, auth_settings=["BearerToken"], _return_http_data_only=True,
-                    _request_timeout=30)
+                await kueue_request(self.api, "PATCH", f"/clusterqueues/{quote(group, safe='')}", body,
+                                    FIELD_MANAGER)
             except ApiException as e:
                 raise QueueSyncError(f"the cluster refused the new quota of ClusterQueue '{group}': "
                                      f"{_reason(e)}") from None

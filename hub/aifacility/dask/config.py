@@ -15,7 +15,6 @@ the built-in proxy under the hub's service prefix, the per-user options and thei
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets
 import sys
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 from aifacility.dask.options import GROUP_DEFAULT, NO_ACCELERATOR, dask_groups, default_group, plan, worker_accelerators
 from aifacility.facility.model import Facility
 from aifacility.facility.quantity import parse_quantity
-from aifacility.hubconfig import add_spawner_environment, current
+from aifacility.hubconfig import add_spawner_environment, current, hub_data_dir, service_facility_file
 
 SERVICE = "dask-gateway"
 PREFIX = f"/services/{SERVICE}"
@@ -134,10 +133,8 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         return
     from aifacility.launcher.supervisor import free_port
 
-    data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
-    data.mkdir(parents=True, exist_ok=True)
-    facility_file = data / "dask-facility.json"  # the gateway enforces exactly the hub's facility
-    facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
+    data = hub_data_dir(data_dir)
+    facility_file = service_facility_file(data, "dask", facility)
     url = (url or os.environ.get("AIFACILITY_DASK_URL") or f"http://127.0.0.1:{free_port()}").rstrip("/")
     env = {"AIFACILITY_FACILITY": str(facility_file), "PYTHONUNBUFFERED": "1",
            "AIFACILITY_DASK_DB": f"sqlite:///{data / 'dask-gateway.sqlite'}",

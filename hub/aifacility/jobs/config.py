@@ -9,15 +9,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from aifacility.auth.jobs import IAM_TOKENS_SCOPE, IAM_TOKENS_SCOPE_MODEL
 from aifacility.facility.model import Facility
-from aifacility.hubconfig import add_spawner_environment, current
+from aifacility.hubconfig import add_spawner_environment, current, hub_data_dir, service_facility_file
 from aifacility.jobs.service.handlers import READ, WRITE
 from aifacility.launcher.supervisor import free_port
 from aifacility.quotas.store import DB_ENV as POLICY_DB_ENV
@@ -35,10 +33,8 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
 
     `url`: where the proxy and the sessions reach the service (default `$AIFACILITY_JOBS_URL`, else
     `http://127.0.0.1:<free port>`). Call it after `Authenticator.admin_users` is set."""
-    data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
-    data.mkdir(parents=True, exist_ok=True)
-    facility_file = data / "jobs-facility.json"  # the service enforces exactly the hub's facility
-    facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
+    data = hub_data_dir(data_dir)
+    facility_file = service_facility_file(data, SERVICE, facility)
     url = (url or os.environ.get("AIFACILITY_JOBS_URL") or f"http://127.0.0.1:{free_port()}").rstrip("/")
     env = {"AIFACILITY_FACILITY": str(facility_file), "PYTHONUNBUFFERED": "1",
            # the admin service's policies: a group's job quota as an admin last set it

@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from aifacility.facility.model import Facility
-from aifacility.hubconfig import add_spawner_args, add_spawner_environment, current
+from aifacility.hubconfig import add_spawner_args, add_spawner_environment, current, hub_data_dir, service_facility_file
 from aifacility.launcher.supervisor import free_port
 from aifacility.lifetimes.hubpages import HubSessions
 from aifacility.lifetimes.service.handlers import EXTEND, READ
@@ -42,12 +41,9 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     sessions' command line (their image must have the aifacility package). Call it after
     `Authenticator.admin_users` is set.
     """
-    data = Path(data_dir or os.environ.get("AIFACILITY_HUB_DATA", "/srv/jupyterhub"))
-    data.mkdir(parents=True, exist_ok=True)
+    data = hub_data_dir(data_dir)
     store = ExtensionStore(data / DB_NAME)
-    # The services enforce exactly the facility the hub was configured with (not a file that may have changed).
-    facility_file = data / "lifetimes-facility.json"
-    facility_file.write_text(json.dumps(facility.model_dump(mode="json"), indent=1))
+    facility_file = service_facility_file(data, SERVICE, facility)
     url = (url or os.environ.get("AIFACILITY_LIFETIMES_URL") or "").rstrip("/")
     if not url:
         raw = os.environ.get("AIFACILITY_LIFETIMES_PORT") or "0"

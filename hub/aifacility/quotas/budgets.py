@@ -180,13 +180,14 @@ class BudgetBook:
 def notices(book: BudgetBook, user: str, groups: list[str], now: float, days: float = 7) -> dict[str, Any]:
     """What a user is told: the budgets over them at 80% or more, and the keeper's steps of the last `days`."""
     budgets = [{"scope": s.scope, "name": s.name, "level": s.level, "percent": round(s.percent, 1),
-                "message": _message(s)} for s in book.concerning(user, groups) if s.level != "ok"]
+                "message": describe(s)} for s in book.concerning(user, groups) if s.level != "ok"]
     events = [e.as_json() for e in book.events(20, user, groups, since=now - days * 86400)]
     return {"budgets": budgets, "events": events}
 
 
-def _message(s: BudgetState) -> str:
-    who = f"Group {s.name}" if s.scope == "group" else "You"
+def describe(s: BudgetState, you: bool = True) -> str:
+    """Where a budget at 80% or more stands and what follows, for its users (`you`) or for the record."""
+    who = f"Group {s.name}" if s.scope == "group" else "You" if you else s.name
     if s.level == "warned":
         return f"{who} used {s.percent:.0f}% of the budget ({s.detail})."
     stop = "accelerator sessions are stopped"

@@ -1,9 +1,9 @@
 """Spawn-time quotas: concurrent servers and accelerator units, per user and per group.
 
-Limits come from a `LimitsSource` (today the facility file's `quotas:`; an admin service later) and usage from
-the reservations this module keeps. Every spawn reserves before its pod is created and releases when its server
-stops; check and reserve happen under one asyncio lock (the hub is one process) and inside one `BEGIN
-IMMEDIATE` sqlite transaction, so two requests for the last unit can never both win, and an accepted
+Limits come from a `LimitsSource` (the facility file's `quotas:` with the admin service's policies over it: see
+policy.py) and usage from the reservations this module keeps. Every spawn reserves before its pod is created and
+releases when its server stops; check and reserve happen under one asyncio lock (the hub is one process) and inside
+one `BEGIN IMMEDIATE` sqlite transaction, so two requests for the last unit can never both win, and an accepted
 reservation is on disk before the pod exists (it survives a hub restart).
 
 Which group pays when a user is in several: the candidates are the user's groups that open the profile, in the
