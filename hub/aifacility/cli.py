@@ -39,9 +39,11 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     import yaml
 
+    from aifacility.facility.namespace import notebook_namespace
     from aifacility.kueue.render import render
 
-    objects = render(load_facility(args.facility))
+    facility = load_facility(args.facility)
+    objects = [notebook_namespace(facility.namespace)] if args.what == "namespace" else render(facility)
     if args.output == "json":
         print(json.dumps(objects, indent=1))
     else:
@@ -73,8 +75,10 @@ def parser() -> argparse.ArgumentParser:
 
     render = sub.add_parser("render", help="print the Kubernetes objects the facility file implies "
                                            "(for kubectl apply -f -)")
-    render.add_argument("what", choices=["kueue"], help="kueue: ResourceFlavors, ClusterQueues (one per group, one "
-                                                        "cohort), LocalQueues, WorkloadPriorityClasses")
+    render.add_argument("what", choices=["namespace", "kueue"],
+                        help="namespace: the notebooks' Namespace with its Pod Security and Kueue labels (apply it "
+                             "first); kueue: ResourceFlavors, ClusterQueues (one per group, one cohort), "
+                             "LocalQueues, WorkloadPriorityClasses")
     render.add_argument("facility", nargs="?", help="facility file (default: $AIFACILITY_FACILITY, else the demo)")
     render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     render.set_defaults(func=_cmd_render)

@@ -99,7 +99,6 @@ def values_schema() -> dict[str, Any]:
             "facility": facility,
             "jupyterhub": _subchart("Zero to JupyterHub 4.4.0 values.", toggled=False),
             "dask-gateway": _subchart("Dask Gateway 2026.3.0 values.", toggled=True),
-            "kueue": _subchart("Kueue 0.19.2 values.", toggled=True),
             "interlink": _subchart("interLink chart values (one virtual node).", toggled=True),
         },
         "definitions": definitions,

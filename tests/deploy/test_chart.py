@@ -28,7 +28,7 @@ from aifacility.facility.quantity import parse_quantity
 Z2JH_SCHEMA = SHARED / "schemas" / "z2jh-4.4.0" / "values.schema.yaml"
 
 
-def test_chart_metadata_names_the_four_subcharts() -> None:
+def test_chart_metadata_names_the_three_subcharts_kueue_is_its_own_release() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
     deps = {d.get("alias", d["name"]): d for d in chart["dependencies"]}
@@ -36,8 +36,8 @@ def test_chart_metadata_names_the_four_subcharts() -> None:
                                   "repository": "https://hub.jupyter.org/helm-chart/"}
     assert deps["dask-gateway"]["version"] == "2026.3.0"
     assert deps["dask-gateway"]["repository"] == "https://helm.dask.org"
-    assert deps["kueue"]["version"] == "0.19.2"
-    assert deps["kueue"]["repository"] == "oci://registry.k8s.io/kueue/charts"
+    # Kueue's CRDs and webhooks are cluster-wide: a subchart would lose every queue at `helm uninstall`.
+    assert "kueue" not in deps
     assert deps["interlink"]["repository"] == "https://interlink-hq.github.io/interlink-helm-chart/"
     assert deps["interlink"]["condition"] == "interlink.enabled"
 

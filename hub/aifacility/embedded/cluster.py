@@ -19,17 +19,18 @@ from typing import Any
 
 import yaml
 
-from aifacility.embedded.controlplane.kueue_manager import CHART, KueueManager, helm_binary, render_umbrella_kueue
+from aifacility.embedded.controlplane.kueue_manager import CHART, KueueManager, helm_binary, render_kueue_release
 from aifacility.embedded.controlplane.plane import ControlPlane, https_ok
 from aifacility.embedded.nodeagent import provisioner
 from aifacility.embedded.nodeagent.registration import is_virtual, node_address
 from aifacility.embedded.virtualnode import rbac as virtual_kubelet_rbac
 from aifacility.facility.model import Facility
+from aifacility.facility.namespace import notebook_namespace
 from aifacility.kueue.render import render as render_kueue_objects
 from aifacility.launcher.supervisor import Component, LaunchError
 
-# The chart's release namespace: the hub's identity and Kueue live there, the notebooks in the facility's own
-# namespace (Kueue refuses to manage jobs in its own namespace).
+# The chart's release namespace: the hub's identity lives there, the notebooks in the facility's own namespace,
+# Kueue in its own release's (charts/kueue-values.yaml).
 HUB_NAMESPACE = "aifacility-system"
 HUB_SERVICE_ACCOUNT = "hub"
 
@@ -54,16 +55,6 @@ class Step(Component):
 
     def stop(self, grace: float = 15.0) -> None:
         return None
-
-
-def notebook_namespace(namespace: str) -> dict[str, Any]:
-    """The facility's namespace, with Pod Security enforced: baseline (no host paths, host network, privileged
-    containers or added capabilities), and warnings and audit at restricted."""
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": {
-        "pod-security.kubernetes.io/enforce": "baseline",
-        "pod-security.kubernetes.io/warn": "restricted",
-        "pod-security.kubernetes.io/audit": "restricted",
-    }}}
 
 
 def hub_rbac(namespace: str) -> list[dict[str, Any]]:
@@ -114,7 +105,7 @@ class EmbeddedCluster:
         plane.apply(virtual_kubelet_rbac.rbac())
         plane.service_account_kubeconfig(HUB_NAMESPACE, HUB_SERVICE_ACCOUNT, "hub.kubeconfig")
         assert self.kueue is not None
-        self.kueue.install(self.facility.namespace)
+        self.kueue.install(notebook_namespace(self.facility.namespace))
 
     def _queues(self) -> None:
         # After Kueue: its webhooks validate ClusterQueues and LocalQueues.
@@ -139,7 +130,7 @@ class EmbeddedCluster:
                    interlink: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None) -> list[Component]:
         plane = self.plane
         plane.prepare()
-        self.kueue = KueueManager(plane, render_umbrella_kueue(HUB_NAMESPACE))
+        self.kueue = KueueManager(plane, render_kueue_release())
         log = plane.logs / "bootstrap.log"
         out = [plane.etcd(), plane.apiserver(), plane.controller_manager(), plane.scheduler(),
                Step("cluster bootstrap", self._bootstrap, log), self.kueue.component(),

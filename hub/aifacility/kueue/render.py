@@ -18,6 +18,9 @@ API_VERSION = "kueue.x-k8s.io/v1beta2"
 CPU_RESOURCES = ("cpu", "memory")
 # Marks the objects this renderer owns, so that an operator can prune what the facility file no longer lists.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "aifacility"}
+# Which facility (named by its namespace, unique in a cluster) an object belongs to: flavors and ClusterQueues are
+# cluster-wide, and the installer refuses to overwrite another facility's (ansible/roles/aifacility).
+FACILITY_LABEL = "aifacility.io/facility"
 
 
 def _toleration(t: Toleration) -> dict[str, Any]:
@@ -141,5 +144,8 @@ def render(facility: Facility) -> list[dict[str, Any]]:
     if not facility.queues.enabled:
         return []
     groups = list(facility.queues.groups)
-    return [*priority_classes(), *flavors(facility), *(cluster_queue(facility, g) for g in groups),
-            *(local_queue(facility, g) for g in groups)]
+    objects = [*priority_classes(), *flavors(facility), *(cluster_queue(facility, g) for g in groups),
+               *(local_queue(facility, g) for g in groups)]
+    for obj in objects:
+        obj["metadata"]["labels"][FACILITY_LABEL] = facility.namespace
+    return objects

@@ -1,7 +1,7 @@
-"""The real Kueue controller manager, installed the way the umbrella chart installs it.
+"""The real Kueue controller manager, installed the way a site installs it: its own release of Kueue's chart.
 
-The umbrella chart (`charts/aifacility`) is rendered by helm with Kueue's own chart (from the Kueue Go module the
-control plane is built from) as its `kueue` subchart and its `kueue:` values, exactly as `helm install` would.
+Kueue's chart (from the Kueue Go module the control plane is built from) is rendered by helm with the values file a
+site uses (`charts/kueue-values.yaml`) in Kueue's own namespace, exactly as `helm install` would.
 From the rendered manifests everything is applied except what runs a container; the few changes are those
 that running the manager as a process on loopback needs, and nothing else:
 - the Deployment is not applied: `kueue` runs as a supervised process with the Deployment's own arguments;
@@ -21,7 +21,6 @@ import copy
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,10 @@ from aifacility.launcher.supervisor import Component, LaunchError, http_ok
 REPO = Path(__file__).resolve().parents[4]
 CHART = REPO / "charts" / "aifacility"
 INSTALL_HELM = REPO / "charts" / "install-helm.sh"
-RELEASE = "aifacility"
+# Kueue is a release of its own, in a namespace of its own (see charts/kueue-values.yaml for why).
+KUEUE_VALUES = REPO / "charts" / "kueue-values.yaml"
+KUEUE_RELEASE = "kueue"
+KUEUE_NAMESPACE = "kueue-system"
 # Kinds of the rendered chart that run containers or need a kubelet: the process stands in for them.
 NOT_APPLIED = {"Deployment", "PodDisruptionBudget"}
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -68,39 +70,19 @@ def kueue_chart_dir() -> Path:
     return chart
 
 
-def render_umbrella_kueue(namespace: str, *, values: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
-    """The Kueue subchart's objects as `helm template` of the umbrella chart renders them in `namespace`.
+def render_kueue_release(*, values: tuple[Path, ...] = (KUEUE_VALUES,)) -> list[dict[str, Any]]:
+    """Kueue's release as `helm template` renders Kueue's own chart with `values` in KUEUE_NAMESPACE.
 
-    The other subcharts (z2jh, dask-gateway, interLink) cannot be fetched here and are left out; Kueue's chart
-    comes from its Go module, pinned to the version the umbrella chart names (checked)."""
-    chart_src = kueue_chart_dir()
-    with tempfile.TemporaryDirectory() as tmp:
-        chart = Path(tmp) / "aifacility"
-        shutil.copytree(CHART, chart)
-        meta = yaml.safe_load((chart / "Chart.yaml").read_text())
-        deps = [d for d in meta.get("dependencies") or [] if d["name"] == "kueue"]
-        if not deps or deps[0]["version"] != versions().kueue.lstrip("v"):
-            raise LaunchError(f"charts/aifacility pins Kueue {deps[0]['version'] if deps else '(none)'} but the "
-                              f"control plane is built with Kueue {versions().kueue}: keep them the same")
-        meta["dependencies"] = deps
-        (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
-        (chart / "charts").mkdir(exist_ok=True)
-        shutil.copytree(chart_src, chart / "charts" / "kueue")
-        argv = [helm_binary(), "template", RELEASE, str(chart), "--namespace", namespace,
-                "--kube-version", versions().kubernetes.lstrip("v")]
-        for v in values:
-            argv += ["-f", str(v)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    The chart comes from Kueue's Go module, the version the control plane is built from; a site installs the
+    same version from Kueue's OCI registry with the same values file (charts/kueue-values.yaml)."""
+    argv = [helm_binary(), "template", KUEUE_RELEASE, str(kueue_chart_dir()), "--namespace", KUEUE_NAMESPACE,
+            "--kube-version", versions().kubernetes.lstrip("v")]
+    for v in values:
+        argv += ["-f", str(v)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
-        raise LaunchError(f"helm template of the umbrella chart failed: {proc.stderr.strip()[-2000:]}")
-    out = []
-    for part in proc.stdout.split("\n---\n"):
-        if "# Source: aifacility/charts/kueue/" not in part:
-            continue
-        doc = yaml.safe_load(part)
-        if doc:
-            out.append(doc)
-    return out
+        raise LaunchError(f"helm template of Kueue's chart failed: {proc.stderr.strip()[-2000:]}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
 class KueueManager:
@@ -200,13 +182,14 @@ class KueueManager:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 
-    def install(self, notebook_namespace: str) -> Path:
-        """Apply Kueue's manifests and write the manager's configuration and credentials."""
+    def install(self, notebook_namespace: dict[str, Any]) -> Path:
+        """Apply Kueue's manifests and write the manager's configuration and credentials; `notebook_namespace`
+        is the facility's Namespace object, which Kueue's webhooks must select."""
         left_out = unmanaged_webhooks(self.rendered, notebook_namespace)
         if left_out:
-            raise LaunchError(f"the chart's Kueue webhooks leave the notebooks' namespace {notebook_namespace!r} out "
-                              f"({', '.join(left_out)}): set kueue.managerConfig's managedJobsNamespaceSelector in "
-                              "charts/aifacility/values.yaml to select it")
+            raise LaunchError(f"Kueue's webhooks leave the notebooks' namespace "
+                              f"{notebook_namespace['metadata']['name']!r} out ({', '.join(left_out)}): "
+                              "managedJobsNamespaceSelector in charts/kueue-values.yaml must select its labels")
         self.plane.kubectl("create", "namespace", self.namespace, check=False)
         self.plane.apply(self.manifests(), field_manager="aifacility-kueue")
         self.certificates()
@@ -255,10 +238,12 @@ def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
     return True
 
 
-def unmanaged_webhooks(rendered: list[dict[str, Any]], namespace: str) -> list[str]:
-    """The Job and Pod webhooks of the rendered chart that leave `namespace` out (it must be covered, or queued
-    sessions are never gated and Jobs never suspended there)."""
-    labels = {"kubernetes.io/metadata.name": namespace}
+def unmanaged_webhooks(rendered: list[dict[str, Any]], namespace: dict[str, Any]) -> list[str]:
+    """The Job and Pod webhooks of the rendered chart that leave the Namespace object `namespace` out (it must be
+    covered, or queued sessions are never gated and Jobs never suspended there)."""
+    meta = namespace["metadata"]
+    # The API server gives every namespace this label, so selectors may use it.
+    labels = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": meta["name"]}
     out = []
     for doc in rendered:
         if doc.get("kind") not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
