@@ -96,6 +96,15 @@ def values_schema() -> dict[str, Any]:
                         "description": "DCGM exporters' /metrics URLs: measured GPU energy for the pods' GPUs."},
                 },
             },
+            "hubState": {
+                "type": "object", "additionalProperties": False, "required": ["size"],
+                "description": "The facility's own state beside the hub (quota reservations, lifetimes, policies).",
+                "properties": {
+                    "size": {"type": "string", "pattern": "^[0-9]+(Mi|Gi|Ti)$"},
+                    "storageClassName": {"type": "string", "maxLength": 253,
+                                         "description": "Empty: the cluster's default class."},
+                },
+            },
             "facility": facility,
             "jupyterhub": _subchart("Zero to JupyterHub 4.4.0 values.", toggled=False),
             "dask-gateway": _subchart("Dask Gateway 2026.3.0 values.", toggled=True),

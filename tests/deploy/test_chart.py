@@ -209,6 +209,7 @@ def _run_real_hub_config(values: dict, tmp_path: Path, monkeypatch: pytest.Monke
     c.ConfigurableHTTPProxy.should_start = False
     c.JupyterHub.cleanup_servers = False
     c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
+    c.JupyterHub.hub_connect_url = "http://hub:8081"
     c.KubeSpawner.environment = dict(values["jupyterhub"]["singleuser"]["extraEnv"])  # z2jh: singleuser.extraEnv
     exec(values["jupyterhub"]["hub"]["extraConfig"]["10-aifacility"], {"c": c})
     return c
@@ -233,6 +234,7 @@ def test_extra_config_with_the_real_hub_config(values: dict, tmp_path: Path,
     assert c.IAMAuthenticator.oauth_callback_url == "https://aifacility.example.org/hub/oauth_callback"
     assert (c.ConfigurableHTTPProxy.api_url, c.JupyterHub.cleanup_servers) == ("http://proxy-api:8001", False)
     assert c.JupyterHub.db_url == "sqlite:///jupyterhub.sqlite"
+    assert c.JupyterHub.hub_connect_url == "http://hub:8081"  # no POD_NAMESPACE: z2jh's value unchanged
 
 
 def test_the_hub_s_own_services_are_reached_through_the_hub_service(values: dict, tmp_path: Path,
@@ -303,7 +305,7 @@ def test_helm_lint_strict(helm: str, chart_copy: Path) -> None:
 def test_helm_lint_of_the_real_chart_only_misses_the_subcharts(helm: str) -> None:
     proc = _helm(helm, "lint", str(CHART), "--kube-version", "1.33.0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "missing these dependencies: jupyterhub,dask-gateway,kueue,interlink" in proc.stdout
+    assert "missing these dependencies: jupyterhub,dask-gateway,interlink" in proc.stdout
 
 
 def test_the_rendered_configmap_holds_the_facility_file(helm: str, chart_copy: Path, values: dict,
@@ -505,3 +507,64 @@ def test_every_image_the_chart_names_is_pinned(values: dict) -> None:
         name, _, tag = image.rpartition(":")
         assert name and "/" not in tag and tag not in ("", "latest"), image
     assert values["interlink"]["virtualNode"]["image"].endswith(":0.6.1")  # the chart version's own
+
+
+# --- item 8: the facility's state and notebooks in another namespace ----------------------------------------------
+
+def test_the_facility_s_state_is_on_a_claim_of_its_own_whatever_the_hub_database(
+        values: dict, helm: str, chart_copy: Path) -> None:
+    """With `hub.db.type: postgres` z2jh mounts no volume: the quota reservations, lifetimes and policies in the
+    hub's data directory would sit in the container layer and be lost at every restart."""
+    hub = values["jupyterhub"]["hub"]
+    data = hub["extraEnv"]["AIFACILITY_HUB_DATA"]
+    (mount,) = [m for m in hub["extraVolumeMounts"] if m["mountPath"] == data]
+    (volume,) = [v for v in hub["extraVolumes"] if v["name"] == mount["name"]]
+    for db in ("sqlite-pvc", "postgres"):
+        docs = _template(helm, chart_copy, "--set", f"jupyterhub.hub.db.type={db}")
+        (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+        assert claim["metadata"]["name"] == volume["persistentVolumeClaim"]["claimName"]
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert "storageClassName" not in claim["spec"]  # the cluster's default class
+    docs = _template(helm, chart_copy, "--set", "hubState.storageClassName=cinder-ssd")
+    (claim,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["storageClassName"] == "cinder-ssd"
+
+
+def test_notebooks_in_the_release_namespace_need_no_extra_network_policy(helm: str, chart_copy: Path) -> None:
+    assert not [d for d in _template(helm, chart_copy) if d["kind"] == "NetworkPolicy"]
+
+
+def test_notebooks_in_another_namespace_reach_the_hub_and_are_guarded_there(helm: str, chart_copy: Path) -> None:
+    docs = _template(helm, chart_copy, namespace="jhub")
+    policies = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"jhub", "aifacility"}
+    hub = policies["jhub"]["spec"]
+    assert hub["podSelector"]["matchLabels"] == {"component": "hub", "release": "site"}
+    (rule,) = hub["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "aifacility"}},
+                             "podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}]
+    assert {p["port"] for p in rule["ports"]} == {8081, 10101, 10102, 10103, 10104}
+    notebooks = policies["aifacility"]["spec"]
+    assert notebooks["podSelector"]["matchLabels"] == {"component": "singleuser-server"}
+    assert notebooks["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = notebooks["ingress"]
+    assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "jhub"}
+    internet = next(r for r in notebooks["egress"] if "ipBlock" in r["to"][0])
+    assert "10.0.0.0/8" in internet["to"][0]["ipBlock"]["except"]
+    assert "169.254.169.254/32" in internet["to"][0]["ipBlock"]["except"]
+
+
+def test_notebooks_in_another_namespace_get_addresses_that_name_the_hub_s_namespace(
+        values: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Service's short name resolves in the pod's own namespace: `hub` from a notebook in `aifacility` would not
+    find the hub of a release in `jhub`."""
+    monkeypatch.setenv("POD_NAMESPACE", "jhub")  # z2jh sets it in the hub pod
+    monkeypatch.setenv("AIFACILITY_ACCOUNTING_DB", f"sqlite:///{tmp_path / 'ledger.sqlite'}")  # usage runs
+    c = _run_real_hub_config(values, tmp_path, monkeypatch)
+    urls = {s["name"]: urlsplit(s["url"]) for s in c.JupyterHub.services if "url" in s and s["name"] != "dask-gateway"}
+    assert {url.hostname for url in urls.values()} == {"hub.jhub.svc"}
+    assert c.JupyterHub.hub_connect_url == "http://hub.jhub.svc:8081"  # what notebooks call the hub's API at
+    env = c.FacilitySpawner.environment
+    assert env["DASK_GATEWAY__ADDRESS"] == "http://traefik-dask-gateway.jhub.svc/services/dask-gateway"
+    assert env["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://traefik-dask-gateway.jhub.svc:80"
+    assert env["AIFACILITY_USAGE_API"].startswith("http://hub.jhub.svc:10103/")
