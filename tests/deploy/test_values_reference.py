@@ -1,12 +1,14 @@
-"""docs/operator/values.md is what tests/deploy/values_reference.py generates from the chart's values schema and
-values.yaml, and it documents every value the schema accepts."""
+"""The operator's reference pages hold to the code: docs/operator/values.md is what tests/deploy/values_reference.py
+generates from the chart's values schema and values.yaml, and documents every value the schema accepts; the metric
+names and Secrets docs/operator/operations.md names are the ones the parts serve and the chart reads."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from deploy_support import CHART
+import yaml
+from deploy_support import CHART, REPO
 from values_reference import DOC_PATH, key_comments, render
 
 REGENERATE = "run: .venv/bin/python tests/deploy/values_reference.py --write"
@@ -63,3 +65,62 @@ a:
 g: true
 """
     assert key_comments(text) == {"a": "about a", "a.b": "about b and inline", "a.e": "about e"}
+
+
+# --- docs/operator/operations.md -------------------------------------------------------------------------------------
+
+OPERATIONS = REPO / "docs" / "operator" / "operations.md"
+_HISTOGRAM = ("_bucket", "_count", "_sum")
+
+
+def _served_names() -> set[str]:
+    """What the facility's own collector, JupyterHub and the pinned Kueue expose, as Prometheus writes the names."""
+    import jupyterhub.metrics
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from aifacility.accounting.metrics import UsageMetrics
+    from aifacility.embedded.controlplane.kueue_manager import kueue_chart_dir
+
+    names = {f.name + ("_total" if f.type == "counter" else "") for f in UsageMetrics().registry.collect()}
+    for metric in vars(jupyterhub.metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            base = metric._name  # with JupyterHub's prefix
+            names |= {base, *(base + s for s in _HISTOGRAM)} if metric._type == "histogram" else {base}
+    go = (kueue_chart_dir().parents[1] / "pkg" / "metrics" / "metrics.go").read_text()
+    for name in re.findall(r'Subsystem:\s+constants\.KueueName,\s+Name:\s+"(\w+)"', go):
+        names |= {f"kueue_{name}", *(f"kueue_{name}{s}" for s in _HISTOGRAM)}
+    return names
+
+
+def test_the_metrics_the_operations_page_names_are_served() -> None:
+    text = OPERATIONS.read_text()
+    named = set(re.findall(r"\b(?:aifacility|jupyterhub|kueue)_[a-z_]+[a-z]\b", text))
+    assert {"aifacility_accounting_last_sweep_timestamp_seconds", "jupyterhub_server_spawn_duration_seconds_count",
+            "kueue_pending_workloads"} <= named
+    assert named <= _served_names(), named - _served_names()
+
+
+def test_the_alert_rules_parse_and_use_served_metrics() -> None:
+    block = OPERATIONS.read_text().split("### Alert rules", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    rules = yaml.safe_load(block)["groups"][0]["rules"]
+    assert len({r["alert"] for r in rules}) == len(rules)
+    for rule in rules:
+        assert re.fullmatch(r"Aifacility[A-Z][A-Za-z]+", rule["alert"]), rule["alert"]  # CamelCase, one prefix
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+
+
+def test_the_secrets_the_operations_page_names_are_the_chart_s() -> None:
+    text = OPERATIONS.read_text()
+    section = text.split("## Secrets", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) == 5
+    chart = (CHART / "values.yaml").read_text() + "".join(p.read_text() for p in (CHART / "templates").iterdir())
+    for name, key in rows:
+        secret = re.search(r"`([a-z0-9-]+)`", name).group(1)  # type: ignore[union-attr]
+        if secret == "hub":  # z2jh's own; the chart names its dask-gateway key
+            assert "hub.services.dask-gateway.apiToken" in key and "apiTokenFromSecretName: hub" in chart
+            continue
+        assert secret in chart, secret
+        first_key = re.search(r"`([a-z-]+)`", key).group(1)  # type: ignore[union-attr]
+        assert re.search(rf"\b{secret}\b[\s\S]{{0,200}}\b{first_key}\b", chart), (secret, first_key)
