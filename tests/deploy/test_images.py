@@ -6,6 +6,7 @@ would break a site's `docker build` (a missing or ignored file, a wrong base) or
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -51,6 +52,16 @@ def _copy_sources(parser: DockerfileParser) -> list[str]:
 
 def test_every_image_directory_is_covered() -> None:
     assert {p.parent.name for p in _dockerfiles()} == set(EXPECTED_BASES)
+
+
+@pytest.mark.parametrize("dockerfile", _dockerfiles(), ids=lambda p: p.parent.name)
+def test_the_base_image_is_a_build_that_does_not_move(dockerfile: Path) -> None:
+    """docker-stacks' `python-3.12` tags stopped moving when the stacks went to Python 3.13, and `latest` moves
+    every week: a rebuild would get a different (or a months-old) stack. Bases are dated builds or versions."""
+    (base,) = _parse(dockerfile).parent_images
+    tag = base.rsplit(":", 1)[1] if ":" in base.rsplit("/", 1)[-1] else ""
+    assert tag and tag != "latest", base
+    assert not re.fullmatch(r"(cuda\d*-)?python-[\d.]+", tag), f"{base}: a Python-version tag, not a build"
 
 
 @pytest.mark.parametrize("dockerfile", _dockerfiles(), ids=lambda p: p.parent.name)
