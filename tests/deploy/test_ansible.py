@@ -27,7 +27,7 @@ from test_chart import Z2JH_SCHEMA, _without_required  # the z2jh 4.4.0 schema t
 from aifacility.facility.model import Facility
 
 ROLES = ("openstack_cluster", "k8s_bootstrap", "openstack_cloud_provider", "gpu_operator", "nfs_storage", "fpga_plugin",
-         "cluster_ingress", "aifacility")
+         "cluster_ingress", "kueue", "aifacility")
 VENV_BIN = Path(sys.executable).parent
 TASK_KEYWORDS = set(Task.fattributes) | {"with_items", "with_dict"}
 # Variables of a role start with its name (Ansible's convention, checked by ansible-lint too: roles never clash).
