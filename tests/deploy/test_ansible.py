@@ -27,7 +27,7 @@ from test_chart import Z2JH_SCHEMA, _without_required  # the z2jh 4.4.0 schema t
 from aifacility.facility.model import Facility
 
 ROLES = ("openstack_cluster", "k8s_bootstrap", "openstack_cloud_provider", "gpu_operator", "nfs_storage", "fpga_plugin",
-         "cluster_ingress", "kueue", "aifacility")
+         "cluster_ingress", "kueue", "aifacility", "interlink_edge")
 VENV_BIN = Path(sys.executable).parent
 TASK_KEYWORDS = set(Task.fattributes) | {"with_items", "with_dict"}
 # Variables of a role start with its name (Ansible's convention, checked by ansible-lint too: roles never clash).
@@ -585,3 +585,18 @@ def test_the_example_chart_values_per_ingress_choice_are_valid_z2jh_values() -> 
     issuer = _role("cluster_ingress", "defaults")["cluster_ingress_cluster_issuer"]
     assert ingress["annotations"]["cert-manager.io/cluster-issuer"] == issuer
     assert ingress["tls"][0]["hosts"] == ingress["hosts"]
+
+
+def test_the_fpga_plugin_image_must_be_pinned_by_digest(collections_path: str, tmp_path: Path) -> None:
+    """Xilinx publishes the device plugin only as :latest, which would change under a running cluster."""
+    assert _role("fpga_plugin", "defaults")["fpga_plugin_image"] == ""
+    latest = _run_tasks(collections_path, tmp_path, "fpga_plugin", "cluster.yml",
+                        fpga_plugin_image="docker.io/xilinxatg/xilinx_k8s_fpga_plugin:latest")
+    assert latest.returncode != 0
+    assert "pin the Xilinx FPGA device plugin by digest" in latest.stdout
+    pinned = _run_tasks(collections_path, tmp_path, "fpga_plugin", "cluster.yml",
+                        fpga_plugin_kubeconfig=str(tmp_path / "absent.conf"),
+                        fpga_plugin_image="docker.io/xilinxatg/xilinx_k8s_fpga_plugin@sha256:" + "ab" * 32)
+    # Past the check: it stops only where it needs a cluster.
+    assert "pin the Xilinx FPGA device plugin by digest" not in pinned.stdout
+    assert "Label the FPGA nodes" in pinned.stdout
