@@ -66,3 +66,50 @@ def test_the_hub_runs_the_gateway_and_tells_sessions_where_it_is(tmp_path: Path)
     assert session["DASK_GATEWAY__AUTH__TYPE"] == "jupyterhub"
     configure(Config(), FAC, data_dir=tmp_path, url="http://127.0.0.1:18124")
     assert key.read_text() == env["DASK_GATEWAY_ENCRYPT_KEYS"]  # the database key is made once
+
+
+async def test_new_clusters_follow_the_admin_service_s_policies_and_budgets(tmp_path: Path) -> None:
+    """Read at each request: a quota an admin takes away and a budget used up apply to the next cluster without a
+    restart of the gateway, as they do to spawns and jobs."""
+    import time
+
+    import pytest
+
+    from aifacility.dask.options import DaskRefused
+    from aifacility.quotas.budgets import BudgetBook, BudgetState
+    from aifacility.quotas.policy import GroupPolicy
+    from aifacility.quotas.store import PolicyStore
+
+    url = f"sqlite:///{tmp_path / 'policies.sqlite'}"
+    app = gateway(policy_db=url)
+    backend = app.backend
+    backend.db = DataManager()
+    alice = User("alice", ["ml"])
+    _, config = await backend.process_cluster_options(alice, {"accelerator": "rtx5000"})
+    assert config.accelerator_resource.startswith("nvidia.com/")
+    offered = (await backend.get_cluster_options(alice)).get_specification()
+    assert "rtx5000" in next(f for f in offered if f["field"] == "accelerator")["spec"]["options"]
+
+    store = PolicyStore(url)
+    store.put("group", "ml", GroupPolicy(queue_accelerators={"rtx5000": 0}), actor="dana")
+    with pytest.raises(Exception, match="'rtx5000' is not a valid option"):
+        await backend.process_cluster_options(alice, {"accelerator": "rtx5000"})
+    spec = (await backend.get_cluster_options(alice)).get_specification()
+    assert "rtx5000" not in next(f for f in spec if f["field"] == "accelerator")["spec"]["options"]
+    store.put("group", "ml", None, actor="dana")  # removed: the file's quota again
+    await backend.process_cluster_options(alice, {"accelerator": "rtx5000"})
+
+    now = time.time()
+    book = BudgetBook(store.engine)
+    book.save(BudgetState("group", "ml", now, "exhausted", now, 100.0, "40 of 40 GPU-hours this month",
+                          "cpu-only", {}, now))
+    with pytest.raises(Exception, match="Dask clusters with GPU or MIG workers are closed"):
+        await backend.process_cluster_options(alice, {"accelerator": "rtx5000"})
+    _, cpu = await backend.process_cluster_options(alice, {})  # CPU workers still start under cpu-only
+    assert cpu.accelerator_resource == ""
+    book.save(BudgetState("group", "ml", now, "exhausted", now, 100.0, "40 of 40 GPU-hours this month",
+                          "hold", {}, now))
+    with pytest.raises(Exception, match="new Dask clusters are closed") as refused:
+        await backend.process_cluster_options(alice, {})
+    assert "group 'ml'" in str(refused.value)
+    assert issubclass(DaskRefused, ValueError)

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8000"))
     c = Config()
     gateway_config(c, load_facility(), listen=f"{url.hostname}:{url.port}",
-                   db_url=os.environ.get("AIFACILITY_DASK_DB"), api_url=os.environ.get("AIFACILITY_DASK_API_URL"))
+                   db_url=os.environ.get("AIFACILITY_DASK_DB"), api_url=os.environ.get("AIFACILITY_DASK_API_URL"),
+                   policy_db=os.environ.get("AIFACILITY_POLICY_DB"))
     c.DaskGateway.config_file = os.devnull  # everything is above; never a stray dask_gateway_config.py
     DaskGateway.launch_instance(argv=sys.argv[1:] if argv is None else argv, config=c)
 

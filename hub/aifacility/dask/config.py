@@ -23,10 +23,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from aifacility.dask.options import GROUP_DEFAULT, NO_ACCELERATOR, dask_groups, default_group, plan, worker_accelerators
+from aifacility.dask.options import (
+    GROUP_DEFAULT,
+    NO_ACCELERATOR,
+    check_budgets,
+    dask_groups,
+    default_group,
+    plan,
+    worker_accelerators,
+)
 from aifacility.facility.model import Facility
 from aifacility.facility.quantity import parse_quantity
 from aifacility.hubconfig import add_spawner_environment, current, hub_data_dir, service_facility_file
+from aifacility.quotas.budgets import BudgetBook
+from aifacility.quotas.policy import effective
+from aifacility.quotas.store import DB_ENV as POLICY_DB_ENV
+from aifacility.quotas.store import PolicyStore, policy_store
+from aifacility.quotas.store import default_url as policy_db_url
 
 SERVICE = "dask-gateway"
 PREFIX = f"/services/{SERVICE}"
@@ -39,12 +52,17 @@ LABEXTENSION_ENV = {"DASK_LABEXTENSION__FACTORY__MODULE": "dask_gateway",
                     "DASK_LABEXTENSION__FACTORY__CLASS": "GatewayCluster"}
 
 
-def overrides(facility: Facility, user: Any, options: Any) -> dict[str, Any]:
+def overrides(facility: Facility, user: Any, options: Any, policies: PolicyStore | None = None) -> dict[str, Any]:
     """The options handler: a user's choices checked against their groups, plus what only the facility decides
     (image, scheduler size, idle timeout), as FacilityClusterConfig traits. A DaskRefused becomes a 422 whose
-    reason is its message (dask-gateway's process_cluster_options)."""
+    reason is its message (dask-gateway's process_cluster_options). With the admin service's `policies`, the
+    quotas in force and the budgets apply, read at each request (a change needs no restart)."""
+    if policies is not None:
+        facility = effective(facility, policies.snapshot())
     p = plan(facility, user.name, user.groups, group=options.group, worker_cores=options.worker_cores,
              worker_memory=options.worker_memory, accelerator=options.accelerator)
+    if policies is not None:
+        check_budgets(BudgetBook(policies.engine).exhausted(user.name, [p.group]), p.accelerator)
     d = facility.dask
     return {"group": p.group, "user_groups": list(p.user_groups), "worker_cores": p.worker_cores,
             "worker_memory": p.worker_memory, "cluster_max_workers": p.max_workers,
@@ -55,14 +73,15 @@ def overrides(facility: Facility, user: Any, options: Any) -> dict[str, Any]:
             "idle_timeout": d.idle_timeout_minutes * 60}
 
 
-def cluster_options(facility: Facility) -> Callable[[Any], Any]:
+def cluster_options(facility: Facility, policies: PolicyStore | None = None) -> Callable[[Any], Any]:
     """`Backend.cluster_options` as a function of the user: the form offers only their own groups and the
-    accelerators those groups may use."""
+    accelerators those groups may use (under the policies in force, when the admin service keeps some)."""
     from dask_gateway_server.options import Float, Integer, Options, Select
 
     def for_user(user: Any) -> Options:
-        groups = dask_groups(facility, user.groups)
-        accels = sorted({a.name for g in groups for a in worker_accelerators(facility, g)})
+        in_force = effective(facility, policies.snapshot()) if policies is not None else facility
+        groups = dask_groups(in_force, user.groups)
+        accels = sorted({a.name for g in groups for a in worker_accelerators(in_force, g)})
         return Options(
             # "" for a user without a group: the handler then refuses with the reason, not a type error.
             Select("group", groups or [""], default=default_group(facility, groups) or "",
@@ -71,17 +90,18 @@ def cluster_options(facility: Facility) -> Callable[[Any], Any]:
             Float("worker_memory", default=GROUP_DEFAULT, min=0,
                   label="Memory per worker in GiB (0: the group's default)"),
             Select("accelerator", [NO_ACCELERATOR, *accels], label="GPU or MIG slice per worker"),
-            handler=lambda options, user: overrides(facility, user, options),
+            handler=lambda options, user: overrides(facility, user, options, policies),
         )
 
     return for_user
 
 
 def gateway_config(c: Any, facility: Facility, *, listen: str, db_url: str | None = None,
-                   api_url: str | None = None) -> None:
+                   api_url: str | None = None, policy_db: str | None = None) -> None:
     """dask-gateway's settings. `listen`: host:port of its proxy (HTTP API and TLS to schedulers on one port);
     `db_url`: where clusters are kept across restarts of the gateway (in memory if None: then clusters stop
-    with it); `api_url`: where schedulers reach the gateway (default: through the proxy)."""
+    with it); `api_url`: where schedulers reach the gateway (default: through the proxy); `policy_db`: the admin
+    service's policies and budgets, which new clusters then follow."""
     d = facility.dask
     c.DaskGateway.backend_class = BACKEND
     c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
@@ -91,7 +111,7 @@ def gateway_config(c: Any, facility: Facility, *, listen: str, db_url: str | Non
     c.Proxy.prefix = PREFIX
     b = c.FacilityBackend
     b.facility = facility
-    b.cluster_options = cluster_options(facility)
+    b.cluster_options = cluster_options(facility, policy_store(policy_db) if policy_db else None)
     b.cluster_start_timeout = SCHEDULER_START_SECONDS
     b.worker_start_timeout = d.worker_start_timeout_minutes * 60
     if db_url:
@@ -138,6 +158,7 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
     url = (url or os.environ.get("AIFACILITY_DASK_URL") or f"http://127.0.0.1:{free_port()}").rstrip("/")
     env = {"AIFACILITY_FACILITY": str(facility_file), "PYTHONUNBUFFERED": "1",
            "AIFACILITY_DASK_DB": f"sqlite:///{data / 'dask-gateway.sqlite'}",
+           POLICY_DB_ENV: policy_db_url(data),
            "DASK_GATEWAY_ENCRYPT_KEYS": _encryption_key(data),
            **{k: os.environ[k] for k in CLUSTER_ENV if os.environ.get(k)}}
     c.JupyterHub.services = [*current(c.JupyterHub, "services", []), {

@@ -15,6 +15,7 @@ from decimal import Decimal
 from aifacility.facility.model import Accelerator, DaskGroup, Facility
 from aifacility.facility.quantity import parse_quantity
 from aifacility.kueue.render import group_accelerators
+from aifacility.quotas.budgets import BudgetState
 
 GIB = 2**30
 # The `accelerator` option's value for a CPU-only worker.
@@ -134,3 +135,13 @@ def check_cluster_count(group: str, active: int, most: int) -> None:
         raise DaskRefused(f"You already have {active} Dask cluster(s) charged to group '{group}', the most it "
                           "allows per user: shut one down (cluster.shutdown(), or Gateway().list_clusters() to "
                           "find them) or let it stop when idle.")
+
+
+def check_budgets(used_up: Iterable[BudgetState], accelerator: Accelerator | None) -> None:
+    """A used-up budget (the user's or the charged group's, admin service) closes new clusters as it closes new
+    jobs: every cluster under `hold` and `stop`, clusters with accelerator workers under `cpu-only`."""
+    for state in used_up:
+        if state.on_exhausted in ("hold", "stop"):
+            raise DaskRefused(state.refusal("new Dask clusters"))
+        if accelerator is not None:
+            raise DaskRefused(state.refusal("Dask clusters with GPU or MIG workers"))
