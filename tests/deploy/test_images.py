@@ -23,7 +23,7 @@ EXPECTED_BASES = {
     "hub": "quay.io/jupyterhub/k8s-hub:4.4.0",
     "notebook-ml": "quay.io/jupyter/pytorch-notebook:",
     "notebook-hep": "quay.io/jupyter/scipy-notebook:",
-    "interlink-plugin": "python:3.11-slim-bookworm",
+    "interlink-plugin": "python:3.12-slim-trixie",
 }
 OCI_LABELS = ("title", "description", "version", "licenses")
 
