@@ -568,3 +568,23 @@ def test_notebooks_in_another_namespace_get_addresses_that_name_the_hub_s_namesp
     assert env["DASK_GATEWAY__ADDRESS"] == "http://traefik-dask-gateway.jhub.svc/services/dask-gateway"
     assert env["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://traefik-dask-gateway.jhub.svc:80"
     assert env["AIFACILITY_USAGE_API"].startswith("http://hub.jhub.svc:10103/")
+
+
+def test_the_chart_lock_is_helm_s_own_for_the_pinned_dependencies(helm: str, tmp_path: Path) -> None:
+    """Chart.lock as `helm dependency update` writes it (tests/deploy/chart_lock.py --write after a change of
+    Chart.yaml's dependencies), and `helm dependency build` accepts it: it refuses a lock out of sync."""
+    from chart_lock import render_lock
+
+    lock = yaml.safe_load((CHART / "Chart.lock").read_text())
+    assert lock == yaml.safe_load(render_lock(helm))
+    deps = yaml.safe_load((CHART / "Chart.yaml").read_text())["dependencies"]
+    assert [(d["name"], d["version"]) for d in lock["dependencies"]] == [(d["name"], d["version"]) for d in deps]
+    chart = tmp_path / "aifacility"
+    shutil.copytree(CHART, chart)
+    built = _helm(helm, "dependency", "build", "--skip-refresh", str(chart))
+    assert "out of sync" not in built.stderr  # it goes on to download the charts, which it cannot here
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["dependencies"][0]["version"] = "4.3.0"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    stale = _helm(helm, "dependency", "build", "--skip-refresh", str(chart))
+    assert stale.returncode != 0 and "out of sync" in stale.stderr
