@@ -588,3 +588,18 @@ def test_the_chart_lock_is_helm_s_own_for_the_pinned_dependencies(helm: str, tmp
     (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
     stale = _helm(helm, "dependency", "build", "--skip-refresh", str(chart))
     assert stale.returncode != 0 and "out of sync" in stale.stderr
+
+
+def test_two_releases_share_no_cluster_scoped_object_of_the_chart_s_own(helm: str, chart_copy: Path) -> None:
+    """A second facility (another release, another namespace) on the same cluster: the chart's own cluster-wide
+    objects are named after the release, and Kueue is no longer in the release at all."""
+    def cluster_scoped(release: str, namespace: str) -> set[tuple[str, str]]:
+        proc = _helm(helm, "template", release, str(chart_copy), "--namespace", namespace, "--kube-version",
+                     "1.33.0", "--set", "accounting.enabled=true", "--set", f"facility.namespace={namespace}-notebooks")
+        assert proc.returncode == 0, proc.stderr
+        docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+        assert not [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+        return {(d["kind"], d["metadata"]["name"]) for d in docs if "namespace" not in d["metadata"]}
+
+    first, second = cluster_scoped("physics-af", "physics"), cluster_scoped("school-af", "school")
+    assert first and second and not first & second
