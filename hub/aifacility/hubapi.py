@@ -88,3 +88,13 @@ class HubClient:
         except HTTPClientError as e:
             if e.code not in (400, 404):  # 400: not running
                 raise
+
+    async def delete_user(self, user: str) -> None:
+        """Remove a user (`admin:users`): the hub stops their servers first; one already gone is fine. A 400 (a
+        server still stopping) is raised, for the caller to try again later."""
+        try:
+            await AsyncHTTPClient().fetch(f"{self.api_url}/users/{quote(user, safe='')}", method="DELETE",
+                                          headers=self._headers, request_timeout=120)
+        except HTTPClientError as e:
+            if e.code != 404:
+                raise

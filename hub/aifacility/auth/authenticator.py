@@ -41,6 +41,9 @@ class IAMAuthenticator(GenericOAuthenticator):
     id_token_leeway = Float(30.0, config=True, help="Clock skew tolerated when checking ID token times.")
     token_min_lifetime = Integer(120, config=True,
                                  help="Renew the access token when fewer seconds than this remain.")
+    event_db = Unicode("", config=True,
+                       help="The admin database of events: their temporary accounts (made from join codes at "
+                            "/hub/join, unknown to IAM) stay logged in while their event runs.")
 
     @default("login_service")
     def _login_service_default(self) -> str:
@@ -204,6 +207,16 @@ class IAMAuthenticator(GenericOAuthenticator):
 
     # ---- refresh ----
 
+    async def _is_event_account(self, name: str) -> bool:
+        """A temporary account of an event that has not ended: it has no IAM tokens to refresh, and no login
+        either once its event is over (the admin service then removes it)."""
+        if not self.event_db:
+            return False
+        from aifacility.events.store import EventStore
+        from aifacility.quotas.store import policy_store
+
+        return await asyncio.to_thread(EventStore(policy_store(self.event_db).engine).is_temporary, name)
+
     @staticmethod
     def seconds_left(token_info: dict[str, Any]) -> float:
         try:
@@ -226,7 +239,7 @@ class IAMAuthenticator(GenericOAuthenticator):
     async def _refresh_user(self, user: Any, handler: Any) -> bool | dict[str, Any]:
         auth_state = await user.get_auth_state()
         if not auth_state:
-            return False
+            return await self._is_event_account(user.name)
         token_info = dict(auth_state.get("token_response") or {})
         model: dict[str, Any] | None = None
         # The stored ID token describes the last login; only a fresh answer (userinfo, or a new ID token) may

@@ -163,6 +163,8 @@ class IAM(Strict):
     group_prefix: str = "/"
     allowed_groups: list[str] = []
     admin_groups: list[str] = []
+    # Members may run events (hackathons, schools) in the admin service: their own, not the policies.
+    organiser_groups: list[str] = []
     contact: str = "the facility administrators"
     # Seconds an access token must still be valid for; the hub renews it (refresh token) below this.
     token_min_lifetime: int = Field(default=120, ge=0)

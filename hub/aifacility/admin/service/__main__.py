@@ -4,7 +4,8 @@ Reads what JupyterHub gives every managed service (JUPYTERHUB_SERVICE_URL, _PREF
 facility file (AIFACILITY_FACILITY), the policy database (AIFACILITY_POLICY_DB) and the hub's Kubernetes
 identity (its service account in a pod, else KUBECONFIG), with which it writes the groups' ClusterQueues. With
 the accounting ledger (AIFACILITY_ACCOUNTING_DB) it keeps the budgets too, stopping sessions it finds in the
-spawner's reservations (AIFACILITY_QUOTA_DB). Its state is the database: it may die at any time.
+spawner's reservations (AIFACILITY_QUOTA_DB). It runs events too (their API, and their end: temporary accounts
+removed, the usage report made). Its state is the database: it may die at any time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aifacility.accounting.ledger import Ledger
 from aifacility.admin.budgets import BudgetKeeper, KueueHolds
 from aifacility.admin.policies import PolicyService
 from aifacility.admin.queues import QueueSync
+from aifacility.admin.service.events import EVENT, EventAPI, EventCodesAPI, EventsAPI
 from aifacility.admin.service.handlers import (
     MAX_BODY_BYTES,
     NAME,
@@ -35,6 +37,9 @@ from aifacility.admin.service.handlers import (
     PolicyPage,
     UserLookupPage,
 )
+from aifacility.events.keeper import EventKeeper
+from aifacility.events.service import EventService
+from aifacility.events.store import EventStore, utcnow
 from aifacility.facility import load_facility
 from aifacility.hubapi import HubClient
 from aifacility.hubservice import die_with_hub, fail, serve_until_stopped
@@ -49,6 +54,8 @@ log = logging.getLogger("aifacility.admin")
 KEEP_QUEUES_SECONDS = float(os.environ.get("AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS", "60"))
 # How often budgets are checked against the ledger (see budgets.py).
 CHECK_BUDGETS_SECONDS = float(os.environ.get("AIFACILITY_BUDGET_CHECK_SECONDS", "60"))
+# How often ended events are cleaned up (see events/keeper.py).
+CHECK_EVENTS_SECONDS = float(os.environ.get("AIFACILITY_EVENT_CHECK_SECONDS", "30"))
 
 
 async def make_app() -> web.Application:
@@ -72,6 +79,8 @@ async def make_app() -> web.Application:
         keeper = BudgetKeeper(facility, BudgetBook(store.engine), ledger, store.snapshot,
                               KueueHolds(cluster, facility.namespace) if cluster else None,
                               QuotaStore(quota_db) if quota_db else None, hub.stop_server)
+    events = EventStore(store.engine)
+    event_keeper = EventKeeper(facility, events, ledger, hub.delete_user, utcnow)
     api = url_path_join(prefix, "api")
     kind = r"(?P<kind>groups|users)"
     return web.Application(
@@ -84,8 +93,13 @@ async def make_app() -> web.Application:
             (url_path_join(api, "audit"), AuditAPI),
             (url_path_join(api, "budgets"), BudgetsAPI),
             (url_path_join(api, f"{kind}/{NAME}"), PolicyAPI),
+            (url_path_join(api, "events"), EventsAPI),
+            (url_path_join(api, f"events/{EVENT}"), EventAPI),
+            (url_path_join(api, f"events/{EVENT}/codes"), EventCodesAPI),
         ],
         policies=policies,
+        events=EventService(facility, events),
+        event_keeper=event_keeper,
         budget_keeper=keeper,
         prefix=prefix,
         cookie_secret=secrets.token_bytes(32),
@@ -95,7 +109,8 @@ async def make_app() -> web.Application:
 async def serve() -> None:
     app = await make_app()
     policies: PolicyService = app.settings["policies"]
-    tasks = [asyncio.create_task(policies.queues.keep(policies.reconcile, KEEP_QUEUES_SECONDS))]
+    tasks = [asyncio.create_task(policies.queues.keep(policies.reconcile, KEEP_QUEUES_SECONDS)),
+             asyncio.create_task(app.settings["event_keeper"].run(CHECK_EVENTS_SECONDS))]
     budgets: BudgetKeeper | None = app.settings["budget_keeper"]
     if budgets is not None:
         tasks.append(asyncio.create_task(budgets.run(CHECK_BUDGETS_SECONDS)))
