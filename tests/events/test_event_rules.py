@@ -12,7 +12,7 @@ import pytest
 from aifacility.accounting.ledger import Ledger
 from aifacility.accounting.record import UsageRecord
 from aifacility.events.keeper import EventKeeper
-from aifacility.events.model import Event, EventError, check, parse_event
+from aifacility.events.model import EventError, check, parse_event
 from aifacility.events.service import EventService, NotYours, UnknownEvent
 from aifacility.events.store import EventStore, JoinRefused
 from aifacility.facility import load_facility
@@ -109,7 +109,7 @@ def test_a_join_code_works_once_in_its_window(store: EventStore) -> None:
 
 def test_only_organisers_and_admins_see_and_change_an_event(store: EventStore) -> None:
     service = EventService(FAC, store)
-    event, codes = asyncio.run(service.create(body(organisers=["olga"]), "dana", NOW))
+    _, codes = asyncio.run(service.create(body(organisers=["olga"]), "dana", NOW))
     assert len(codes) == 10
     assert [e["name"] for e in asyncio.run(service.visible("olga", False, NOW))] == ["school-2027"]
     assert asyncio.run(service.visible("oscar", False, NOW)) == []

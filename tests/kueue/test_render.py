@@ -17,11 +17,11 @@ def by_name(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
 
 
-def test_demo_objects_are_v1beta2_queues_of_both_groups() -> None:
+def test_demo_objects_are_v1beta2_queues_of_both_groups_and_the_events_queue() -> None:
     # Whether Kueue accepts them is shown where the real Kueue admits them (tests/controlplane): its CRDs'
     # schemas and CEL rules, and its validating webhooks, run on every apply.
     objs = render(load_facility())
-    assert [o["kind"] for o in objs].count("ClusterQueue") == 2
+    assert [o["kind"] for o in objs].count("ClusterQueue") == 3
     assert {o["apiVersion"] for o in objs} == {"kueue.x-k8s.io/v1beta2"}
 
 
@@ -47,7 +47,7 @@ def test_flavors_follow_accelerators_and_virtual_nodes() -> None:
 def test_cluster_queues_per_group_in_one_cohort() -> None:
     objs = render(load_facility())
     cqs = by_name(objs, "ClusterQueue")
-    assert set(cqs) == {"physics", "ml"}
+    assert set(cqs) == {"physics", "ml", "events"}  # events: the events queue (events.queue)
     physics, ml = cqs["physics"]["spec"], cqs["ml"]["spec"]
     assert physics["cohortName"] == ml["cohortName"] == "aifacility"
     assert physics["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "aifacility"}}
@@ -67,6 +67,7 @@ def test_cluster_queues_per_group_in_one_cohort() -> None:
 
 def _facility_with(tmp_path: Path, queues: dict[str, Any], **sections: Any) -> Path:
     data = yaml.safe_load(demo_facility_path().read_text())
+    data.pop("events")  # the demo's events queue is one of its queue groups
     data["queues"] = queues
     data.update(sections)
     path = tmp_path / "facility.yaml"
@@ -93,7 +94,8 @@ def test_disabled_queues_render_nothing_and_explicit_quota_wins(tmp_path: Path) 
         load_facility(_facility_with(tmp_path, {"enabled": False}))
     assert render(load_facility(_facility_with(tmp_path, {"enabled": False}, dask={"enabled": False}))) == []
     facility = load_facility(_facility_with(tmp_path, {"groups": {"physics": {"accelerators": {"a30": 1},
-                                                                              "borrowing": False}}}))
+                                                                              "borrowing": False}}},
+                                            events={}))  # no events queue among these groups
     cq = by_name(render(facility), "ClusterQueue")["physics"]["spec"]
     a30 = next(g for g in cq["resourceGroups"] if g["coveredResources"] == ["nvidia.com/gpu-a30"])
     assert a30["flavors"][0]["resources"][0] == {"name": "nvidia.com/gpu-a30", "nominalQuota": "1",

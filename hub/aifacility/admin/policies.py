@@ -44,8 +44,10 @@ def check_name(scope: Scope, name: str) -> str:
 
 class PolicyService:
     def __init__(self, facility: Facility, store: PolicyStore, queues: QueueSync, exists: Exists, *,
-                 budgets: bool = False) -> None:
+                 budgets: bool = False, overlay: Callable[[Facility], Facility] | None = None) -> None:
         self.budgets = budgets  # whether a ledger is there to keep budgets with
+        # What else changes the queues over the policies: the events' reservations in force now.
+        self.overlay = overlay or (lambda f: f)
         self.book = BudgetBook(store.engine)
         self.facility = facility
         self.store = store
@@ -57,7 +59,7 @@ class PolicyService:
         return await asyncio.to_thread(self.store.snapshot)
 
     async def in_force(self) -> Facility:
-        return effective(self.facility, await self.snapshot())
+        return await asyncio.to_thread(self.overlay, effective(self.facility, await self.snapshot()))
 
     async def reconcile(self) -> list[str]:
         """Every group's ClusterQueue at the policies in force; under the lock of `set`, so that a quota read
@@ -88,7 +90,9 @@ class PolicyService:
                               "for the hub), so budgets cannot be kept; see docs/admin/accounting.md.")
         async with self._lock:
             before = await self.snapshot()
-            was, will = effective(self.facility, before), effective(self.facility, before.replace(scope, name, policy))
+            was, will = await asyncio.gather(
+                asyncio.to_thread(self.overlay, effective(self.facility, before)),
+                asyncio.to_thread(self.overlay, effective(self.facility, before.replace(scope, name, policy))))
             # Only a change of the group's ClusterQueue is written to the cluster (a budget or a spawn limit of a
             # group whose queue has quotas of its own is not).
             queued = scope == "group" and name in will.queues.groups and \

@@ -1,6 +1,7 @@
-"""The end of an event, run by the admin service every few seconds: once `ends_at` has passed, the temporary
-accounts' sessions stop and the accounts go (their login cookies die with them, and their join codes are
-refused as over), and the organisers get the event's usage report from the accounting ledger. Each step is in
+"""The end of an event, run by the admin service every few seconds: once `ends_at` has passed, the event's sessions
+stop, the temporary accounts go (their login cookies die with them, and their join codes are refused as over),
+the reserved devices go back to the groups, and the organisers get the event's usage report from the accounting
+ledger. Each step is in
 the event's log. Idempotent: a keeper that dies half-way finishes the job at its next round.
 """
 
@@ -16,9 +17,11 @@ from aifacility.accounting.ledger import Ledger
 from aifacility.events.store import EventStore, StoredEvent
 from aifacility.facility.model import Facility
 from aifacility.quotas.budgets import spent
+from aifacility.quotas.reservations import QuotaStore
 
 log = logging.getLogger("aifacility.events")
 DeleteUser = Callable[[str], Awaitable[None]]
+StopServer = Callable[[str, str], Awaitable[None]]
 
 
 def usage_report(facility: Facility, ledger: Ledger | None, stored: StoredEvent, temporary: list[str],
@@ -51,12 +54,16 @@ def usage_report(facility: Facility, ledger: Ledger | None, stored: StoredEvent,
 
 class EventKeeper:
     def __init__(self, facility: Facility, store: EventStore, ledger: Ledger | None, delete_user: DeleteUser,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], reconcile: Callable[[], Awaitable[object]] | None = None,
+                 quotas: QuotaStore | None = None, stop_server: StopServer | None = None) -> None:
         self.facility = facility
         self.store = store
         self.ledger = ledger
         self.delete_user = delete_user
         self.clock = clock
+        self.reconcile = reconcile  # the queues without the event's reservation
+        self.quotas = quotas  # the spawner's reservations: which sessions the events queue pays for
+        self.stop_server = stop_server
 
     async def tick(self) -> list[str]:
         """End every event whose window is over; the names of those ended in this round."""
@@ -73,13 +80,24 @@ class EventKeeper:
         temporary = await asyncio.to_thread(self.store.participants, name)
         # The report first: it reads the ledger by username, which outlives the accounts.
         report = await asyncio.to_thread(usage_report, self.facility, self.ledger, stored, temporary, now)
+        stopped = 0
+        queue = self.facility.events.queue
+        if queue is not None and self.quotas is not None and self.stop_server is not None:
+            # The event's sessions (its profile is charged to the events queue; one event runs at a time).
+            for r in await asyncio.to_thread(self.quotas.reservations):
+                if r.group == queue:
+                    await self.stop_server(r.user, r.server)
+                    stopped += 1
         gone = []
         for user in temporary:
             await self.delete_user(user)  # stops the user's servers first (the hub's own order)
             gone.append(user)
-        message = (f"The event ended at {stored.event.ends_at:%Y-%m-%d %H:%M} UTC: {len(gone)} temporary "
-                   f"account(s) removed, the usage report of {len(report['participants'])} participant(s) made")
+        message = (f"The event ended at {stored.event.ends_at:%Y-%m-%d %H:%M} UTC: {stopped} event session(s) "
+                   f"stopped, {len(gone)} temporary account(s) removed, the usage report of "
+                   f"{len(report['participants'])} participant(s) made")
         await asyncio.to_thread(self.store.finish, name, report, message)
+        if self.reconcile is not None:  # the reserved devices back to the groups now, not at the next round
+            await self.reconcile()
         log.info("event %s: %s", name, message)
 
     async def run(self, every: float) -> None:

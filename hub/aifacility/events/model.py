@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aifacility.facility.model import Facility
+from aifacility.facility.quantity import parse_quantity
+from aifacility.kueue.render import group_accelerators
 from aifacility.quotas.policy import known_groups
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{2,30}[a-z0-9]$")
@@ -43,6 +45,56 @@ class Participants(BaseModel):
         return sorted(set(v))
 
 
+class Reservation(BaseModel):
+    """Devices held for the event's participants during its window (taken from the groups' nominal quotas, lent
+    back to them outside it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accelerator: str = Field(min_length=1, max_length=64)
+    count: int = Field(ge=1, le=1000)
+
+
+class EventProfile(BaseModel):
+    """The profile participants get on the spawn form during the event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, max_length=64)
+    cpu: str = Field(default="2", max_length=16)
+    memory: str = Field(default="8Gi", max_length=16)
+    # One device of the reservation per session, when the event reserves devices.
+    accelerator: bool = True
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError("must be a quantity such as 2 or 8Gi")
+        try:
+            amount = parse_quantity(str(v))
+        except ValueError:
+            raise ValueError(f"'{v}' is not a quantity such as 2 or 8Gi") from None
+        if amount <= 0:
+            raise ValueError("must be more than 0")
+        return str(v)
+
+
+class Material(BaseModel):
+    """Teaching material: a git repository pulled into each participant's home with nbgitpuller when they open
+    the session, merging upstream changes without ever overwriting theirs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str = Field(min_length=1, max_length=1024, pattern=r"^(https?|file)://[^\s]+$")
+    branch: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]{1,100}$")
+
+    @property
+    def directory(self) -> str:
+        """Where nbgitpuller puts it in the home: the repository's name."""
+        return self.repo.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "material"
+
+
 class Event(BaseModel):
     """An event as organisers write it (the admin service's API and form, `aifacility admin event create`)."""
 
@@ -54,6 +106,9 @@ class Event(BaseModel):
     ends_at: datetime
     organisers: list[str] = Field(default_factory=list, max_length=20)
     participants: Participants = Field(default_factory=Participants)
+    reservation: Reservation | None = None
+    profile: EventProfile | None = None
+    material: Material | None = None
 
     @field_validator("name")
     @classmethod
@@ -119,6 +174,7 @@ def check(facility: Facility, event: Event, others: Iterable[Event], now: dateti
                         f"{', '.join(sorted(known_groups(facility)))})")
     if not (event.participants.groups or event.participants.users or event.participants.join_codes):
         problems.append("name its participants: IAM groups, usernames or a number of join codes")
+    problems += _resources(facility, event)
     for other in others:
         if other.name == event.name:
             problems.append(f"an event named '{event.name}' exists already")
@@ -128,3 +184,37 @@ def check(facility: Facility, event: Event, others: Iterable[Event], now: dateti
                             f"{other.ends_at:%Y-%m-%d %H:%M} UTC): move it or shorten one of them")
     if problems:
         raise EventError("; ".join(problems) + ".")
+
+
+def lendable(facility: Facility, accelerator: str) -> dict[str, int]:
+    """Per group (the events queue aside), its nominal quota of `accelerator`: what a reservation takes from."""
+    return {g: n for g in facility.queues.groups if g != facility.events.queue
+            if (n := group_accelerators(facility, g).get(accelerator, 0)) > 0}
+
+
+def _resources(facility: Facility, event: Event) -> list[str]:
+    problems = []
+    images = {i.name for i in facility.images}
+    r, p = event.reservation, event.profile
+    if r is not None:
+        if not facility.queues.enabled or facility.events.queue is None:
+            problems.append("reservation: this facility does not let events reserve devices (its facility file "
+                            "names no events.queue); ask its administrators")
+        elif r.accelerator not in {a.name for a in facility.accelerators}:
+            problems.append(f"reservation.accelerator: unknown accelerator '{r.accelerator}' (known: "
+                            f"{', '.join(a.name for a in facility.accelerators)})")
+        else:
+            most = sum(lendable(facility, r.accelerator).values())
+            if r.count > most:
+                problems.append(f"reservation.count: the groups' queues hold {most} "
+                                f"{facility.accelerator(r.accelerator).display_name} in all; reserve at most {most}")
+        if p is None:
+            problems.append("reservation: give the event a profile too, or its participants cannot use it")
+    if p is not None:
+        if p.image not in images:
+            problems.append(f"profile.image: unknown image '{p.image}' (known: {', '.join(sorted(images))})")
+        if parse_quantity(p.cpu) > 64 or parse_quantity(p.memory) > parse_quantity("512Gi"):
+            problems.append("profile: at most 64 cores and 512Gi of memory per session")
+    if event.material is not None and p is None:
+        problems.append("material: give the event a profile too: the material is pulled when its sessions open")
+    return problems

@@ -4,12 +4,16 @@ and every check before anything is saved. Organisers see and change their own ev
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from aifacility.events.model import MAX_CODES, Event, EventError, check, parse_event
 from aifacility.events.store import EventStore, StoredEvent
 from aifacility.facility.model import Facility
+
+log = logging.getLogger("aifacility.events")
 
 
 class NotYours(PermissionError):
@@ -21,10 +25,20 @@ class UnknownEvent(LookupError):
 
 
 class EventService:
-    def __init__(self, facility: Facility, store: EventStore) -> None:
+    def __init__(self, facility: Facility, store: EventStore,
+                 on_change: Callable[[], Awaitable[object]] | None = None) -> None:
         self.facility = facility
         self.store = store
+        self.on_change = on_change  # brings the queues to the reservations in force (the admin service's)
         self._lock = asyncio.Lock()  # one check-then-save at a time: two overlapping events cannot both pass
+
+    async def _changed(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change()
+        except Exception as e:  # saved already; the admin service's next reconciliation writes the queues
+            log.warning("the queues did not follow an event change at once (%s); the next round will", e)
 
     def _mine(self, stored: StoredEvent, me: str, admin: bool) -> bool:
         return admin or me in stored.event.organisers
@@ -53,6 +67,7 @@ class EventService:
             named = [s.event for s in await asyncio.to_thread(self.store.all) if s.event.name == event.name]
             check(self.facility, event, {e.name: e for e in [*live, *named]}.values(), now)
             codes = await asyncio.to_thread(self.store.create, event, me)
+        await self._changed()
         return event, codes
 
     async def add_codes(self, name: str, body: Any, me: str, admin: bool, now: datetime) -> list[str]:
@@ -72,3 +87,4 @@ class EventService:
             raise EventError(f"'{name}' is {stored.phase(now)}: only an event that has not started can be "
                              f"cancelled (a running one ends at {stored.event.ends_at:%Y-%m-%d %H:%M} UTC).")
         await asyncio.to_thread(self.store.cancel, name, me)
+        await self._changed()

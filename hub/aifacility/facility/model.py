@@ -123,6 +123,8 @@ class Profile(Strict):
     idle_timeout_minutes: float | None = Field(default=None, gt=0)
     # Whether a spawn may wait in the Kueue queue when the accelerator is busy or over quota.
     queueable: bool = False
+    # Where JupyterLab opens, relative to the server (e.g. an nbgitpuller link that pulls teaching material).
+    default_url: str | None = Field(default=None, max_length=2048)
 
     _q = field_validator("cpu", "memory", mode="before")(lambda cls, v: _check_quantity(v))
 
@@ -303,6 +305,16 @@ class Accounting(Strict):
     batch_accounted_sites: list[Annotated[str, Field(min_length=1, max_length=128)]] = []
 
 
+class EventsSettings(Strict):
+    """Events (hackathons, schools) that hold accelerators for their participants (aifacility.events)."""
+
+    # The queue group (`queues.groups.<queue>`, nominal quota 0) whose ClusterQueue gets an event's reservation
+    # during its window, taken from the other groups' nominal quotas. Unset: events cannot reserve.
+    queue: str | None = None
+    # The reservation is in force this long before the start, so that the first session does not wait.
+    reserve_lead_minutes: float = Field(default=15, ge=0, le=24 * 60)
+
+
 class Facility(Strict):
     apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # Kubernetes-style key
     kind: Literal["Facility"] = "Facility"
@@ -325,6 +337,8 @@ class Facility(Strict):
     dask: Dask = Dask()
     # Usage reports: energy, carbon, MIG weighting.
     accounting: Accounting = Accounting()
+    # Events: the queue their reservations go to.
+    events: EventsSettings = EventsSettings()
 
     @model_validator(mode="after")
     def _references(self) -> Facility:
@@ -368,6 +382,9 @@ class Facility(Strict):
             raise ValueError(f"jobs.default_group: '{self.jobs.default_group}' has no queue in queues.groups "
                              f"(known: {', '.join(sorted(self.queues.groups)) or 'none'})")
         self._check_dask(accels, images)
+        if self.queues.enabled and self.events.queue is not None and self.events.queue not in self.queues.groups:
+            raise ValueError(f"events.queue: '{self.events.queue}' has no queue in queues.groups "
+                             f"(known: {', '.join(sorted(self.queues.groups)) or 'none'})")
         return self
 
     def _check_dask(self, accels: set[str], images: set[str]) -> None:

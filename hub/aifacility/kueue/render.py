@@ -93,10 +93,13 @@ def _resource_groups(facility: Facility, group: str, gq: GroupQueue) -> list[dic
     # Accelerators advertised under one resource name (two GPU models both as nvidia.com/gpu) must share a
     # resource group: Kueue lets a resource belong to one group only, and picks among its flavors in order.
     quota = group_accelerators(facility, group)
+    # The events queue holds what an event reserved: it neither lends those devices to the cohort nor borrows more.
+    held = {"borrowingLimit": "0", "lendingLimit": "0"} if group == facility.events.queue else {}
     by_resource: dict[str, list[dict[str, Any]]] = {}
     for a in facility.accelerators:
         by_resource.setdefault(a.resource, []).append(
-            {"name": a.name, "resources": [{"name": a.resource, **_quota(str(quota.get(a.name, 0)), a.name, gq)}]})
+            {"name": a.name, "resources": [{"name": a.resource, **_quota(str(quota.get(a.name, 0)), a.name, gq),
+                                            **held}]})
     for resource, fl in by_resource.items():
         groups.append({"coveredResources": [resource], "flavors": fl})
     return groups

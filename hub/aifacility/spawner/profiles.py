@@ -65,6 +65,8 @@ def profile_overrides(facility: Facility, profile: Profile) -> dict[str, Any]:
         acc = facility.accelerator(profile.accelerator.name)
         overrides.update(_accelerator_overrides(acc, profile.accelerator.count))
         overrides["extra_labels"]["aifacility.io/accelerator"] = acc.name
+    if profile.default_url:
+        overrides["default_url"] = profile.default_url
     return overrides
 
 

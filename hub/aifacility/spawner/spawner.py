@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Float, Integer, Unicode, default
 
+from aifacility.events.reservation import EventsInForce
+from aifacility.events.store import EventStore
 from aifacility.facility import Facility, load_facility
 from aifacility.kueue.render import local_queue
 from aifacility.quotas.budgets import BudgetBook
@@ -66,6 +69,15 @@ def _form_template(paths: tuple[str, ...], source: str) -> jinja2.Template:
 
 # One availability cache per (facility file, namespace-independent) hub process, shared by every spawner.
 _AVAILABILITY: dict[str, AvailabilityCache] = {}
+# The events of each admin database, re-read at most every few seconds (every form and spawn asks).
+_EVENTS: dict[str, EventsInForce] = {}
+
+
+def _events_in_force(policy_db: str) -> EventsInForce:
+    view = _EVENTS.get(policy_db)
+    if view is None:
+        view = _EVENTS[policy_db] = EventsInForce(EventStore(policy_store(policy_db).engine))
+    return view
 
 
 async def facility_profile_list(spawner: FacilitySpawner) -> list[dict[str, Any]]:
@@ -134,8 +146,17 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
         5.0, config=True, help="Seconds the free-units-per-accelerator figures shown on the form are cached.")
 
     @property
-    def facility(self) -> Facility:
+    def base_facility(self) -> Facility:
         return _facility(self.facility_path or os.environ.get("AIFACILITY_FACILITY", ""))
+
+    @property
+    def facility(self) -> Facility:
+        """The facility as it stands now: the file, with the events that are on (their reservations in the events
+        queue, their profiles on the form) when the admin database is known."""
+        base = self.base_facility
+        if not self.policy_db or base.events.queue is None:
+            return base
+        return _events_in_force(self.policy_db).overlay(base, datetime.now(UTC))
 
     @default("profile_list")
     def _default_profile_list(self) -> Any:
@@ -184,8 +205,13 @@ class FacilitySpawner(ServerTokenMixin, KubeSpawner):
         return [TEMPLATES]
 
     def user_groups(self) -> list[str]:
-        """The hub groups of this spawner's user (IAM groups, synced at login by the authenticator)."""
-        return sorted(g.name for g in getattr(self.user, "groups", []) or [])
+        """The hub groups of this spawner's user (IAM groups, synced at login by the authenticator), and the
+        events queue while the user takes part in an event that is on (the event's profile is charged to it)."""
+        groups = sorted(g.name for g in getattr(self.user, "groups", []) or [])
+        base = self.base_facility
+        if self.policy_db and base.events.queue is not None:
+            groups += _events_in_force(self.policy_db).queue_groups(base, self.user.name, groups, datetime.now(UTC))
+        return groups
 
     async def availability(self) -> Availability:
         """Free/total units per accelerator; empty when the cluster cannot be read (the form still works)."""

@@ -38,6 +38,7 @@ from aifacility.admin.service.handlers import (
     UserLookupPage,
 )
 from aifacility.events.keeper import EventKeeper
+from aifacility.events.reservation import EventsInForce
 from aifacility.events.service import EventService
 from aifacility.events.store import EventStore, utcnow
 from aifacility.facility import load_facility
@@ -72,15 +73,19 @@ async def make_app() -> web.Application:
     cluster = await api_client() if facility.queues.enabled else None
     store = PolicyStore(os.environ[DB_ENV])
     ledger = Ledger(os.environ[LEDGER_ENV]) if os.environ.get(LEDGER_ENV) else None
-    policies = PolicyService(facility, store, QueueSync(cluster), exists, budgets=ledger is not None)
+    events = EventStore(store.engine)
+    in_force = EventsInForce(events, ttl=0)  # the admin service reads them at each reconciliation
+    policies = PolicyService(facility, store, QueueSync(cluster), exists, budgets=ledger is not None,
+                             overlay=lambda f: in_force.overlay(f, utcnow()))
     keeper = None
     if ledger is not None:
         quota_db = os.environ.get("AIFACILITY_QUOTA_DB")
         keeper = BudgetKeeper(facility, BudgetBook(store.engine), ledger, store.snapshot,
                               KueueHolds(cluster, facility.namespace) if cluster else None,
                               QuotaStore(quota_db) if quota_db else None, hub.stop_server)
-    events = EventStore(store.engine)
-    event_keeper = EventKeeper(facility, events, ledger, hub.delete_user, utcnow)
+    event_keeper = EventKeeper(facility, events, ledger, hub.delete_user, utcnow, policies.reconcile,
+                               QuotaStore(os.environ["AIFACILITY_QUOTA_DB"]) if os.environ.get("AIFACILITY_QUOTA_DB")
+                               else None, hub.stop_server)
     api = url_path_join(prefix, "api")
     kind = r"(?P<kind>groups|users)"
     return web.Application(
@@ -98,7 +103,7 @@ async def make_app() -> web.Application:
             (url_path_join(api, f"events/{EVENT}/codes"), EventCodesAPI),
         ],
         policies=policies,
-        events=EventService(facility, events),
+        events=EventService(facility, events, policies.reconcile),
         event_keeper=event_keeper,
         budget_keeper=keeper,
         prefix=prefix,
