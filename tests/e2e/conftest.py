@@ -20,8 +20,10 @@ def facility() -> Iterator[RunningFacility]:
     # pods run as the pod's user (jovyan) and must reach their job directory in the facility's state.
     base = Path(tempfile.mkdtemp(prefix="aifacility-e2e-"))
     base.chmod(0o711)
-    # Budgets checked every 2 s instead of every minute, so that the budget test does not wait a minute.
-    fac = start_facility(base, env={"AIFACILITY_BUDGET_CHECK_SECONDS": "2"})
+    # Budgets, events and the queues' reconciliation checked every 2 s instead of every half minute or minute, so
+    # that the budget and events tests do not wait for them.
+    fac = start_facility(base, env={"AIFACILITY_BUDGET_CHECK_SECONDS": "2", "AIFACILITY_EVENT_CHECK_SECONDS": "2",
+                                    "AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS": "2"})
     yield fac
     code = fac.stop()
     assert code == 0, "".join(fac.output[-40:])

@@ -8,6 +8,7 @@ with an administrator's JupyterHub token (the same checks as the web pages; noth
     aifacility admin set user NAME [--servers N] [--accelerator NAME=N ...]
     aifacility admin reset group NAME | user NAME      (the facility file's values again)
     aifacility admin audit [--limit N] [--json]
+    aifacility admin event create FILE | list | show NAME | codes NAME N | cancel NAME   (organisers too)
 
 The hub's address: --hub or $AIFACILITY_HUB_URL (e.g. https://facility.example.org); the token: --token or
 $JUPYTERHUB_API_TOKEN. `set` replaces the whole policy of that group or user: what it leaves out is the file's.
@@ -24,6 +25,8 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+
+from aifacility.admin.event_cli import add_event_parser, run_event
 
 
 class AdminError(RuntimeError):
@@ -117,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         elif cmd == "set":
             data = client.call("PUT", f"{args.scope}s/{quote(args.name, safe='')}", policy_body(args))
             print(_describe(data) if data["change"] else f"{args.scope} {args.name}: unchanged")
+        elif cmd == "event":
+            run_event(client, args)
         elif cmd == "reset":
             client.call("DELETE", f"{args.scope}s/{quote(args.name, safe='')}")
             print(f"{args.scope} {args.name}: the facility file's values apply again")
@@ -157,6 +162,7 @@ def add_parser(sub: Any) -> None:
     rs = asub.add_parser("reset", help="remove a policy: the facility file's values apply again")
     rs.add_argument("scope", choices=["group", "user"])
     rs.add_argument("name")
+    add_event_parser(asub)
     au = asub.add_parser("audit", help="who changed what, when, from what to what (latest first)")
     au.add_argument("--limit", type=int, default=50)
     au.add_argument("--json", action="store_true")

@@ -32,7 +32,8 @@ def pull_url(event: Event) -> str | None:
     m = event.material
     if m is None:
         return None
-    return "/git-pull?" + urlencode({"repo": m.repo, "branch": m.branch, "urlpath": f"lab/tree/{m.directory}"})
+    return "/git-pull?" + urlencode({"repo": m.repo, "branch": m.branch, "targetpath": m.directory,
+                                     "urlpath": f"lab/tree/{m.directory}"})
 
 
 def event_profile(facility: Facility, event: Event) -> Profile | None:
