@@ -70,7 +70,7 @@ def test_the_event_profile_is_offered_to_participants_while_the_event_is_on() ->
         "mig-1g-10gb", 1)
     assert profile.default_url == pull_url(stored.event)
     assert pull_url(stored.event) == ("/git-pull?repo=https%3A%2F%2Fgithub.com%2Fexample%2Fhep-school.git"
-                                      "&branch=2027&urlpath=lab%2Ftree%2Fhep-school")
+                                      "&branch=2027&targetpath=hep-school&urlpath=lab%2Ftree%2Fhep-school")
     ev = stored.event
     assert participates(ev, "bob", []) and participates(ev, "carol", ["ml"])
     assert participates(ev, "school-2027-004", ["event-school-2027"]) and not participates(ev, "eve", ["physics"])
