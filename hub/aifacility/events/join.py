@@ -24,24 +24,24 @@ class JoinHandler(BaseHandler):
     def initialize(self, policy_db: str) -> None:
         self.policy_db = policy_db
 
-    def _page(self, error: str = "", status: int = 200) -> None:
+    async def _page(self, error: str = "", status: int = 200) -> None:
         self.set_status(status)
-        self.finish(self.render_template(TEMPLATE, join_error=error, join_url=self.request.path,
-                                         login_url=self.settings["login_url"]))
+        self.finish(await self.render_template(TEMPLATE, join_error=error, join_url=self.request.path,
+                                               login_url=self.settings["login_url"]))
 
     async def get(self) -> None:
-        self._page()
+        await self._page()
 
     async def post(self) -> None:
         code = normalize_code(self.get_body_argument("code", "")[:64])
         if len(code) != CODE_CHARS:
-            return self._page(f"A join code has {CODE_CHARS} letters and digits, e.g. ABCD-EF23.", 400)
+            return await self._page(f"A join code has {CODE_CHARS} letters and digits, e.g. ABCD-EF23.", 400)
         store = EventStore(policy_store(self.policy_db).engine)
         try:
             event, name = await asyncio.to_thread(store.redeem, code, utcnow())
         except JoinRefused as e:
             self.log.info("join code refused: %s", e)
-            return self._page(str(e), 403)
+            return await self._page(str(e), 403)
         user = self.user_from_username(name)
         group = orm.Group.find(self.db, event.group)
         if group is None:
