@@ -53,8 +53,10 @@ if env("AIFACILITY_ADMIN_TOKEN"):
                                            "read:services",
                                            # everyone's jobs (the custom scope comes with the jobs part below)
                                            "access:services!service=jobs", "custom:jobs:write",
-                                           # the facility's policies (`aifacility admin`, the benchmark)
-                                           "access:services!service=admin", "custom:policies:write"]}]
+                                           # the facility's policies and events (`aifacility admin`, the
+                                           # benchmark)
+                                           "access:services!service=admin", "custom:policies:write",
+                                           "custom:events:write"]}]
 
 # --- notebooks: profiles, storage, quotas, queued sessions on Kubernetes ---------------------------------------
 from aifacility.spawner import configure as configure_spawner  # noqa: E402
