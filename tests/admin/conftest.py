@@ -14,3 +14,4 @@ from support.controlplane import Cluster, shared_cluster
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with shared_cluster(tmp_path_factory) as c:
         yield c
+

@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+from admin_support import launch_admin_hub
 
-from aifacility.embedded.cluster import EmbeddedCluster
 from aifacility.facility import demo_facility_path
 from support.controlplane import Cluster, wait_for
 from support.hub_process import HubProcess
@@ -27,20 +26,7 @@ ADMIN = "/services/admin/"
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Iterator[HubProcess]:
     work = tmp_path_factory.mktemp("admin-hub")
-    hub = HubProcess(work)
-    env = {**os.environ, "KUBECONFIG": str(EmbeddedCluster.hub_kubeconfig_path(cluster.state_dir)),
-           "AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS": "1"}
-    hub.launch(textwrap.dedent(f"""
-        c.JupyterHub.authenticator_class = "dummy"
-        c.Authenticator.allow_all = True
-        c.Authenticator.admin_users = {{"dana"}}
-        c.JupyterHub.services = [{{"name": "test", "api_token": "{hub.token}"}}]
-        c.JupyterHub.load_roles = [{{"name": "test", "scopes": ["admin:users", "admin:groups", "tokens"],
-                                     "services": ["test"]}}]
-        from aifacility.facility import load_facility
-        from aifacility.admin import configure
-        configure(c, load_facility("{demo_facility_path()}"), data_dir="{work}")
-    """), env=env)
+    hub = launch_admin_hub(work, cluster, demo_facility_path(), AIFACILITY_ADMIN_QUEUE_SYNC_SECONDS="1")
     try:  # a failed set-up stops the hub too
         hub.api("POST", "/users/bob").raise_for_status()  # dana exists: an admin_users entry
         hub.api("POST", "/groups/physics").raise_for_status()

@@ -7,7 +7,6 @@ longer work), the T4s are back with physics and the organiser's report lists the
 from __future__ import annotations
 
 import os
-import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from admin_support import launch_admin_hub
 
-from aifacility.embedded.cluster import EmbeddedCluster
 from aifacility.facility import demo_facility_path
 from support.controlplane import Cluster, wait_for
 from support.hub_process import HubProcess
@@ -33,20 +32,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Iterator[
     facility["iam"]["organiser_groups"] = ["teachers"]
     facility_file = work / "facility.yaml"
     facility_file.write_text(yaml.safe_dump(facility))
-    hub = HubProcess(work)
-    env = {**os.environ, "KUBECONFIG": str(EmbeddedCluster.hub_kubeconfig_path(cluster.state_dir)),
-           "AIFACILITY_EVENT_CHECK_SECONDS": "1"}
-    hub.launch(textwrap.dedent(f"""
-        c.JupyterHub.authenticator_class = "dummy"
-        c.Authenticator.allow_all = True
-        c.Authenticator.admin_users = {{"dana"}}
-        c.JupyterHub.services = [{{"name": "test", "api_token": "{hub.token}"}}]
-        c.JupyterHub.load_roles = [{{"name": "test", "scopes": ["admin:users", "admin:groups", "tokens"],
-                                     "services": ["test"]}}]
-        from aifacility.facility import load_facility
-        from aifacility.admin import configure
-        configure(c, load_facility("{facility_file}"), data_dir="{work}")
-    """), env=env)
+    hub = launch_admin_hub(work, cluster, facility_file, AIFACILITY_EVENT_CHECK_SECONDS="1")
     try:
         for user in ("bob", "olga"):
             hub.api("POST", f"/users/{user}").raise_for_status()
