@@ -338,15 +338,20 @@ def test_the_hub_may_read_nodes_kueue_objects_and_queue_positions_and_patch_only
     (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "aifacility"}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    # Notebooks run in the release's own namespace here: z2jh's Role covers it, no extra Role.
-    assert ("Role", "aifacility") not in kinds
+    # Notebooks run in the release's own namespace here: z2jh's Role covers them; the only Role of the chart's is
+    # for the events' image pre-pullers (DaemonSets), and nothing else of the apps group.
+    (events_role,) = [d for d in docs if d["kind"] == "Role"]
+    assert events_role["metadata"]["namespace"] == "aifacility"
+    assert events_role["rules"] == [{"apiGroups": ["apps"], "resources": ["daemonsets"],
+                                     "verbs": ["get", "create", "delete"]}]
+    assert ("Role", "aifacility") in kinds
     assert not [d for d in docs if d["kind"] == "Secret"]  # no secret in values: the operator's Secret is used
 
 
 def test_notebooks_in_another_namespace_get_a_role_there(helm: str, chart_copy: Path) -> None:
     docs = _template(helm, chart_copy, namespace="jhub")
-    (role,) = [d for d in docs if d["kind"] == "Role"]
-    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "site-aifacility-hub"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "site-aifacility-hub"]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "aifacility"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"}]
     verbs = {r: set(rule["verbs"]) for rule in role["rules"] for r in rule["resources"]}

@@ -65,6 +65,13 @@ def _cq(facility: RunningFacility, name: str) -> dict[str, Any]:
     return dict(json.loads(out))
 
 
+def _prepuller(facility: RunningFacility) -> dict[str, Any] | None:
+    proc = subprocess.run([str(build.binary("kubectl")), f"--kubeconfig={facility.kubeconfig}", "-n", "aifacility",
+                           "get", "daemonset", f"event-prepull-{EVENT}", "-o", "json"], capture_output=True, text=True,
+                          timeout=60)
+    return dict(json.loads(proc.stdout)) if proc.returncode == 0 else None
+
+
 def _server(facility: RunningFacility, user: str) -> dict[str, Any]:
     r = facility.api("GET", f"/users/{user}")
     return {} if r.status_code == 404 else dict(r.json()["servers"].get("", {}))
@@ -117,6 +124,11 @@ def test_a_hackathon_with_join_codes_a_reserved_slice_and_material(
         # The reservation is in force at once: ml lends the four slices to the events queue, which lends none.
         assert nominal_quota(_cq(facility, "events"), SLICE) == "4"
         assert nominal_quota(_cq(facility, "ml"), SLICE) == "0"
+        # The image is pre-pulled on the A100 node, the one with these slices.
+        ds = wait_for(lambda: (d := _prepuller(facility)) and d.get("status", {}).get("desiredNumberScheduled") and d,
+                      60, message="the event's pre-puller")
+        assert ds["status"]["desiredNumberScheduled"] == 1
+        assert ds["spec"]["template"]["spec"]["containers"][0]["image"].endswith("notebook-ml:2026.11")
 
         # The first participant joins in the browser; nine more with the same form's request.
         browser.get(f"{facility.url}/hub/join")
@@ -171,6 +183,7 @@ def test_a_hackathon_with_join_codes_a_reserved_slice_and_material(
     assert _me(facility, sessions[0]) is None
     assert nominal_quota(_cq(facility, "ml"), SLICE) == "4"
     assert nominal_quota(_cq(facility, "events"), SLICE) == "0"
+    assert _prepuller(facility) is None
     wait_for(lambda: _server(facility, "alice").get("ready"), 180, message="alice's session, once the slices are back")
     s = requests.Session()
     s.get(f"{facility.url}/hub/join", timeout=30)

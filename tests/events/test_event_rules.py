@@ -12,7 +12,7 @@ import pytest
 from aifacility.accounting.ledger import Ledger
 from aifacility.accounting.record import UsageRecord
 from aifacility.events.keeper import EventKeeper
-from aifacility.events.model import EventError, check, parse_event
+from aifacility.events.model import Event, EventError, check, parse_event
 from aifacility.events.service import EventService, NotYours, UnknownEvent
 from aifacility.events.store import EventStore, JoinRefused
 from aifacility.facility import load_facility
@@ -149,8 +149,24 @@ def test_the_end_removes_the_temporary_accounts_and_reports_their_usage(store: E
     async def delete(user: str) -> None:
         deleted.append(user)
 
-    keeper = EventKeeper(FAC, store, ledger, delete, lambda: event.ends_at + timedelta(seconds=1))
+    class PrePuller:
+        calls: list[str] = []
+
+        async def ensure(self, ev: Event) -> bool:
+            self.calls.append(f"ensure {ev.name}")
+            return True
+
+        async def remove(self, ev: Event) -> None:
+            self.calls.append(f"remove {ev.name}")
+
+    pulls = PrePuller()
+    clock = [event.starts_at - timedelta(minutes=FAC.events.reserve_lead_minutes)]
+    keeper = EventKeeper(FAC, store, ledger, delete, lambda: clock[0], prepuller=pulls)  # type: ignore[arg-type]
+    assert asyncio.run(keeper.tick()) == [] and asyncio.run(keeper.tick()) == []
+    assert pulls.calls == ["ensure school-2027"]  # from the reservation's start, once
+    clock[0] = event.ends_at + timedelta(seconds=1)
     assert asyncio.run(keeper.tick()) == ["school-2027"]
+    assert pulls.calls == ["ensure school-2027", "remove school-2027"]
     assert deleted == users
     stored = store.get("school-2027")
     assert stored is not None and stored.state == "ended"
@@ -163,4 +179,4 @@ def test_the_end_removes_the_temporary_accounts_and_reports_their_usage(store: E
     assert report["totals"]["participants"] == 3
     assert not store.is_temporary(users[0])
     assert asyncio.run(keeper.tick()) == []  # once
-    assert [h["action"] for h in store.history("school-2027")] == ["created", "joined", "joined", "ended"]
+    assert [h["action"] for h in store.history("school-2027")] == ["created", "joined", "joined", "prepull", "ended"]

@@ -155,3 +155,25 @@ def test_the_events_queue_must_be_one_of_the_facility_s_queue_groups(tmp_path: P
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(FacilityError, match=r"events\.queue: 'workshops' has no queue in queues\.groups"):
         load_facility(path)
+
+
+def test_the_image_is_pre_pulled_on_the_reserved_accelerator_s_nodes_by_a_quiet_daemonset() -> None:
+    from aifacility.events.prepull import daemonset
+
+    ds = daemonset(FAC, event().event)
+    assert ds is not None and ds["metadata"] == {
+        "name": "event-prepull-school-2027", "namespace": "aifacility",
+        "labels": {"aifacility.io/event": "school-2027", "app.kubernetes.io/component": "event-prepull",
+                   "app.kubernetes.io/managed-by": "aifacility"}}
+    pod = ds["spec"]["template"]["spec"]
+    mig = FAC.accelerator("mig-1g-10gb")
+    assert pod["nodeSelector"] == mig.node_selector
+    assert pod["tolerations"] == [t.model_dump(exclude_none=True) for t in mig.tolerations]
+    (hold,) = pod["containers"]
+    assert hold["image"] == next(i.image for i in FAC.images if i.name == "ml")
+    assert hold["resources"]["requests"] == {"cpu": "1m", "memory": "16Mi"}  # holds the image, not the node
+    assert "nvidia.com/mig-1g.10gb" not in str(hold["resources"])
+    assert pod["securityContext"]["runAsNonRoot"] and hold["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    everywhere = daemonset(FAC, event(reservation=None, profile={"image": "hep", "accelerator": False}).event)
+    assert everywhere is not None and everywhere["spec"]["template"]["spec"]["nodeSelector"] == {}
+    assert daemonset(FAC, event(reservation=None, profile=None, material=None).event) is None

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aifacility.accounting.ledger import Ledger
+from aifacility.events.prepull import PrePuller
 from aifacility.events.store import EventStore, StoredEvent
 from aifacility.facility.model import Facility
 from aifacility.quotas.budgets import spent
@@ -55,7 +56,8 @@ def usage_report(facility: Facility, ledger: Ledger | None, stored: StoredEvent,
 class EventKeeper:
     def __init__(self, facility: Facility, store: EventStore, ledger: Ledger | None, delete_user: DeleteUser,
                  clock: Callable[[], datetime], reconcile: Callable[[], Awaitable[object]] | None = None,
-                 quotas: QuotaStore | None = None, stop_server: StopServer | None = None) -> None:
+                 quotas: QuotaStore | None = None, stop_server: StopServer | None = None,
+                 prepuller: PrePuller | None = None) -> None:
         self.facility = facility
         self.store = store
         self.ledger = ledger
@@ -64,15 +66,29 @@ class EventKeeper:
         self.reconcile = reconcile  # the queues without the event's reservation
         self.quotas = quotas  # the spawner's reservations: which sessions the events queue pays for
         self.stop_server = stop_server
+        self.prepuller = prepuller  # the events' images on their nodes before they start
+        self._pulling: set[str] = set()
 
     async def tick(self) -> list[str]:
         """End every event whose window is over; the names of those ended in this round."""
         now = self.clock()
         ended = []
+        lead = timedelta(minutes=self.facility.events.reserve_lead_minutes)
         for stored in await asyncio.to_thread(self.store.all):
-            if stored.state == "scheduled" and stored.event.ends_at <= now:
+            ev = stored.event
+            if stored.state == "scheduled" and ev.ends_at <= now:
                 await self.end(stored, now)
-                ended.append(stored.event.name)
+                ended.append(ev.name)
+            elif stored.state == "scheduled" and ev.starts_at - lead <= now and ev.name not in self._pulling:
+                if self.prepuller is not None and await self.prepuller.ensure(ev):
+                    await asyncio.to_thread(self.store.log, ev.name, "event-keeper", "prepull",
+                                            f"pre-pulling the image {ev.profile.image if ev.profile else ''} on the "
+                                            "event's nodes")
+                self._pulling.add(ev.name)
+            elif stored.state == "cancelled" and ev.name in self._pulling:
+                if self.prepuller is not None:
+                    await self.prepuller.remove(ev)
+                self._pulling.discard(ev.name)
         return ended
 
     async def end(self, stored: StoredEvent, now: datetime) -> None:
@@ -88,6 +104,9 @@ class EventKeeper:
                 if r.group == queue:
                     await self.stop_server(r.user, r.server)
                     stopped += 1
+        if self.prepuller is not None:
+            await self.prepuller.remove(stored.event)
+        self._pulling.discard(name)
         gone = []
         for user in temporary:
             await self.delete_user(user)  # stops the user's servers first (the hub's own order)

@@ -38,6 +38,7 @@ from aifacility.admin.service.handlers import (
     UserLookupPage,
 )
 from aifacility.events.keeper import EventKeeper
+from aifacility.events.prepull import PrePuller
 from aifacility.events.reservation import EventsInForce
 from aifacility.events.service import EventService
 from aifacility.events.store import EventStore, utcnow
@@ -85,7 +86,7 @@ async def make_app() -> web.Application:
                               QuotaStore(quota_db) if quota_db else None, hub.stop_server)
     event_keeper = EventKeeper(facility, events, ledger, hub.delete_user, utcnow, policies.reconcile,
                                QuotaStore(os.environ["AIFACILITY_QUOTA_DB"]) if os.environ.get("AIFACILITY_QUOTA_DB")
-                               else None, hub.stop_server)
+                               else None, hub.stop_server, PrePuller(cluster, facility))
     api = url_path_join(prefix, "api")
     kind = r"(?P<kind>groups|users)"
     return web.Application(
