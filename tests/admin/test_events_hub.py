@@ -108,8 +108,13 @@ def test_an_organiser_runs_an_event_with_join_codes_from_start_to_report(hub: Hu
     assert again.status_code == 403 and "used already" in again.text
     _, wrong = _join(hub, "NOPE")
     assert wrong.status_code == 400 and "8 letters and digits" in wrong.text
+    # A code whose account name an existing user has never logs into that account.
+    (extra,) = _call(hub, "POST", "/hack-2027/codes", "olga", json={"count": 1}).json()["join_codes"]
+    hub.api("POST", "/users/hack-2027-011").raise_for_status()
+    s, taken = _join(hub, extra)
+    assert taken.status_code == 403 and "account name is taken" in taken.text and _logged_in_as(hub, s) is None
     detail = _call(hub, "GET", "/hack-2027", "olga").json()
-    assert detail["state"] == "running" and detail["join_codes"] == {"made": 10, "used": 10}
+    assert detail["state"] == "running" and detail["join_codes"] == {"made": 11, "used": 10}
     assert _call(hub, "GET", "/hack-2027", "bob").status_code == 403
 
     # The end: accounts gone, cookies and codes dead, the report lists the ten.
@@ -119,6 +124,7 @@ def test_an_organiser_runs_an_event_with_join_codes_from_start_to_report(hub: Hu
     assert ended["report"]["totals"]["participants"] == 10
     assert [h["action"] for h in ended["log"]][-1] == "ended"
     assert hub.api("GET", f"/users/{names[0]}").status_code == 404
+    assert hub.api("GET", "/users/hack-2027-011").status_code == 200  # not the event's: kept
     assert _logged_in_as(hub, sessions[1]) is None
     _, late = _join(hub, codes[0])
     assert late.status_code == 403 and "is over" in late.text

@@ -91,6 +91,7 @@ def test_a_join_code_works_once_in_its_window(store: EventStore) -> None:
     assert len(codes) == 10 and len(set(codes)) == 10
     with pytest.raises(JoinRefused, match="starts at 2027-03-01 09:00 UTC; join codes work from 60 minutes"):
         store.redeem(codes[0], NOW - timedelta(hours=1))
+    assert store.account_of(codes[3]) == "school-2027-004" and store.account_of("ABCD-EFGH") is None
     got, user = store.redeem(codes[3].lower().replace("-", " "), NOW)  # as people type them
     assert (got.name, user) == ("school-2027", "school-2027-004")
     with pytest.raises(JoinRefused, match="used already"):

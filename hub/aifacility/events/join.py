@@ -37,6 +37,13 @@ class JoinHandler(BaseHandler):
         if len(code) != CODE_CHARS:
             return await self._page(f"A join code has {CODE_CHARS} letters and digits, e.g. ABCD-EF23.", 400)
         store = EventStore(policy_store(self.policy_db).engine)
+        name = await asyncio.to_thread(store.account_of, code)
+        if name is not None and self.find_user(name) is not None and not await asyncio.to_thread(
+                store.is_temporary, name):
+            # Someone (an IAM account) already has this name: a code must never log into an existing account.
+            self.log.warning("join code refused: its account name %s belongs to an existing user", name)
+            return await self._page("This join code's account name is taken at this facility; ask your organiser "
+                                    "for another code (or another event name).", 403)
         try:
             event, name = await asyncio.to_thread(store.redeem, code, utcnow())
         except JoinRefused as e:

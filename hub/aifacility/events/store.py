@@ -125,6 +125,16 @@ class EventStore:
             self._log(conn, time.time(), name, actor, "codes", f"{actor} made {count} more join code(s)")
         return codes
 
+    def account_of(self, code: str) -> str | None:
+        """The account a join code makes (whether or not it is used yet); None for an unknown code."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(event_codes.c.event, event_codes.c.idx)
+                               .where(event_codes.c.code_hash == _hash(code))).first()
+            if row is None:
+                return None
+            body = conn.execute(select(events.c.body).where(events.c.name == row.event)).scalar_one()
+        return Event.model_validate_json(body).temp_user(row.idx + 1)
+
     def redeem(self, code: str, now: datetime) -> tuple[Event, str]:
         """Use a join code once: the event and the temporary account it creates. JoinRefused says why not."""
         digest = _hash(code)
