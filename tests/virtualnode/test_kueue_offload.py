@@ -22,12 +22,13 @@ NS = "aifacility"
 
 @pytest.fixture
 def small_local_quota(cluster: OffloadCluster, tmp_path: Path) -> Iterator[OffloadCluster]:
-    """The demo facility's queues with a 1-CPU local quota per group, so that a 3-CPU job can only go to HPC
-    (the facility's objects rendered again and applied; the demo's are restored afterwards)."""
+    """The demo facility's queues with a 1-CPU local quota for physics that it may not exceed by borrowing from
+    the cohort, so that a 3-CPU job can only go to HPC (how many CPUs the other groups lend does not matter; the
+    facility's objects rendered again and applied; the demo's are restored afterwards)."""
     doc = yaml.safe_load(demo_facility_path().read_text())
-    for group in doc["queues"]["groups"].values():
-        group["cpu"] = "1"
-        group.pop("borrowing_limit", None)
+    physics = doc["queues"]["groups"]["physics"]
+    physics["cpu"] = "1"
+    physics["borrowing_limit"] = {"cpu": "0"}
     path = tmp_path / "facility.yaml"
     path.write_text(yaml.safe_dump(doc))
     plane = cluster.embedded.plane
