@@ -271,13 +271,33 @@ class LocalSlurm:
         self._wait(lambda: subprocess.run(["mariadb", f"--socket={sock}", "-u", "root", "-e", sql],
                                           capture_output=True, timeout=30, check=False).returncode == 0,
                    timeout, "mariadbd", "mariadb.log")
-        self._spawn("slurmdbd", [str(SLURMDBD), "-D"])
-        self._wait(lambda: self._run("sacctmgr", "-n", "list", "cluster").returncode == 0, timeout, "slurmdbd",
-                   "slurmdbd.log")
+        self._start_slurmdbd(timeout)
         if self.cluster not in self._run("sacctmgr", "-n", "-P", "list", "cluster", "format=cluster").stdout.split():
             added = self._run("sacctmgr", "-i", "add", "cluster", self.cluster)
             if added.returncode != 0:
                 raise LocalSlurmError(f"sacctmgr add cluster failed: {added.stdout}{added.stderr}")
+
+    def _start_slurmdbd(self, timeout: float, tries: int = 3) -> None:
+        """slurmdbd on its port; another port when that one was taken meanwhile. The port was free when the
+        configuration was written, but on a busy machine a client's outgoing connection can get it as its
+        ephemeral port before slurmdbd binds it (slurmdbd then exits: "Address already in use")."""
+        for attempt in range(tries):
+            self._spawn("slurmdbd", [str(SLURMDBD), "-D"])
+            try:
+                self._wait(lambda: self._run("sacctmgr", "-n", "list", "cluster").returncode == 0, timeout,
+                           "slurmdbd", "slurmdbd.log")
+                return
+            except LocalSlurmError as exc:
+                if attempt == tries - 1 or "Address already in use" not in str(exc):
+                    raise
+            self._move_dbd_port(_free_port())
+
+    def _move_dbd_port(self, port: int) -> None:
+        """Point slurmdbd.conf and slurm.conf (slurmctld is not started yet) at another slurmdbd port."""
+        old = self._dbd_port
+        for path, key in ((self.workdir / "etc" / "slurmdbd.conf", "DbdPort"), (self.conf, "AccountingStoragePort")):
+            path.write_text(path.read_text().replace(f"{key}={old}\n", f"{key}={port}\n"))
+        self._dbd_port = port
 
     def _wait(self, ready: object, timeout: float, name: str, logfile: str) -> None:
         deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -152,3 +153,34 @@ def test_the_pod_collector_leaves_batch_accounted_sites_to_sacct() -> None:
     assert pod_records(offloaded_to("vk-hpc"), nodes, facility) == []
     (htc,) = pod_records(offloaded_to("vk-htc"), nodes, facility)
     assert (htc.kind, htc.site, htc.user) == ("offload", "htc", "alice")
+
+
+def test_slurmdbd_moves_to_another_port_when_its_port_was_taken(tmp_path: Path) -> None:
+    """Another process binding slurmdbd's port between the configuration and slurmdbd's start (what a client's
+    ephemeral port does on a busy machine) costs a retry on a new port, not a failed start."""
+    cluster = LocalSlurm(tmp_path / "slurm", accounting=True)
+    spawn = cluster._spawn
+    taken: list[socket.socket] = []
+
+    def spawn_after_taking_the_port(name: str, argv: list[str]) -> None:
+        if name == "slurmdbd" and not taken:
+            s = socket.socket()
+            s.bind(("127.0.0.1", cluster._dbd_port))  # bound, not listening: like a client's ephemeral port
+            taken.append(s)
+        spawn(name, argv)
+
+    cluster._spawn = spawn_after_taking_the_port  # type: ignore[method-assign]
+    try:
+        cluster.start()
+        [s] = taken
+        assert cluster._dbd_port != s.getsockname()[1]
+        assert "Address already in use" in (tmp_path / "slurm" / "log" / "slurmdbd.log").read_text()
+        for conf, key in (("slurmdbd.conf", "DbdPort"), ("slurm.conf", "AccountingStoragePort")):
+            assert f"{key}={cluster._dbd_port}\n" in (tmp_path / "slurm" / "etc" / conf).read_text()
+        listed = subprocess.run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], env=cluster.env(),
+                                capture_output=True, text=True, timeout=30)
+        assert cluster.cluster in listed.stdout.split()
+    finally:
+        cluster.stop()
+        for s in taken:
+            s.close()
