@@ -75,7 +75,11 @@ def test_users_are_told_only_about_their_own_and_their_groups_budgets(tmp_path: 
     assert {(b["scope"], b["name"]) for b in told["budgets"]} == {("user", "alice"), ("group", "ml")}
     assert [e["message"] for e in told["events"]] == ["Group ml has used 80%", "alice has used the whole budget"]
     assert "carol" in notices(book, "carol", ["ml"], t)["events"][0]["message"]
-    assert notices(book, "bob", [], t) == {"budgets": [], "events": []}
+    bob = notices(book, "bob", [], t)  # under 80%: not a notice, but the status bar shows how much is used
+    assert (bob["budgets"], bob["events"]) == ([], [])
+    assert [(u["scope"], u["name"], u["level"], u["percent"]) for u in bob["use"]] == [("user", "bob", "ok", 85.0)]
+    assert bob["use"][0]["message"] == "You used 85% of the budget (x of y GPU-hours this month)."
+    assert notices(book, "dave", [], t) == {"budgets": [], "use": [], "events": []}
     assert [s.name for s in book.exhausted("alice", ["ml"])] == ["alice"]
     assert "The budget of alice is used up (x of y GPU-hours this month): new jobs are closed" in \
         book.exhausted("alice", [])[0].refusal("new jobs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,8 +10,9 @@ from pydantic import ValidationError
 
 from aifacility.facility import load_facility
 from aifacility.jobs.manifest import job_manifest, new_job_name
-from aifacility.jobs.policy import JobPlan, JobRefused, plan
+from aifacility.jobs.policy import JobPlan, JobRefused, options, plan
 from aifacility.jobs.request import JobRequest, readable
+from aifacility.jobs.status import describe
 
 FAC = load_facility()
 
@@ -148,3 +150,28 @@ def test_job_names_are_valid_and_distinct() -> None:
     names = {new_job_name("Bob.Smith@example.org") for _ in range(50)}
     assert len(names) == 50
     assert all(len(n) <= 63 and n.replace("-", "").isalnum() and n.islower() for n in names)
+
+
+def test_the_form_offers_the_user_s_groups_and_each_group_s_accelerators() -> None:
+    offered = options(FAC, ["physics", "ml", "no-queue-group"])
+    assert set(offered["groups"]) == {"physics", "ml"}  # a group without a job queue is not offered
+    assert offered["offload"] == [t.name for t in FAC.queues.offload]
+    ml = {(a["kind"], a["name"]) for a in offered["accelerators"]["ml"]}
+    assert ("mig", "mig-1g-10gb") in ml and ("gpu", "t4") in ml
+    assert ("gpu", "rtx5000") not in {(a["kind"], a["name"]) for a in offered["accelerators"]["physics"]}
+    # every offered choice is one that plan() accepts
+    for group, accels in offered["accelerators"].items():
+        for a in accels:
+            make({"command": ["true"], "group": group, "accelerator": {"kind": a["kind"], "name": a["name"]}},
+                 groups=("physics", "ml"))
+
+
+def test_the_request_is_kept_on_the_job_for_a_resubmission() -> None:
+    req = JobRequest.model_validate({"notebook": "ana/fit.ipynb", "parameters": {"alpha": 0.5}, "group": "ml"})
+    body = req.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    p = plan(FAC, "alice", ["ml"], req, "alice-abc123")
+    job = job_manifest(FAC, p, "alice-abc123", ["ml"], dict(req.parameters), token="t", request=body)["job"]
+    model = describe(job, None, None, None, {})
+    assert model["request"] == {"notebook": "ana/fit.ipynb", "parameters": {"alpha": 0.5}, "group": "ml"}
+    assert "t" not in json.dumps(model["request"]).split('"')  # never the token
+    assert JobRequest.model_validate(model["request"]) == req  # submitting it again asks for the same job

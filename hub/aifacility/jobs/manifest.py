@@ -8,9 +8,11 @@ and carries the labels the accounting reads (user, group, kind).
 
 from __future__ import annotations
 
+import json
 import secrets
 import shlex
 import string
+from collections.abc import Mapping
 from typing import Any
 
 from kubespawner.slugs import safe_slug
@@ -30,6 +32,8 @@ KIND_LABEL = "aifacility.io/kind"
 OWNER_ANNOTATION = "aifacility.io/owner"
 COMMAND_ANNOTATION = "aifacility.io/command"
 OUTPUT_ANNOTATION = "aifacility.io/output-notebook"
+# What the job was submitted with (the validated request, never its token), so that it can be submitted again.
+REQUEST_ANNOTATION = "aifacility.io/request"
 MAX_EXEC_LABEL = "kueue.x-k8s.io/max-exec-time-seconds"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 CONTAINER = "job"
@@ -68,9 +72,10 @@ def _yaml_param(name: str, value: Any) -> str:
 
 
 def job_manifest(facility: Facility, plan: JobPlan, name: str, groups: list[str],
-                 parameters: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+                 parameters: dict[str, Any] | None = None, token: str | None = None,
+                 request: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """{"job": <batch/v1 Job>, "secret": <v1 Secret> | None}; the Secret's ownerReference is set once the Job
-    exists (its uid is needed)."""
+    exists (its uid is needed). `request`: the submitted request as JSON, kept on the Job for a resubmission."""
     ns = facility.namespace
     home = facility.storage.home_mount_path.rstrip("/")
     labels = {**MANAGED_BY, USER_LABEL: user_label(plan.user), GROUP_LABEL: plan.group, KIND_LABEL: plan.kind}
@@ -125,6 +130,8 @@ def job_manifest(facility: Facility, plan: JobPlan, name: str, groups: list[str]
     annotations = {OWNER_ANNOTATION: plan.user, COMMAND_ANNOTATION: shlex.join(command)[:4096]}
     if plan.output_notebook:
         annotations[OUTPUT_ANNOTATION] = plan.output_notebook
+    if request is not None:
+        annotations[REQUEST_ANNOTATION] = json.dumps(request, separators=(",", ":"), sort_keys=True)
     job = {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": ns,

@@ -11,6 +11,7 @@ import math
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aifacility.facility.model import Accelerator, Facility
 from aifacility.facility.quantity import parse_quantity
@@ -62,6 +63,23 @@ def choose_group(facility: Facility, user_groups: Iterable[str], asked: str | No
         raise JobRefused(f"You are in several groups with a job queue ({_names(with_queue)}): choose one with "
                          "--group.")
     return with_queue[0]
+
+
+def options(facility: Facility, user_groups: Iterable[str]) -> dict[str, Any]:
+    """What a submission form may offer this user: their groups with a job queue (the default first), the
+    offload targets, and per group the accelerators its jobs may use (kind, name and what to call it)."""
+    with_queue = sorted(g for g in set(user_groups) if g in facility.queues.groups)
+    default = facility.jobs.default_group
+    if default in with_queue:
+        with_queue.remove(default)
+        with_queue.insert(0, str(default))
+    accelerators = {}
+    for group in with_queue:
+        owned = {a for a, n in group_accelerators(facility, group).items() if n > 0}
+        accelerators[group] = [
+            {"kind": a.kind, "name": a.name, "label": a.display_name} for a in facility.accelerators if a.name in owned]
+    return {"groups": with_queue, "offload": [t.name for t in facility.queues.offload],
+            "images": [i.name for i in facility.images], "accelerators": accelerators}
 
 
 def find_accelerator(facility: Facility, kind: str, name: str) -> Accelerator:

@@ -7,6 +7,7 @@ the wall-time cap, a pod that could not start).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from aifacility.jobs.manifest import (
     MAX_EXEC_LABEL,
     OUTPUT_ANNOTATION,
     OWNER_ANNOTATION,
+    REQUEST_ANNOTATION,
 )
 from aifacility.kueue.positions import PendingWorkload
 from aifacility.spawner.queueing import QUEUE_LABEL, waiting_for
@@ -131,6 +133,7 @@ def describe(job: Mapping[str, Any], pod: Mapping[str, Any] | None, workload: Ma
         "admission": adm,
         "borrowing": borrowing(adm, cluster_queue) if state in ("Starting", "Running") else [],
         "output_notebook": ann.get(OUTPUT_ANNOTATION),
+        "request": _request(ann.get(REQUEST_ANNOTATION)),
     }
     if state == "Queued":
         if position is not None:
@@ -163,3 +166,12 @@ def line(model: Mapping[str, Any]) -> str:
         extra = "borrowing from the cohort"
     return (f"{model['name']:<48} {model['phase']:<10} {model.get('group') or '-':<10} "
             f"{','.join(flavors) or '-':<16} {where:<8} {extra}")
+
+
+def _request(text: str | None) -> dict[str, Any] | None:
+    """The request a job was submitted with (its annotation), or None for jobs from before it was kept."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -178,17 +178,19 @@ class BudgetBook:
 
 
 def notices(book: BudgetBook, user: str, groups: list[str], now: float, days: float = 7) -> dict[str, Any]:
-    """What a user is told: the budgets over them at 80% or more, and the keeper's steps of the last `days`."""
-    budgets = [{"scope": s.scope, "name": s.name, "level": s.level, "percent": round(s.percent, 1),
-                "message": describe(s)} for s in book.concerning(user, groups) if s.level != "ok"]
+    """What a user is told: the budgets over them at 80% or more (`budgets`), every budget over them and how much
+    of it is used (`use`, for the session's status bar), and the keeper's steps of the last `days`."""
+    states = book.concerning(user, groups)
+    use = [{"scope": s.scope, "name": s.name, "level": s.level, "percent": round(s.percent, 1),
+            "message": describe(s)} for s in states]
     events = [e.as_json() for e in book.events(20, user, groups, since=now - days * 86400)]
-    return {"budgets": budgets, "events": events}
+    return {"budgets": [b for b in use if b["level"] != "ok"], "use": use, "events": events}
 
 
 def describe(s: BudgetState, you: bool = True) -> str:
-    """Where a budget at 80% or more stands and what follows, for its users (`you`) or for the record."""
+    """Where a budget stands and, at 100%, what follows, for its users (`you`) or for the record."""
     who = f"Group {s.name}" if s.scope == "group" else "You" if you else s.name
-    if s.level == "warned":
+    if s.level in ("ok", "warned"):
         return f"{who} used {s.percent:.0f}% of the budget ({s.detail})."
     stop = "accelerator sessions are stopped"
     if s.stop_at is not None:

@@ -134,7 +134,7 @@ class MyBudgets(Base):
         self.set_header("Content-Type", "application/json")
         book = self.settings.get("budgets")
         if book is None:
-            self.finish(json.dumps({"budgets": [], "events": []}))
+            self.finish(json.dumps({"budgets": [], "use": [], "events": []}))
             return
         try:
             model = await self.settings["hub"].user(user)

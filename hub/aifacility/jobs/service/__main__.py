@@ -21,7 +21,7 @@ from aifacility.facility import load_facility
 from aifacility.hubapi import HubClient
 from aifacility.hubservice import die_with_hub, serve_until_stopped
 from aifacility.jobs.cluster import JobsCluster, api_client
-from aifacility.jobs.service.handlers import MAX_BODY_BYTES, JobAPI, JobsAPI, LogsAPI
+from aifacility.jobs.service.handlers import MAX_BODY_BYTES, JobAPI, JobsAPI, LogsAPI, OptionsAPI
 from aifacility.jobs.tokens import JobTokenKeeper
 from aifacility.quotas.store import DB_ENV, PolicyStore
 from aifacility.secrecy import install_log_filter
@@ -39,6 +39,7 @@ async def make_app() -> web.Application:
         (api, JobsAPI),
         (f"{api}/{name}", JobAPI),
         (f"{api}/{name}/logs", LogsAPI),
+        (url_path_join(prefix, "api/options"), OptionsAPI),
     ]
     return web.Application(
         routes,

@@ -9,6 +9,7 @@ Every user holds both for themselves, admins for everyone. Another user's job an
     GET    api/jobs                 your jobs (admins: ?user=NAME, or ?all=1)
     GET    api/jobs/<name>          one job: phase, queue position, admitted flavor, node and site, exit code
     GET    api/jobs/<name>/logs     its output (text; ?follow=1 streams until the job ends)
+    GET    api/options              what a submission form offers you: groups, offload targets, accelerators
     DELETE api/jobs/<name>          cancel (the Job, its pod and token Secret are deleted)
 """
 
@@ -30,7 +31,7 @@ from aifacility.hubapi import HubClient
 from aifacility.hubservice import error_text, fail
 from aifacility.jobs.cluster import JobsCluster
 from aifacility.jobs.manifest import CONTAINER, job_manifest, new_job_name
-from aifacility.jobs.policy import JobPlan, JobRefused, plan
+from aifacility.jobs.policy import JobPlan, JobRefused, options, plan
 from aifacility.jobs.request import JobRequest, readable
 from aifacility.jobs.status import admission, describe, owner, phase
 from aifacility.quotas.budgets import BudgetBook
@@ -203,7 +204,8 @@ class JobsAPI(APIHandler):
             if active >= limit:
                 raise fail(429, f"You have {active} jobs that have not finished; at most {limit} may wait or "
                                 "run at once. Cancel some or wait for them to end.")
-            parts = job_manifest(self.facility, job_plan, name, groups, dict(req.parameters), token)
+            parts = job_manifest(self.facility, job_plan, name, groups, dict(req.parameters), token,
+                                 request=req.model_dump(mode="json", exclude_none=True, exclude_defaults=True))
             await self.cluster.ensure_storage(me, groups)
             created = await self.cluster.create(parts["job"], parts["secret"])
         except ApiException as e:
@@ -213,6 +215,17 @@ class JobsAPI(APIHandler):
             raise fail(503, f"The cluster did not answer ({e.status} {e.reason}); try again.") from None
         # A new job is queued: its model needs no further reads (`status` shows its position a moment later).
         self.write_json(describe(created, None, None, None, {}), status=201)
+
+
+class OptionsAPI(APIHandler):
+    """GET api/options: what a submission form offers you (your groups, offload targets, each group's
+    accelerators); what it leaves out is refused at submission anyway."""
+
+    async def get(self) -> None:
+        me = self.who()["name"]
+        if not self.may(READ, me):
+            raise fail(403, "You may not use the jobs service.")
+        self.write_json(options(await self.facility_in_force(), await self.groups(me)))
 
 
 class JobAPI(APIHandler):
