@@ -48,9 +48,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Iterator[
         c.Authenticator.admin_users = {{"dana"}}
         c.JupyterHub.spawner_class = "simple"
         c.Spawner.cmd = ["{Path(sys.executable).parent / 'jupyterhub-singleuser'}"]
-        # as root on the test machine; the session's JupyterLab notice (lifetimes/session.py) tells of budgets
-        c.Spawner.args = ["--allow-root",
-                          "--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice"]
+        # as root on the test machine; the session's JupyterLab extension (aifacility_lab) tells of budgets
+        c.Spawner.args = ["--allow-root"]
         c.JupyterHub.template_paths = ["{LIFETIMES_TEMPLATES}"]
         c.JupyterHub.services = [{{"name": "test", "api_token": "{hub.token}"}}]
         c.JupyterHub.load_roles = [{{"name": "test", "scopes": ["admin:users", "admin:groups", "admin:servers",
@@ -128,11 +127,13 @@ def test_a_used_up_budget_stops_the_gpu_session_holds_the_job_and_a_raise_releas
     assert r.status_code == 200, r.text
     wait_for(lambda: _state(hub, dana).get("level") == "exhausted", 30, message="the budget to be used up")
     wait_for(lambda: not _active(cluster, workload), 30, message="the queued job to be held")
-    # In JupyterLab, within the grace period: its notification (the "update check" the session answers).
-    r = requests.get(f"{hub.url}/user/bob/lab/api/update", headers={"Authorization": f"token {_token(hub, 'bob')}"},
-                     timeout=60)
-    notice = (r.json().get("notification") or {}).get("message", "")
-    assert re.search(r"Budget: You used the whole budget \(2(\.\d+)? of 1 GPU-hours today\)", notice), r.text
+    # In JupyterLab, within the grace period: what its extension shows and notifies (the session's own API).
+    r = requests.get(f"{hub.url}/user/bob/aifacility/status",
+                     headers={"Authorization": f"token {_token(hub, 'bob')}"}, timeout=60)
+    [budget] = r.json()["budgets"]
+    assert (budget["level"], budget["scope"], budget["name"]) == ("exhausted", "user", "bob"), r.text
+    notice = budget["message"]
+    assert re.search(r"You used the whole budget \(2(\.\d+)? of 1 GPU-hours today\)", notice), r.text
     assert "accelerator sessions are stopped from" in notice and "(save your work)" in notice, notice
     wait_for(lambda: hub.api("GET", "/users/bob").json()["servers"] == {}, 60,
              message="bob's GPU session to be stopped after the 24 s grace period")

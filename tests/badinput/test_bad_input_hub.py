@@ -78,8 +78,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
         c.JupyterHub.services = [{{"name": "tester", "api_token": "{h.token}"}}]
         c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
                                      "scopes": ["admin:users", "admin:servers", "tokens"]}}]
-        configure_lifetimes(c, load_facility("{work}/facility.yaml"), data_dir="{work}/data", port={free_port()},
-                            session_notice=False)
+        configure_lifetimes(c, load_facility("{work}/facility.yaml"), data_dir="{work}/data", port={free_port()})
         configure_secrecy(c)
     """))
     try:

@@ -131,6 +131,8 @@ def test_images_install_their_role_of_the_distribution(image: str, extra: str) -
     parser = _parse(IMAGES / image / "Dockerfile")
     run = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
     assert f'"/tmp/aifacility[{extra}]"' in run
+    if extra == "notebook":  # and the JupyterLab extension the sessions show the facility with
+        assert " /tmp/aifacility/extensions/aifacility_lab " in run
 
 
 @pytest.mark.parametrize("dockerfile", _dockerfiles(), ids=lambda p: p.parent.name)

@@ -51,5 +51,6 @@ def test_the_hub_config_gives_the_notebooks_every_parts_settings(tmp_path: Path,
     assert "--allow-root" not in args  # notebooks run as jovyan, never as root
     assert c.FacilitySpawner.uid == 1000 and c.FacilitySpawner.gid == 100
     assert "--ServerApp.jpserver_extensions=aifacility.notebook=True" in args
-    assert any(a.startswith("--LabApp.check_for_updates_class=") for a in args)
+    # the session's time and budgets are the JupyterLab extension's (aifacility_lab), not the update check's
+    assert not any(a.startswith("--LabApp.check_for_updates_class=") for a in args)
     assert "environment" not in c.Spawner and "args" not in c.Spawner  # nothing left where it would be shadowed

@@ -32,11 +32,11 @@ def test_configure_merges_with_existing_services_roles_and_templates(tmp_path: P
                                        "custom:lifetimes:extend!user"]
     assert roles["lifetimes-admin"]["users"] == ["root-admin"]
     assert "admin:users" not in roles["lifetimes-culler"]["scopes"]  # least privilege: no user management
-    assert roles["server"]["scopes"][-1] == "custom:lifetimes:read!user"  # read-only from inside the session
+    # from inside the session (the JupyterLab extension's status bar): read and extend its own user's sessions
+    assert roles["server"]["scopes"][-2:] == ["access:services!service=lifetimes", "custom:lifetimes:extend!user"]
     assert c.JupyterHub.template_paths[1:] == ["/elsewhere"]
     assert c.Spawner.environment == {"KEEP": "1",
                                      "AIFACILITY_LIFETIMES_API": "http://hub:10101/services/lifetimes/api"}
-    assert c.Spawner.args == ["--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice"]
     assert isinstance(c.JupyterHub.template_vars["aifacility_lifetimes"], HubSessions)
     # the services enforce the facility the hub was given
     assert load_facility(tmp_path / "lifetimes-facility.json") == facility()

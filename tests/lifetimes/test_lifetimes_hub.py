@@ -136,12 +136,21 @@ def test_extend_button_leads_to_a_form_that_extends(hub: LifetimesHub) -> None:
     assert page.post(f"{hub.url}/services/lifetimes/extend", data={"hours": "0.01"},
                      allow_redirects=False, timeout=30).status_code in (302, 403)
 
-    # inside the session: JupyterLab's notification (its "update check"), served by the session itself
-    r = requests.get(f"{hub.url}/user/gina/lab/api/update", timeout=30,
+    # inside the session: what the JupyterLab extension's status bar shows, served by the session itself
+    r = requests.get(f"{hub.url}/user/gina/aifacility/status", timeout=30,
                      headers={"Authorization": f"token {hub.user_token('gina')}"})
     assert r.status_code == 200, r.text
-    notice = r.json()["notification"]
-    assert notice and notice["message"].startswith("This session ends at"), r.text
+    lifetime = r.json()["lifetime"]
+    assert lifetime["message"].startswith("This session ends at"), r.text
+    assert lifetime["remaining_seconds"] > 0 and r.json()["lifetime_error"] is None
+    # ... and its Extend: with the session's own token, within the profile's cap, bad input refused
+    auth = {"Authorization": f"token {hub.user_token('gina')}"}
+    r = requests.post(f"{hub.url}/user/gina/aifacility/extend", json={"hours": 0.01}, headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json()["extended_hours"] > lifetime["extended_hours"], r.text
+    r = requests.post(f"{hub.url}/user/gina/aifacility/extend", json={"hours": "lots"}, headers=auth, timeout=30)
+    assert r.status_code == 400 and r.json()["message"] == '"hours" must be a number, e.g. {"hours": 1}.'
+    r = requests.post(f"{hub.url}/user/gina/aifacility/extend", json={"hours": 1000}, headers=auth, timeout=30)
+    assert r.status_code == 400 and "at most" in r.json()["message"], r.text
     hub.api("DELETE", "/users/gina/server")
 
 

@@ -137,3 +137,13 @@ def test_durations_read_well() -> None:
     assert duration(timedelta(hours=2, minutes=5)) == "2 h 05 min"
     assert duration(timedelta(minutes=3, seconds=20)) == "3 min 20 s"
     assert duration(timedelta(seconds=-4)) == "0 s"
+
+
+def test_the_session_s_accelerator_as_its_status_bar_names_it() -> None:
+    from aifacility.facility import load_facility
+    from aifacility.lifetimes.sessions import accelerator_text
+
+    demo = load_facility()
+    assert accelerator_text(demo, "mig-1g-10gb") == "1 x A100 MIG 1g.10gb slice"
+    assert accelerator_text(demo, "cpu-small") is None
+    assert accelerator_text(demo, "a-profile-removed-since") is None

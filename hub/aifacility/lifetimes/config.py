@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aifacility.facility.model import Facility
-from aifacility.hubconfig import add_spawner_args, add_spawner_environment, current, hub_data_dir, service_facility_file
+from aifacility.hubconfig import add_spawner_environment, current, hub_data_dir, service_facility_file
 from aifacility.launcher.supervisor import free_port
 from aifacility.lifetimes.hubpages import HubSessions
 from aifacility.lifetimes.service.handlers import EXTEND, READ
@@ -25,21 +25,18 @@ from aifacility.lifetimes.store import DB_ENV, DB_NAME, ExtensionStore
 SERVICE = "lifetimes"
 CULLER = "lifetimes-culler"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-NOTICE_FLAG = "--LabApp.check_for_updates_class=aifacility.lifetimes.session.SessionNotice"
 
 
 def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | None = None,
-              port: int | None = None, url: str | None = None, base_url: str = "/",
-              session_notice: bool = True) -> None:
+              port: int | None = None, url: str | None = None, base_url: str = "/") -> None:
     """Add the lifetimes services, scopes, roles and templates to the JupyterHub config `c`.
 
     `data_dir` is the hub's data directory (default `$AIFACILITY_HUB_DATA`): the extension store and the
     facility the services enforce live there. `url` is where the proxy and the sessions reach the service
     (default `$AIFACILITY_LIFETIMES_URL`; on Kubernetes e.g. `http://hub:10101` with that port on the hub's
     Service); without it the service listens on `http://127.0.0.1:<port>`, `port` defaulting to
-    `$AIFACILITY_LIFETIMES_PORT`, else a free port. `session_notice` adds the JupyterLab notice to the
-    sessions' command line (their image must have the aifacility package). Call it after
-    `Authenticator.admin_users` is set.
+    `$AIFACILITY_LIFETIMES_PORT`, else a free port. Call it after `Authenticator.admin_users` is set.
+    Inside the session, the JupyterLab extension (extensions/aifacility_lab) shows the schedule and extends it.
     """
     data = hub_data_dir(data_dir)
     store = ExtensionStore(data / DB_NAME)
@@ -87,13 +84,13 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
         roles.append({"name": "user", "scopes": ["self", *own]})
     else:
         user_role["scopes"] = [*user_role.get("scopes", ["self"]), *own]
-    # The session's own token (JupyterHub's `server` role) may read its lifetime, for the in-session notice.
+    # The session's own token (JupyterHub's `server` role) may read and extend its user's sessions: the
+    # JupyterLab extension's status bar does (up to the profile's cap, which the service enforces).
     server_role = next((r for r in roles if r.get("name") == "server"), None)
     if server_role is None:
-        roles.append({"name": "server", "scopes": ["users:activity!user", "access:servers!server",
-                                                   access, f"{READ}!user"]})
+        roles.append({"name": "server", "scopes": ["users:activity!user", "access:servers!server", *own]})
     else:
-        server_role["scopes"] = [*server_role.get("scopes", []), access, f"{READ}!user"]
+        server_role["scopes"] = [*server_role.get("scopes", []), *own]
     roles += [
         {"name": "lifetimes-admin", "description": "Read and extend everyone's session lifetimes",
          "scopes": [access, EXTEND], "users": admins, "groups": list(facility.iam.admin_groups)},
@@ -107,10 +104,6 @@ def configure(c: Any, facility: Facility, *, data_dir: str | os.PathLike[str] | 
 
     # Where sessions reach the service directly (the proxy does not strip prefixes, so the path is the same).
     add_spawner_environment(c, {"AIFACILITY_LIFETIMES_API": f"{url}/services/{SERVICE}/api"})
-    if session_notice:
-        # JupyterLab's update check, answered with the session's end (see session.py); the notebook images
-        # carry the aifacility package already (aifacility[notebook]).
-        add_spawner_args(c, [NOTICE_FLAG])
 
     c.JupyterHub.template_paths = [str(TEMPLATES), *current(c.JupyterHub, "template_paths", [])]
     page = f"{base_url.rstrip('/')}/services/{SERVICE}/"

@@ -54,6 +54,17 @@ def message(times: SessionTimes, now: datetime) -> str:
     return f"This session ends at {when(times.stop_at)} (in {left})."
 
 
+def accelerator_text(facility: Facility, profile: str) -> str | None:
+    """What the session's profile holds, as its status bar shows it ("1 x NVIDIA T4"); None without one."""
+    try:
+        ask = facility.profile(profile).accelerator
+    except KeyError:  # a profile removed from the facility file since the session started
+        return None
+    if ask is None:
+        return None
+    return f"{ask.count} x {facility.accelerator(ask.name).display_name}"
+
+
 def describe(user: str, server: str, times: SessionTimes, now: datetime) -> dict[str, Any]:
     """The JSON the REST API returns for one server."""
     idle = times.idle_deadline

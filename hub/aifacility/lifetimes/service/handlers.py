@@ -26,7 +26,7 @@ from aifacility.facility.model import Facility
 from aifacility.hubapi import HubClient
 from aifacility.hubservice import error_text, fail
 from aifacility.lifetimes.policy import ExtensionRefused, SessionTimes, check_extension, when
-from aifacility.lifetimes.sessions import describe, times_from_model
+from aifacility.lifetimes.sessions import accelerator_text, describe, times_from_model
 from aifacility.lifetimes.store import ExtensionStore
 
 READ = "custom:lifetimes:read"
@@ -114,6 +114,11 @@ class APIHandler(Base):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
+    def model(self, user: str, server: str, times: SessionTimes) -> dict[str, Any]:
+        """One server's schedule, and the accelerator its profile holds (for the session's status bar)."""
+        return {**describe(user, server, times, now()),
+                "accelerator": accelerator_text(self.facility, times.limits.profile)}
+
 
 class UserSessionsAPI(APIHandler):
     """GET api/users/<user>: every running server of the user, with its schedule."""
@@ -139,7 +144,7 @@ class ServerSessionAPI(APIHandler):
     async def get(self, user: str, server: str | None = None) -> None:
         server = server or ""  # the route's optional group: None for the default server
         times = await self.server_times(user, server)
-        self.write_json(describe(user, server, times, now()))
+        self.write_json(self.model(user, server, times))
 
 
 @web.stream_request_body
@@ -181,7 +186,7 @@ class ExtendAPI(APIHandler):
             raise fail(400, f"Unknown field(s) {', '.join(unknown)}; only \"hours\" is accepted.")
         times = await self.server_times(user, server)
         times = self.extend(user, server, times, body["hours"])
-        self.write_json(describe(user, server, times, now()))
+        self.write_json(self.model(user, server, times))
 
 
 class PageHandler(Base):
