@@ -4,6 +4,8 @@ module.exports = {
   preset: 'ts-jest',
   testEnvironment: 'node',
   testRegex: 'src/__tests__/.*\\.spec\\.ts$',
+  // the built extension's package.json has the same name as ours (jest's module map would warn)
+  modulePathIgnorePatterns: ['<rootDir>/aifacility_lab/labextension', '<rootDir>/lib'],
   transform: {
     '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.test.json' }]
   },
