@@ -20,6 +20,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         demo_users=Path(args.demo_users).absolute() if args.demo_users else None,
+        host_gpus=args.host_gpus,
+        gpu_replicas=args.gpu_replicas,
     ))
 
 
@@ -28,6 +30,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
     accelerators = sum(sum(n.accelerators.values()) for n in f.nodes)
     print(f"{args.facility}: facility '{f.name}' is valid: {len(f.nodes)} nodes, {accelerators} accelerator "
           f"units, {len(f.profiles)} profiles, {len(f.images)} images")
+    if args.host_gpus:
+        from aifacility.embedded.nodeagent.hostgpus import DiscoveryError, discover, explain, host_node
+
+        if args.gpu_replicas < 1:
+            print("aifacility: --gpu-replicas must be 1 or more", file=sys.stderr)
+            return 2
+        try:
+            gpus = discover()
+        except DiscoveryError as e:
+            print(f"aifacility: {e}", file=sys.stderr)
+            return 2
+        print("\n".join(explain(f, gpus, host_node(f, gpus, replicas=args.gpu_replicas))))
     return 0
 
 
@@ -64,10 +78,17 @@ def parser() -> argparse.ArgumentParser:
                     help="address to listen on (default 127.0.0.1; demo accounts exist only on loopback)")
     up.add_argument("--demo-users", metavar="FILE",
                     help="YAML list of {username, groups}: more demo accounts (password 'demo', loopback only)")
+    up.add_argument("--host-gpus", action="store_true",
+                    help="serve this machine's NVIDIA GPUs to sessions and jobs (see `aifacility check --host-gpus`)")
+    up.add_argument("--gpu-replicas", type=int, default=1,
+                    help="with --host-gpus: time-slicing, each whole GPU shared by up to N pods (default 1)")
     up.set_defaults(func=_cmd_up)
 
     check = sub.add_parser("check", help="validate a facility file")
     check.add_argument("facility")
+    check.add_argument("--host-gpus", action="store_true",
+                       help="also read this machine's NVIDIA GPUs and say which accelerators and profiles they serve")
+    check.add_argument("--gpu-replicas", type=int, default=1, help="time-slicing: advertise each whole GPU N times")
     check.set_defaults(func=_cmd_check)
 
     schema = sub.add_parser("schema", help="print the JSON schema of the facility file")

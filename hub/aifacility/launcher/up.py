@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import os
 import signal
 import sys
 import time
@@ -10,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import psutil
+
+from aifacility.embedded.nodeagent.hostgpus import DiscoveryError, discover, explain, host_node, with_host_node
 from aifacility.facility import load_facility
+from aifacility.facility.model import Facility
 from aifacility.launcher.components import (
     accounting_component,
     cluster_components,
@@ -43,6 +49,8 @@ class UpOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     demo_users: Path | None = None  # YAML list of {username, groups}: accounts added to the demo accounts
+    host_gpus: bool = False  # this machine's NVIDIA GPUs as a node of the facility (hostgpus.py)
+    gpu_replicas: int = 1  # time-slicing: each whole GPU advertised this many times
 
 
 def is_loopback(host: str) -> bool:
@@ -93,6 +101,12 @@ def _untraversable_parent(path: Path) -> Path | None:
 
 def run_up(opts: UpOptions) -> int:
     facility = load_facility(opts.facility)  # FacilityError -> one line, exit 2 (cli)
+    if opts.host_gpus:
+        try:
+            opts, facility = _with_host_gpus(opts, facility)
+        except (DiscoveryError, ValueError) as e:
+            print(f"aifacility: --host-gpus: {e}", file=sys.stderr)
+            return 2
     if not is_loopback(opts.host) and not facility.iam.issuer:
         print("aifacility: the demo accounts exist only while the hub listens on loopback; to listen on "
               f"{opts.host}, set iam.issuer in {opts.facility} to your IAM", file=sys.stderr)
@@ -183,6 +197,19 @@ def run_up(opts: UpOptions) -> int:
         for s, h in old.items():
             signal.signal(s, h)
         print("aifacility: stopped", flush=True)
+
+
+def _with_host_gpus(opts: UpOptions, facility: Facility) -> tuple[UpOptions, Facility]:
+    """This machine's GPUs as a node of the facility: every part reads the facility file written here."""
+    gpus = discover()
+    served = host_node(facility, gpus, cpu=str(os.cpu_count() or 1),
+                       memory=f"{psutil.virtual_memory().total // 2**30}Gi", replicas=opts.gpu_replicas)
+    print("\n".join(f"aifacility: {line}" for line in explain(facility, gpus, served)), flush=True)
+    facility = with_host_node(facility, served, opts.gpu_replicas)
+    opts.state_dir.mkdir(parents=True, exist_ok=True)
+    path = opts.state_dir / "facility-with-host-gpus.json"
+    path.write_text(facility.model_dump_json(indent=1))
+    return dataclasses.replace(opts, facility=path), facility
 
 
 def hub_url(opts: UpOptions) -> str:

@@ -29,6 +29,7 @@ from aifacility.embedded.nodeagent.cpugroup import PodCpuGroup
 from aifacility.embedded.nodeagent.cpugroup import describe as describe_cpu
 from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.events import EventRecorder
+from aifacility.embedded.nodeagent.hostgpus import HOST_GPUS_LABEL, HostDevice, discover, host_node
 from aifacility.embedded.nodeagent.ipam import PodIPs
 from aifacility.embedded.nodeagent.kubelet import NodeKubelet
 from aifacility.embedded.nodeagent.local import LocalProcessProvider
@@ -38,7 +39,7 @@ from aifacility.embedded.nodeagent.registration import is_virtual, node_ip, node
 from aifacility.embedded.nodeagent.runner import NodeContext
 from aifacility.embedded.nodeagent.server import KubeletServer
 from aifacility.embedded.virtualnode.controller import VirtualNodes, plugin_urls
-from aifacility.facility.model import Facility
+from aifacility.facility.model import Facility, Node
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class NodeAgent:
                 lookup=kubelet.lookup, notify=kubelet.notify, events=EventRecorder(client, "kubelet", node.name),
                 api_host=api_host, api_port=api_port, token=kubelet.token, backoff_base=self.backoff_base,
                 network=network, internal_ports=self.internal_ports(), cpu=cpu,
-                devices=DeviceManager(node.name, allocatable),
+                devices=DeviceManager(node.name, allocatable, self.host_devices(node)),
                 images={i.image: (list(i.entrypoint), list(i.cmd)) for i in self.facility.images})
             provider = LocalProcessProvider(ctx, ips)
             self.kubelets[node.name] = kubelet
@@ -109,6 +110,15 @@ class NodeAgent:
                 if pod_ip:
                     ips.reserve(pod["metadata"]["uid"], pod_ip)
         await self.virtual.start()
+
+    def host_devices(self, node: Node) -> dict[str, list[HostDevice]] | None:
+        """This machine's real GPUs for the node `aifacility up --host-gpus` added (found again: same machine)."""
+        replicas = node.labels.get(HOST_GPUS_LABEL)
+        if replicas is None:
+            return None
+        served = host_node(self.facility, discover(), name=node.name, replicas=int(replicas))
+        print(f"node agent: {node.name}: the machine's GPUs: {served.node.accelerators}", flush=True)
+        return served.devices
 
     async def stop(self) -> None:
         await self.virtual.stop()

@@ -4,7 +4,9 @@ On a real node the kubelet asks the device plugin of each extended resource to *
 and gets back the environment (and device files) that make exactly those devices visible. The NVIDIA device
 plugin answers with `NVIDIA_VISIBLE_DEVICES` = the UUIDs of the GPUs (`GPU-...`) or MIG instances (`MIG-...`).
 Here each node's devices get stable UUIDs derived from the node and the resource, and a container keeps its
-devices until its pod ends, so code in a notebook sees the same answer it would on the cluster.
+devices until its pod ends, so code in a notebook sees the same answer it would on the cluster. On a machine
+with real GPUs (hostgpus.py) their resources are the real devices: the UUIDs NVML reports, CUDA_VISIBLE_DEVICES
+as well, and the device files the container's sandbox binds (no pod sees another pod's devices).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from aifacility.embedded.nodeagent.hostgpus import HostDevice
 from aifacility.facility.quantity import parse_quantity
 
 NVIDIA = "nvidia.com/"
@@ -27,8 +30,11 @@ def device_ids(node: str, resource: str, count: int) -> list[str]:
 class DeviceManager:
     """The devices of one node's extended resources, and which container holds which."""
 
-    def __init__(self, node: str, allocatable: Mapping[str, str]) -> None:
-        self.devices = {res: device_ids(node, res, int(parse_quantity(qty)))
+    def __init__(self, node: str, allocatable: Mapping[str, str],
+                 host: Mapping[str, list[HostDevice]] | None = None) -> None:
+        self.host = {d.id: d for units in (host or {}).values() for d in units}
+        self.devices = {res: [d.id for d in host[res]] if host and res in host else
+                        device_ids(node, res, int(parse_quantity(qty)))
                         for res, qty in allocatable.items() if "/" in res}
         self.held: dict[tuple[str, str], dict[str, list[str]]] = {}
 
@@ -46,8 +52,19 @@ class DeviceManager:
                     grant[resource] = free[: int(parse_quantity(qty))]
             self.held[key] = grant
         nvidia = [d for res, ids in self.held[key].items() if res.startswith(NVIDIA) for d in ids]
+        if self.host:
+            # Real devices: their UUIDs (a time-sliced GPU's replicas share one), for CUDA as well.
+            uuids = list(dict.fromkeys(self.host[d].uuid if d in self.host else d for d in nvidia))
+            return {"NVIDIA_VISIBLE_DEVICES": ",".join(uuids) if uuids else "void",
+                    "CUDA_VISIBLE_DEVICES": ",".join(uuids)}
         # Like the NVIDIA container toolkit: a container without GPUs sees none (not all of them).
         return {"NVIDIA_VISIBLE_DEVICES": ",".join(nvidia) if nvidia else "void"}
+
+    def files(self, pod_uid: str, container: str) -> tuple[str, ...]:
+        """The device files a container's sandbox binds: those of its real devices, none otherwise."""
+        grant = self.held.get((pod_uid, container), {})
+        found = [f for ids in grant.values() for d in ids if d in self.host for f in self.host[d].files]
+        return tuple(dict.fromkeys(found))
 
     def release(self, pod_uid: str) -> None:
         for key in [k for k in self.held if k[0] == pod_uid]:

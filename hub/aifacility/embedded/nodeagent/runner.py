@@ -131,13 +131,14 @@ class Sandbox:
     hidden: tuple[str, ...]
     caps: tuple[str, ...] | None = None  # a root container's capabilities (sandbox.capabilities)
     netns: str | None = None  # the pod's network namespace (None: the host's network)
+    devices: tuple[str, ...] = ()  # device files of the real devices it was given (devices.py)
 
     def argv(self, command: list[str], *, session: bool = True) -> list[str]:
         """bwrap's argv for `command` in this sandbox. `session=False` keeps the caller's session (bwrap's
         --new-session left out): a terminal of the exec's own, whose process group must reach the command."""
         argv = bwrap_command(command, pod_tmp=self.pod_tmp, mounts=list(self.mounts), working_dir=self.working_dir,
                              hostname=self.hostname, uid=self.uid, gid=self.gid, hidden=self.hidden,
-                             caps=list(self.caps) if self.caps is not None else None)
+                             caps=list(self.caps) if self.caps is not None else None, devices=self.devices)
         if not session:
             end = argv.index("--")
             argv = [a for a in argv[:end] if a != "--new-session"] + argv[end:]
@@ -500,7 +501,9 @@ class PodRunner:
         sandbox = Sandbox(pod_tmp=self.dir / "tmp", mounts=tuple(mounts), env=env,
                           working_dir=spec.get("workingDir") or None, hostname=self.hostname, uid=uid, gid=gid,
                           hidden=(str(self.ctx.state_dir),), caps=tuple(capabilities(spec.get("securityContext"))),
-                          netns=self.netns)
+                          netns=self.netns,
+                          devices=self.ctx.devices.files(self.pod["metadata"]["uid"], cs.name)
+                          if self.ctx.devices is not None else ())
         argv = self.ctx.cpu.wrap(sandbox.argv(command))
         log_path = self.dir / f"{cs.name}.log"
         if log_path.exists():

@@ -92,7 +92,8 @@ def _through_host_links(target: str, host_dirs: tuple[str, ...]) -> str:
 def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], working_dir: str | None = None,
                   hostname: str | None = None, uid: int | None = None, gid: int | None = None,
                   host_dirs: tuple[str, ...] = HOST_DIRS, hidden: tuple[str, ...] = (),
-                  image_dirs: tuple[str, ...] | None = None, caps: list[str] | None = None) -> list[str]:
+                  image_dirs: tuple[str, ...] | None = None, caps: list[str] | None = None,
+                  devices: tuple[str, ...] = ()) -> list[str]:
     """The full argv: bwrap options, then `--` and the container's command.
 
     `uid`/`gid` (the pod's runAsUser/runAsGroup) run the command in a user namespace where the host's root
@@ -119,7 +120,12 @@ def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], wor
     for d in runtime_dirs() if image_dirs is None else image_dirs:
         if not any(_under(d, h) for h in host_dirs if h != "/tmp"):
             args += ["--ro-bind", d, d]
-    args += ["--dev", "/dev", "--proc", "/proc",
+    args += ["--dev", "/dev"]
+    # A fresh /dev has no GPU: only the device files of the devices the pod was given (a GPU's /dev/nvidiaN,
+    # the driver's control files, a MIG instance's capability files) are bound into it.
+    for path in devices:
+        args += ["--dev-bind", path, path]
+    args += ["--proc", "/proc",
              # The pod shares the host network (it listens on its own loopback IP) but nothing else.
              "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try", "--new-session"]
     if hostname:

@@ -1,0 +1,130 @@
+"""The check for a machine with a real NVIDIA GPU (issue 16), run by tests/device/check-gpu.sh; no network needed.
+
+It discovers the GPUs (what `aifacility check --host-gpus` says), starts the embedded cluster (control plane,
+Kueue, node agent) with this machine as a node of the demo facility, runs a pod with one GPU whose process does a
+small CUDA computation (PyTorch or CuPy where installed; else it asks NVML) and prints the device it saw, and a
+second pod without a GPU, which must see none. Exit 0 only when both hold.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aifacility.embedded.cluster import EmbeddedCluster
+from aifacility.embedded.controlplane import build
+from aifacility.embedded.nodeagent.hostgpus import (
+    PRODUCT_LABEL,
+    DiscoveryError,
+    discover,
+    explain,
+    host_node,
+    with_host_node,
+)
+from aifacility.facility import load_facility
+from aifacility.facility.model import Accelerator, Facility
+from aifacility.launcher.supervisor import Supervisor
+
+NS = "gpu-check"
+# What the pods run: the GPU's name through CUDA (torch, else cupy), else through NVML; and what they were given.
+PROBE = r"""
+import os, glob
+print("NVIDIA_VISIBLE_DEVICES=" + os.environ.get("NVIDIA_VISIBLE_DEVICES", ""))
+print("CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+print("device files: " + " ".join(sorted(glob.glob("/dev/nvidia*"))))
+try:
+    import torch
+    n = torch.cuda.device_count()
+    print(f"torch sees {n} GPU(s)")
+    if n:
+        x = torch.rand(1024, 1024, device="cuda")
+        print("device:", torch.cuda.get_device_name(0), "sum of x@x:", float((x @ x).sum()))
+except ImportError:
+    try:
+        import cupy
+        n = cupy.cuda.runtime.getDeviceCount()
+        print(f"cupy sees {n} GPU(s)")
+        if n:
+            x = cupy.random.rand(1024, 1024)
+            print("device:", cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "sum:", float((x @ x).sum()))
+    except ImportError:
+        print("no torch or cupy here: NVML only")
+"""
+
+
+def facility_with_this_machine() -> tuple[Facility, str]:
+    """The demo facility, an accelerator for this machine's GPU model when the demo has none, and this machine."""
+    base = load_facility(None)
+    gpus = discover()
+    doc = base.model_dump(mode="json")
+    known = {a.node_selector.get(PRODUCT_LABEL) for a in base.accelerators}
+    for g in gpus:
+        if not g.mig_enabled and g.product not in known:
+            doc["accelerators"].append(Accelerator(
+                name=f"host-{len(doc['accelerators'])}", kind="gpu", display_name=g.model, resource="nvidia.com/gpu",
+                node_selector={PRODUCT_LABEL: g.product}).model_dump(mode="json"))
+            known.add(g.product)
+    facility = Facility.model_validate(doc)
+    served = host_node(facility, gpus, cpu="4", memory="16Gi")
+    print("\n".join(explain(facility, gpus, served)), flush=True)
+    if not served.devices:
+        raise SystemExit("check-gpu: no GPU of this machine can be served (see above)")
+    resource = next(iter(served.devices))
+    return with_host_node(facility, served), resource
+
+
+def pod(name: str, resource: str | None) -> dict[str, object]:
+    limits = {"cpu": "1", "memory": "2Gi", **({resource: "1"} if resource else {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+            "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": "host"},
+                     "containers": [{"name": "probe", "image": "python", "command": [sys.executable, "-c", PROBE],
+                                     "resources": {"limits": limits, "requests": limits}}]}}
+
+
+def main() -> int:
+    try:
+        facility, resource = facility_with_this_machine()
+    except DiscoveryError as e:
+        print(f"check-gpu: {e}", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="aifacility-gpu-check-"))
+    facility_file = work / "facility.json"
+    facility_file.write_text(facility.model_dump_json())
+    build.build(quiet=True)
+    cluster = EmbeddedCluster(facility, work / "state")
+    sup = Supervisor()
+    kubectl = [str(build.binary("kubectl")), f"--kubeconfig={cluster.plane.admin_kubeconfig}"]
+    try:
+        for component in cluster.components(facility_file):
+            sup.start(component, timeout=180)
+        subprocess.run([*kubectl, "create", "namespace", NS], check=True, capture_output=True)
+        for name, res in (("with-gpu", resource), ("without-gpu", None)):
+            subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(pod(name, res)), text=True, check=True,
+                           capture_output=True)
+        out = {}
+        for name in ("with-gpu", "without-gpu"):
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                phase = subprocess.run([*kubectl, "get", "pod", "-n", NS, name, "-o", "jsonpath={.status.phase}"],
+                                       capture_output=True, text=True).stdout
+                if phase in ("Succeeded", "Failed"):
+                    break
+                time.sleep(1)
+            out[name] = subprocess.run([*kubectl, "logs", "-n", NS, name], capture_output=True, text=True).stdout
+            print(f"--- pod {name} ({phase}):\n{out[name]}", flush=True)
+        with_gpu, without = out["with-gpu"], out["without-gpu"]
+        ok = ("CUDA_VISIBLE_DEVICES=\n" not in with_gpu and "/dev/nvidia" in with_gpu
+              and "CUDA_VISIBLE_DEVICES=\n" in without and "device files: \n" in without
+              and "sees 0 GPU" not in with_gpu and ("sees 1 GPU" not in without))
+        print("check-gpu: " + ("OK: the GPU pod saw its device, the other none" if ok else "FAILED"), flush=True)
+        return 0 if ok else 1
+    finally:
+        sup.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

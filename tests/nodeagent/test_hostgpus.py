@@ -1,0 +1,259 @@
+"""A GPU server's own GPUs (issue 16's discovery and allocation), with a fake NVML: what is found, what the node
+advertises for the demo facility's accelerators, and what a container is given (UUIDs, device files)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from aifacility.embedded.nodeagent.devices import DeviceManager
+from aifacility.embedded.nodeagent.hostgpus import (
+    HOST_GPUS_LABEL,
+    DiscoveryError,
+    HostGPU,
+    MigInstance,
+    discover,
+    explain,
+    host_node,
+    mig_profile,
+    with_host_node,
+)
+from aifacility.embedded.nodeagent.sandbox import bwrap_command
+from aifacility.facility import load_facility
+from aifacility.facility.loader import demo_facility_path
+
+FAC = load_facility()
+T4 = "GPU-11111111-2222-3333-4444-555555555555"
+A100 = "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+@dataclass
+class FakeDevice:
+    name: bytes
+    uuid: str
+    minor: int
+    memory: int
+    mig: int | None = None  # None: not MIG-capable
+    instances: tuple[tuple[str, int, int, int, int], ...] = ()  # (uuid, slices, MiB, gi, ci)
+
+
+class FakeNVML:
+    """The part of pynvml's API that discovery uses, over a fixed machine; it counts init and shutdown."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, devices: list[FakeDevice]) -> None:
+        self.devices = devices
+        self.calls: list[str] = []
+
+    def nvmlInit(self) -> None:
+        self.calls.append("init")
+
+    def nvmlShutdown(self) -> None:
+        self.calls.append("shutdown")
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> Any:
+        return self.devices[i]
+
+    def nvmlDeviceGetName(self, h: Any) -> bytes:
+        return h.name  # type: ignore[no-any-return]
+
+    def nvmlDeviceGetUUID(self, h: Any) -> str:
+        return h.uuid if isinstance(h, FakeDevice) else h[0]  # type: ignore[no-any-return]
+
+    def nvmlDeviceGetMinorNumber(self, h: Any) -> int:
+        return h.minor  # type: ignore[no-any-return]
+
+    def nvmlDeviceGetMemoryInfo(self, h: Any) -> Any:
+        return SimpleNamespace(total=h.memory * 1024 * 1024)
+
+    def nvmlDeviceGetMigMode(self, h: Any) -> tuple[int, int]:
+        if h.mig is None:
+            raise self.NVMLError("Not Supported")
+        return (h.mig, h.mig)
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, h: Any) -> int:
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, h: Any, j: int) -> Any:
+        if j >= len(h.instances):
+            raise self.NVMLError("Not Found")
+        return h.instances[j]
+
+    def nvmlDeviceGetAttributes(self, m: Any) -> Any:
+        return SimpleNamespace(gpuInstanceSliceCount=m[1], memorySizeMB=m[2])
+
+    def nvmlDeviceGetGpuInstanceId(self, m: Any) -> int:
+        return m[3]  # type: ignore[no-any-return]
+
+    def nvmlDeviceGetComputeInstanceId(self, m: Any) -> int:
+        return m[4]  # type: ignore[no-any-return]
+
+
+def machine() -> FakeNVML:
+    return FakeNVML([
+        FakeDevice(b"Tesla T4", T4, 0, 15360),
+        FakeDevice(b"NVIDIA A100-SXM4-80GB", A100, 1, 81920, mig=1, instances=(
+            ("MIG-1", 1, 9984, 9, 0), ("MIG-2", 1, 9984, 10, 0), ("MIG-3", 3, 40192, 2, 0))),
+        FakeDevice(b"NVIDIA H100 80GB HBM3", "GPU-h100", 2, 81559, mig=0),
+    ])
+
+
+def test_nvml_discovery_reads_models_memory_uuids_and_mig_instances() -> None:
+    nvml = machine()
+    t4, a100, h100 = discover(nvml)
+    assert (t4.model, t4.uuid, t4.memory_mib, t4.minor, t4.mig_enabled) == ("Tesla T4", T4, 15360, 0, False)
+    assert t4.product == "Tesla-T4" and a100.product == "NVIDIA-A100-SXM4-80GB"
+    assert [(m.uuid, m.profile, m.gpu_instance) for m in a100.migs] == [
+        ("MIG-1", "1g.10gb", 9), ("MIG-2", "1g.10gb", 10), ("MIG-3", "3g.40gb", 2)]
+    assert not h100.mig_enabled and h100.migs == ()
+    assert nvml.calls == ["init", "shutdown"]  # only read, and NVML is released
+
+
+def test_mig_profile_names_as_nvidia_gives_them() -> None:
+    assert [mig_profile(1, 4864), mig_profile(2, 19968), mig_profile(7, 81152), mig_profile(1, 9984)] == [
+        "1g.5gb", "2g.20gb", "7g.80gb", "1g.10gb"]
+
+
+def test_the_node_serves_the_facility_s_accelerators_and_says_what_it_cannot(tmp_path: Path) -> None:
+    gpus = discover(machine())
+    for gi, minor in ((9, 3), (2, 4)):  # the driver's capability files of two instances' GPU instances
+        access = tmp_path / f"driver/nvidia/capabilities/gpu1/mig/gi{gi}/access"
+        access.parent.mkdir(parents=True)
+        access.write_text(f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\n")
+    served = host_node(FAC, gpus, proc=tmp_path)
+    assert served.node.accelerators == {"t4": 1, "mig-1g-10gb": 2, "mig-3g-40gb": 1}
+    assert served.node.labels == {"nvidia.com/gpu.count": "3", "nvidia.com/mig.strategy": "mixed",
+                                  "nvidia.com/gpu.product": "Tesla-T4"}
+    [h100] = served.notes
+    assert "NVIDIA H100 80GB HBM3" in h100 and "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3" in h100
+    [t4] = served.devices["nvidia.com/gpu"]
+    assert (t4.uuid, t4.files[0]) == (T4, "/dev/nvidia0") and "/dev/nvidiactl" in t4.files
+    first, second = served.devices["nvidia.com/mig-1g.10gb"]
+    assert first.files[0] == "/dev/nvidia1" and first.files[-1] == "/dev/nvidia-caps/nvidia-cap3"
+    assert not any("nvidia-caps" in f for f in second.files)  # the driver said nothing for gi10
+
+
+def test_time_slicing_advertises_replicas_of_one_gpu() -> None:
+    t4 = HostGPU(0, T4, "Tesla T4", 15360, 0)
+    served = host_node(FAC, [t4], replicas=3)
+    assert served.node.accelerators == {"t4": 3}
+    assert {d.uuid for d in served.devices["nvidia.com/gpu"]} == {T4}
+    assert len({d.id for d in served.devices["nvidia.com/gpu"]}) == 3
+    assert served.node.labels["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
+    with pytest.raises(ValueError, match="replicas must be 1 or more"):
+        host_node(FAC, [t4], replicas=0)
+
+
+def test_a_mig_gpu_without_instances_is_explained() -> None:
+    served = host_node(FAC, [HostGPU(0, A100, "NVIDIA A100-SXM4-80GB", 81920, 0, mig_enabled=True)])
+    assert served.node.accelerators == {} and "MIG mode without instances" in served.notes[0]
+
+
+def test_nvidia_smi_is_the_fallback() -> None:
+    outputs = {
+        "--query-gpu": f"0, {T4}, Tesla T4, 15360, 00000000:3B:00.0, [N/A]\n"
+                       f"1, {A100}, NVIDIA A100-SXM4-80GB, 81920, 00000000:AF:00.0, Enabled\n",
+        "-L": f"GPU 0: Tesla T4 (UUID: {T4})\nGPU 1: NVIDIA A100-SXM4-80GB (UUID: {A100})\n"
+              "  MIG 1g.10gb     Device  0: (UUID: MIG-1)\n  MIG 3g.40gb     Device  1: (UUID: MIG-3)\n",
+    }
+
+    def run(argv: list[str]) -> str:
+        return outputs["-L" if argv[1] == "-L" else "--query-gpu"]
+
+    class Broken:
+        class NVMLError(Exception):
+            pass
+
+        def nvmlInit(self) -> None:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    t4, a100 = discover(Broken(), run=run)
+    assert (t4.model, t4.mig_enabled, a100.mig_enabled) == ("Tesla T4", False, True)
+    assert [(m.uuid, m.profile) for m in a100.migs] == [("MIG-1", "1g.10gb"), ("MIG-3", "3g.40gb")]
+    assert host_node(FAC, [t4, a100]).node.accelerators == {"t4": 1, "mig-1g-10gb": 1, "mig-3g-40gb": 1}
+
+
+def test_no_gpus_readable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+
+    class NoDriver:
+        class NVMLError(Exception):
+            pass
+
+        def nvmlInit(self) -> None:
+            raise RuntimeError("Driver Not Loaded")
+
+    with pytest.raises(DiscoveryError, match=r"NVML: Driver Not Loaded; no nvidia-smi"):
+        discover(NoDriver())
+
+
+def test_containers_get_their_real_devices_and_only_theirs() -> None:
+    gpus = [HostGPU(0, T4, "Tesla T4", 15360, 0),
+            HostGPU(1, A100, "NVIDIA A100-SXM4-80GB", 81920, 1, True, (MigInstance("MIG-1", "1g.10gb"),))]
+    served = host_node(FAC, gpus)
+    allocatable = {"cpu": "8", "nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"}
+    devices = DeviceManager("host", allocatable, served.devices)
+    gpu = {"name": "nb", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    mig = {"name": "nb", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}}}
+    cpu = {"name": "nb", "resources": {"limits": {"cpu": "1"}}}
+    assert devices.allocate("pod-a", gpu) == {"NVIDIA_VISIBLE_DEVICES": T4, "CUDA_VISIBLE_DEVICES": T4}
+    assert devices.allocate("pod-b", mig) == {"NVIDIA_VISIBLE_DEVICES": "MIG-1", "CUDA_VISIBLE_DEVICES": "MIG-1"}
+    assert devices.allocate("pod-c", cpu) == {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": ""}
+    assert devices.files("pod-a", "nb")[0] == "/dev/nvidia0" and "/dev/nvidia1" not in devices.files("pod-a", "nb")
+    assert devices.files("pod-b", "nb")[0] == "/dev/nvidia1"
+    assert devices.files("pod-c", "nb") == ()
+    # a second GPU pod gets nothing while the first holds the only T4; after it ends, the T4 again
+    assert devices.allocate("pod-d", gpu)["CUDA_VISIBLE_DEVICES"] == ""
+    devices.release("pod-a")
+    devices.release("pod-d")
+    assert devices.allocate("pod-d", gpu)["CUDA_VISIBLE_DEVICES"] == T4
+
+
+def test_the_sandbox_binds_only_the_given_device_files(tmp_path: Path) -> None:
+    argv = bwrap_command(["true"], pod_tmp=tmp_path, mounts=[], devices=("/dev/nvidia0", "/dev/nvidiactl"))
+    at = argv.index("--dev")
+    assert argv[at:at + 8] == ["--dev", "/dev", "--dev-bind", "/dev/nvidia0", "/dev/nvidia0",
+                               "--dev-bind", "/dev/nvidiactl", "/dev/nvidiactl"]
+    assert "--dev-bind" not in bwrap_command(["true"], pod_tmp=tmp_path, mounts=[])
+
+
+def test_the_facility_gets_this_machine_as_a_node_and_check_explains_it() -> None:
+    gpus = discover(machine())
+    served = host_node(FAC, gpus, cpu="16", memory="64Gi", replicas=1)
+    grown = with_host_node(FAC, served)
+    host = grown.nodes[-1]
+    assert (host.name, host.cpu, host.accelerators["t4"]) == ("host", "16", 1)
+    assert host.labels[HOST_GPUS_LABEL] == "1" and len(grown.nodes) == len(FAC.nodes) + 1
+    with pytest.raises(ValueError, match="already has a node named 'host'"):
+        with_host_node(grown, served)
+    said = "\n".join(explain(FAC, gpus, served))
+    assert "GPU 1: NVIDIA A100-SXM4-80GB (81920 MiB" in said and "MIG 3g.40gb: MIG-3" in said
+    assert "serves 2 x A100 MIG 1g.10gb slice as nvidia.com/mig-1g.10gb" in said
+    assert "not served: GPU 2 (NVIDIA H100 80GB HBM3" in said
+    assert "profiles it can serve: gpu-t4, mig-1g-10gb, mig-3g-40gb" in said
+
+
+def test_without_gpus_check_and_up_say_so(tmp_path: Path) -> None:
+    aifacility = str(Path(sys.executable).parent / "aifacility")
+    checked = subprocess.run([aifacility, "check", str(demo_facility_path()), "--host-gpus"],
+                             capture_output=True, text=True, timeout=120)
+    if shutil.which("nvidia-smi"):  # a GPU machine: it reads them (tests/device/check-gpu.sh goes further)
+        assert checked.returncode == 0 and "NVIDIA GPU(s) found" in checked.stdout, checked.stderr
+        return
+    assert checked.returncode == 2 and "no NVIDIA GPUs can be read here" in checked.stderr, checked.stderr
+    up = subprocess.run([aifacility, "up", "--host-gpus", "--state-dir", str(tmp_path / "state"), "--port", "1"],
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 2 and "--host-gpus: no NVIDIA GPUs can be read here" in up.stderr, up.stderr
+    assert not (tmp_path / "state" / "facility-with-host-gpus.json").exists()
