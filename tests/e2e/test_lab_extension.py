@@ -46,6 +46,11 @@ def tokens(facility: RunningFacility) -> Iterator[dict[str, str]]:
         "token"] for u in PROFILES}
     yield made
     for user in PROFILES:
+        # JupyterLab keeps its layout in the home: the next session would reopen these tabs, not the launcher
+        # (the browsers of the tests are closed by now, so nothing saves it again).
+        forget = requests.delete(f"{facility.url}/user/{user}/lab/api/workspaces/default", timeout=30,
+                                 headers={"Authorization": f"token {made[user]}"})
+        assert forget.status_code in (204, 404), forget.text
         stop_and_wait(facility.api, user)
 
 
@@ -66,19 +71,31 @@ def phase_of(driver: Any, name: str) -> str:
     return row.find_element(By.CSS_SELECTOR, ".aifacility-job-phase").text if row else ""
 
 
+@pytest.fixture
+def holder(facility: RunningFacility, tokens: dict[str, str]) -> Iterator[requests.Response]:
+    """A job of alice's holding every MIG slice of group ml, so that hers has to wait; gone afterwards whatever
+    happened (the next tests need the slices)."""
+    auth = {"Authorization": f"token {tokens['alice']}"}
+    api = f"{facility.url}/services/jobs/api/jobs"
+    made = requests.post(api, timeout=60, headers=auth,
+                         json={"command": ["sh", "-c", "echo holding; sleep 600"], "group": "ml",
+                               "accelerator": {"kind": "mig", "name": "1g.10gb", "count": 4}})
+    assert made.status_code == 201, made.text
+    yield made
+    gone = requests.delete(f"{api}/{made.json()['name']}", timeout=60, headers=auth)
+    assert gone.status_code in (204, 404), gone.text
+
+
 def test_alice_sees_her_time_extends_it_and_follows_a_notebook_job(facility: RunningFacility,
-                                                                   tokens: dict[str, str], browser: Any) -> None:
+                                                                   tokens: dict[str, str], browser: Any,
+                                                                   holder: requests.Response) -> None:
     alice = tokens["alice"]
     put = requests.put(f"{facility.url}/user/alice/api/contents/fit.ipynb", timeout=60,
                        headers={"Authorization": f"token {alice}"},
                        json={"type": "notebook", "format": "json", "content": NOTEBOOK})
     assert put.status_code in (200, 201), put.text
-    # A job holding every MIG slice of group ml, so that hers has to wait.
-    holder = requests.post(f"{facility.url}/services/jobs/api/jobs", timeout=60,
-                           headers={"Authorization": f"token {alice}"},
-                           json={"command": ["sh", "-c", "echo holding; sleep 600"], "group": "ml",
-                                 "accelerator": {"kind": "mig", "name": "1g.10gb", "count": 4}})
-    assert holder.status_code == 201, holder.text
+    # her jobs of earlier tests (tests/e2e/test_jobs.py) are in the list too
+    earlier = {j["name"] for j in session_api(facility, "alice", alice, "GET", "jobs").json()["jobs"]}
 
     login(browser, facility.url, "alice")
     browser.get(f"{facility.url}/user/alice/lab/tree/fit.ipynb")
@@ -108,15 +125,14 @@ def test_alice_sees_her_time_extends_it_and_follows_a_notebook_job(facility: Run
     dialog = w.until(lambda d: d.find_element(By.CSS_SELECTOR, ".jp-Dialog"))
     Select(dialog.find_element(By.NAME, "group")).select_by_value("ml")
     accel = Select(dialog.find_element(By.NAME, "accelerator"))
-    accel.select_by_value(next(o.get_attribute("value") for o in accel.options
+    accel.select_by_value(next(str(o.get_attribute("value")) for o in accel.options
                                if "1g" in (o.get_attribute("value") or "")))
     dialog.find_element(By.NAME, "parameters").send_keys('{"alpha": 0.5}')
     dialog.find_element(By.XPATH, ".//button[contains(@class, 'jp-mod-accept')]").click()
 
     def mine() -> str | None:
         jobs = session_api(facility, "alice", alice, "GET", "jobs").json()["jobs"]
-        return next((j["name"] for j in jobs if j["kind"] == "notebook" and j["name"] != holder.json()["name"]),
-                    None)
+        return next((j["name"] for j in jobs if j["kind"] == "notebook" and j["name"] not in earlier), None)
 
     name = wait_for(mine, 30, interval=1, what="the sidebar's job to exist")
     w.until(lambda d: phase_of(d, name) == "Queued")
