@@ -126,8 +126,9 @@ class FacilityReport(Base):
 
 
 class MyBudgets(Base):
-    """GET /services/usage/budgets: the budgets over the signed-in user at 80% or more, and the budget keeper's
-    steps that concerned them (JSON; the session's notice and the JupyterLab side read it)."""
+    """GET /services/usage/budgets: the budgets over the signed-in user at 80% or more (`budgets`), every budget
+    over them with its share used (`use`), and the budget keeper's steps that concerned them (JSON; the session's
+    JupyterLab extension reads it)."""
 
     async def get(self) -> None:
         user = self.who()
