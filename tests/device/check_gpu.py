@@ -3,7 +3,9 @@
 It discovers the GPUs (what `aifacility check --host-gpus` says), starts the embedded cluster (control plane,
 Kueue, node agent) with this machine as a node of the demo facility, runs a pod with one GPU whose process does a
 small CUDA computation (PyTorch or CuPy where installed; else it asks NVML) and prints the device it saw, and a
-second pod without a GPU, which must see none. Exit 0 only when both hold.
+second pod without a GPU, which must see none. Exit 0 only when both hold. While the GPU pod runs it prints the
+node agent's GPU figures (DCGM exporter names, what the accounting collector reads), with the pod that holds
+the GPU.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from aifacility.embedded.cluster import EmbeddedCluster
@@ -27,7 +30,7 @@ from aifacility.embedded.nodeagent.hostgpus import (
 )
 from aifacility.facility import load_facility
 from aifacility.facility.model import Accelerator, Facility
-from aifacility.launcher.supervisor import Supervisor
+from aifacility.launcher.supervisor import Supervisor, free_port
 
 NS = "gpu-check"
 # What the pods run: the GPU's name through CUDA (torch, else cupy), else through NVML; and what they were given.
@@ -53,6 +56,8 @@ except ImportError:
             print("device:", cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "sum:", float((x @ x).sum()))
     except ImportError:
         print("no torch or cupy here: NVML only")
+import time
+time.sleep(8)  # holds its GPU a while: the check reads the node agent's GPU figures meanwhile
 """
 
 
@@ -85,6 +90,14 @@ def pod(name: str, resource: str | None) -> dict[str, object]:
                                      "resources": {"limits": limits, "requests": limits}}]}}
 
 
+def gpu_figures(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+    except OSError as e:
+        return f"(not readable: {e})"
+
+
 def main() -> int:
     try:
         facility, resource = facility_with_this_machine()
@@ -97,15 +110,17 @@ def main() -> int:
     build.build(quiet=True)
     cluster = EmbeddedCluster(facility, work / "state")
     sup = Supervisor()
+    metrics_port = free_port()
     kubectl = [str(build.binary("kubectl")), f"--kubeconfig={cluster.plane.admin_kubeconfig}"]
     try:
-        for component in cluster.components(facility_file):
+        for component in cluster.components(facility_file, gpu_metrics_port=metrics_port):
             sup.start(component, timeout=180)
         subprocess.run([*kubectl, "create", "namespace", NS], check=True, capture_output=True)
         for name, res in (("with-gpu", resource), ("without-gpu", None)):
             subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(pod(name, res)), text=True, check=True,
                            capture_output=True)
         out = {}
+        figures = ""
         for name in ("with-gpu", "without-gpu"):
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
@@ -113,9 +128,15 @@ def main() -> int:
                                        capture_output=True, text=True).stdout
                 if phase in ("Succeeded", "Failed"):
                     break
+                if name == "with-gpu" and phase == "Running" and 'pod="with-gpu"' not in figures:
+                    figures = gpu_figures(metrics_port)
                 time.sleep(1)
             out[name] = subprocess.run([*kubectl, "logs", "-n", NS, name], capture_output=True, text=True).stdout
             print(f"--- pod {name} ({phase}):\n{out[name]}", flush=True)
+        print(f"--- the node agent's GPU figures while with-gpu ran:\n{figures}", flush=True)
+        print("check-gpu: GPU energy credited to pod with-gpu: "
+              + ("yes" if 'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{' in figures and 'pod="with-gpu"' in figures
+                 else "no (NVML gave no energy counter, or the GPU is in MIG mode)"), flush=True)
         with_gpu, without = out["with-gpu"], out["without-gpu"]
         ok = ("CUDA_VISIBLE_DEVICES=\n" not in with_gpu and "/dev/nvidia" in with_gpu
               and "CUDA_VISIBLE_DEVICES=\n" in without and "device files: \n" in without

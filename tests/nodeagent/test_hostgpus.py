@@ -28,6 +28,7 @@ from aifacility.embedded.nodeagent.hostgpus import (
 from aifacility.embedded.nodeagent.sandbox import bwrap_command
 from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
+from aifacility.facility.model import Facility
 
 FAC = load_facility()
 T4 = "GPU-11111111-2222-3333-4444-555555555555"
@@ -127,22 +128,34 @@ def test_mig_profile_names_as_nvidia_gives_them() -> None:
 
 
 def test_the_node_serves_the_facility_s_accelerators_and_says_what_it_cannot(tmp_path: Path) -> None:
-    gpus = discover(machine())
+    t4, a100, h100 = discover(machine())
     for gi, minor in ((9, 3), (2, 4)):  # the driver's capability files of two instances' GPU instances
         access = tmp_path / f"driver/nvidia/capabilities/gpu1/mig/gi{gi}/access"
         access.parent.mkdir(parents=True)
         access.write_text(f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\n")
-    served = host_node(FAC, gpus, proc=tmp_path)
-    assert served.node.accelerators == {"t4": 1, "mig-1g-10gb": 2, "mig-3g-40gb": 1}
-    assert served.node.labels == {"nvidia.com/gpu.count": "3", "nvidia.com/mig.strategy": "mixed",
-                                  "nvidia.com/gpu.product": "Tesla-T4"}
-    [h100] = served.notes
-    assert "NVIDIA H100 80GB HBM3" in h100 and "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3" in h100
-    [t4] = served.devices["nvidia.com/gpu"]
-    assert (t4.uuid, t4.files[0]) == (T4, "/dev/nvidia0") and "/dev/nvidiactl" in t4.files
+    # The H100 comes first but no accelerator names it: the node is the A100's (one product label per node).
+    served = host_node(FAC, [h100, a100, t4], proc=tmp_path)
+    assert served.node.accelerators == {"mig-1g-10gb": 2, "mig-3g-40gb": 1}
+    assert served.node.labels == {"nvidia.com/gpu.count": "1", "nvidia.com/mig.strategy": "mixed",
+                                  "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    h100_note, t4_note = served.notes
+    assert "NVIDIA H100 80GB HBM3" in h100_note and "Tesla T4" in t4_note
+    assert "labelled nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB" in t4_note and "could not be scheduled" in t4_note
     first, second = served.devices["nvidia.com/mig-1g.10gb"]
     assert first.files[0] == "/dev/nvidia1" and first.files[-1] == "/dev/nvidia-caps/nvidia-cap3"
     assert not any("nvidia-caps" in f for f in second.files)  # the driver said nothing for gi10
+    # A machine of T4s: whole GPUs with their device file and the driver's control files.
+    served = host_node(FAC, [t4])
+    [device] = served.devices["nvidia.com/gpu"]
+    assert (device.uuid, device.files[0]) == (T4, "/dev/nvidia0") and "/dev/nvidiactl" in device.files
+    assert served.node.labels["nvidia.com/gpu.product"] == "Tesla-T4" and served.notes == []
+
+
+def test_a_gpu_no_accelerator_names_is_explained() -> None:
+    h100 = HostGPU(0, "GPU-h100", "NVIDIA H100 80GB HBM3", 81559, 0)
+    served = host_node(FAC, [h100])
+    assert served.node.accelerators == {}
+    assert "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3" in served.notes[0]
 
 
 def test_time_slicing_advertises_replicas_of_one_gpu() -> None:
@@ -182,7 +195,7 @@ def test_nvidia_smi_is_the_fallback() -> None:
     t4, a100 = discover(Broken(), run=run)
     assert (t4.model, t4.mig_enabled, a100.mig_enabled) == ("Tesla T4", False, True)
     assert [(m.uuid, m.profile) for m in a100.migs] == [("MIG-1", "1g.10gb"), ("MIG-3", "3g.40gb")]
-    assert host_node(FAC, [t4, a100]).node.accelerators == {"t4": 1, "mig-1g-10gb": 1, "mig-3g-40gb": 1}
+    assert host_node(FAC, [a100]).node.accelerators == {"mig-1g-10gb": 1, "mig-3g-40gb": 1}
 
 
 def test_no_gpus_readable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,9 +213,14 @@ def test_no_gpus_readable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_containers_get_their_real_devices_and_only_theirs() -> None:
-    gpus = [HostGPU(0, T4, "Tesla T4", 15360, 0),
+    # An A100 server: one GPU whole, one in MIG mode (the facility with an accelerator for the whole A100).
+    doc = FAC.model_dump(mode="json")
+    doc["accelerators"].append({"name": "a100", "kind": "gpu", "display_name": "NVIDIA A100", "resource":
+                                "nvidia.com/gpu", "node_selector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}})
+    gpus = [HostGPU(0, T4, "NVIDIA A100-SXM4-80GB", 81920, 0),
             HostGPU(1, A100, "NVIDIA A100-SXM4-80GB", 81920, 1, True, (MigInstance("MIG-1", "1g.10gb"),))]
-    served = host_node(FAC, gpus)
+    served = host_node(Facility.model_validate(doc), gpus)
+    assert served.notes == []
     allocatable = {"cpu": "8", "nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"}
     devices = DeviceManager("host", allocatable, served.devices)
     gpu = {"name": "nb", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
@@ -230,11 +248,11 @@ def test_the_sandbox_binds_only_the_given_device_files(tmp_path: Path) -> None:
 
 
 def test_the_facility_gets_this_machine_as_a_node_and_check_explains_it() -> None:
-    gpus = discover(machine())
+    gpus = discover(machine())[1:]  # the A100 (MIG) and the H100
     served = host_node(FAC, gpus, cpu="16", memory="64Gi", replicas=1)
     grown = with_host_node(FAC, served)
     host = grown.nodes[-1]
-    assert (host.name, host.cpu, host.accelerators["t4"]) == ("host", "16", 1)
+    assert (host.name, host.cpu, host.accelerators["mig-3g-40gb"]) == ("host", "16", 1)
     assert host.labels[HOST_GPUS_LABEL] == "1" and len(grown.nodes) == len(FAC.nodes) + 1
     with pytest.raises(ValueError, match="already has a node named 'host'"):
         with_host_node(grown, served)
@@ -242,7 +260,7 @@ def test_the_facility_gets_this_machine_as_a_node_and_check_explains_it() -> Non
     assert "GPU 1: NVIDIA A100-SXM4-80GB (81920 MiB" in said and "MIG 3g.40gb: MIG-3" in said
     assert "serves 2 x A100 MIG 1g.10gb slice as nvidia.com/mig-1g.10gb" in said
     assert "not served: GPU 2 (NVIDIA H100 80GB HBM3" in said
-    assert "profiles it can serve: gpu-t4, mig-1g-10gb, mig-3g-40gb" in said
+    assert "profiles it can serve: mig-1g-10gb, mig-3g-40gb" in said
 
 
 def test_without_gpus_check_and_up_say_so(tmp_path: Path) -> None:

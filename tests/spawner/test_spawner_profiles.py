@@ -9,6 +9,7 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from tornado import web
 
+from aifacility.embedded.nodeagent.hostgpus import HostGPU, host_node, with_host_node
 from aifacility.facility import Facility
 from aifacility.spawner import profiles
 
@@ -110,6 +111,20 @@ async def test_form_shows_free_units_per_accelerator_and_escapes_text(make_spawn
     evil = facility.model_copy(update={"profiles": [facility.profiles[0].model_copy(
         update={"description": "<script>alert(1)</script>"})]})
     assert "<script>alert(1)" not in spawner._render_options_form(profiles.render_profile_list(evil, []))
+
+
+async def test_form_marks_a_time_sliced_gpu_as_shared(make_spawner: Any, make_user: Any,
+                                                      facility: Facility) -> None:
+    """`aifacility up --host-gpus --gpu-replicas 4`: the machine's T4 is shared by up to 4 sessions, and the
+    form says so where a person chooses (issue 16)."""
+    t4 = HostGPU(0, "GPU-t4", "Tesla T4", 15360, 0)
+    shared = with_host_node(facility, host_node(facility, [t4], replicas=4), 4)
+    assert profiles.time_sliced(shared, "t4") == 4 and profiles.time_sliced(facility, "t4") is None
+    spawner = make_spawner(make_user("alice", "physics", "ml"))
+    html = spawner._render_options_form(profiles.render_profile_list(shared, ["physics", "ml"]))
+    assert re.search(r'data-accelerator="t4">\s*1 \u00d7 NVIDIA Tesla T4 \(16Gi\) <span class="aif-shared" '
+                     r'data-shared-by="4">shared: up to\s+4 sessions take turns on one GPU', html)
+    assert html.count("aif-shared\"") == 1  # the MIG slices and the FPGA are not time-sliced
 
 
 async def test_form_options_become_user_options(make_spawner: Any, make_user: Any) -> None:

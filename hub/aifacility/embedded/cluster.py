@@ -112,14 +112,17 @@ class EmbeddedCluster:
         self.plane.apply(render_kueue_objects(self.facility))
 
     def node_agent(self, facility_file: Path | None = None, *, interlink: Mapping[str, str] | None = None,
-                   env: Mapping[str, str] | None = None) -> Component:
-        """`interlink`: virtual node -> URL of its interLink plugin; `env`: e.g. the plugins' token file."""
+                   env: Mapping[str, str] | None = None, gpu_metrics_port: int | None = None) -> Component:
+        """`interlink`: virtual node -> URL of its interLink plugin; `env`: e.g. the plugins' token file;
+        `gpu_metrics_port`: where the figures of this machine's GPUs are served (nodeagent/gpumetrics.py)."""
         local = [(i, n) for i, n in enumerate(self.facility.nodes) if not is_virtual(n)]
         argv = [sys.executable, "-m", "aifacility.embedded.nodeagent", "--state-dir", str(self.plane.state_dir)]
         if facility_file is not None:
             argv += ["--facility", str(facility_file)]
         for node, url in (interlink or {}).items():
             argv += ["--interlink", f"{node}={url}"]
+        if gpu_metrics_port:
+            argv += ["--gpu-metrics-port", str(gpu_metrics_port)]
         # Ready once the last node serves its kubelet endpoint (nodes register in order).
         index = local[-1][0] if local else 0
         return Component(name="node agent", argv=argv, log=self.plane.logs / "node-agent.log", env=dict(env or {}),
@@ -127,7 +130,8 @@ class EmbeddedCluster:
                                         self.plane.ca))
 
     def components(self, facility_file: Path | None = None, *, nodes: bool = True,
-                   interlink: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None) -> list[Component]:
+                   interlink: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
+                   gpu_metrics_port: int | None = None) -> list[Component]:
         plane = self.plane
         plane.prepare()
         self.kueue = KueueManager(plane, render_kueue_release())
@@ -136,5 +140,5 @@ class EmbeddedCluster:
                Step("cluster bootstrap", self._bootstrap, log), self.kueue.component(),
                Step("the facility's queues", self._queues, log)]
         if nodes:
-            out.append(self.node_agent(facility_file, interlink=interlink, env=env))
+            out.append(self.node_agent(facility_file, interlink=interlink, env=env, gpu_metrics_port=gpu_metrics_port))
         return out

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import yaml
 
 from aifacility.embedded.cluster import EmbeddedCluster
+from aifacility.embedded.controlplane.plane import stable_port
 from aifacility.facility.model import Facility
 from aifacility.launcher.secrets import persistent_secret
-from aifacility.launcher.supervisor import Component, LaunchError, free_port, http_ok, port_in_use
+from aifacility.launcher.supervisor import Component, LaunchError, http_ok
 from aifacility.oidc.launcher import DEMO_USERS, DemoUser, EmbeddedOIDCProvider
 from aifacility_interlink.client import TOKEN_FILE_ENV, read_token_file
 from aifacility_interlink.localslurm import SBIN, SLURMDBD, LocalSlurm, LocalSlurmError
@@ -25,35 +26,25 @@ if TYPE_CHECKING:
 HUB_CONFIG = Path(__file__).resolve().parents[2] / "jupyterhub_config.py"
 
 
-def stable_port(state_dir: Path, name: str) -> int:
-    """The port `name` used last time if it is still free, else a new one (remembered for next time).
-
-    Addresses that others keep (the issuer inside tokens and sessions, the API server in a user's kubeconfig)
-    then stay the same across restarts of the facility."""
-    path = state_dir / "ports" / name
-    if path.exists():
-        port = int(path.read_text())
-        if not port_in_use("127.0.0.1", port):
-            return port
-    port = free_port()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(str(port))
-    return port
-
-
 def public_url(opts: UpOptions) -> str:
     host = "127.0.0.1" if opts.host in ("0.0.0.0", "localhost") else opts.host
     return f"http://{host}:{opts.port}"
 
 
-def cluster_components(opts: UpOptions, facility: Facility,
-                       interlink: dict[str, str] | None = None) -> tuple[EmbeddedCluster, list[Component]]:
+def gpu_metrics_port(opts: UpOptions) -> int | None:
+    """With --host-gpus: where the node agent serves the GPUs' figures (Prometheus, the accounting collector)."""
+    return stable_port(opts.state_dir, "gpu-metrics") if opts.host_gpus else None
+
+
+def cluster_components(opts: UpOptions, facility: Facility, interlink: dict[str, str] | None = None,
+                       gpu_metrics: int | None = None) -> tuple[EmbeddedCluster, list[Component]]:
     """The embedded cluster's parts in start order: the control plane, Kueue, the facility's objects and the
-    node agent. `interlink`: virtual node -> URL of the plugin started for it (see offload_components)."""
+    node agent. `interlink`: virtual node -> URL of the plugin started for it (see offload_components);
+    `gpu_metrics`: the port of the GPUs' figures (gpu_metrics_port)."""
     cluster = EmbeddedCluster(facility, opts.state_dir)
     # the virtual nodes authenticate to the plugins offload_components started (PluginClient's token)
     env = {TOKEN_FILE_ENV: str(interlink_token_file(opts.state_dir))} if interlink else {}
-    return cluster, cluster.components(opts.facility, interlink=interlink, env=env)
+    return cluster, cluster.components(opts.facility, interlink=interlink, env=env, gpu_metrics_port=gpu_metrics)
 
 
 class LocalSlurmComponent(Component):
@@ -151,14 +142,17 @@ def accounting_db(state_dir: Path) -> str:
     return f"sqlite:///{state_dir / 'accounting' / 'ledger.sqlite'}"
 
 
-def accounting_component(opts: UpOptions, logs: Path, kubeconfig: Path) -> Component:
+def accounting_component(opts: UpOptions, logs: Path, kubeconfig: Path, gpu_metrics: int | None = None) -> Component:
     """The pod collector, filling the usage ledger that `aifacility report --db ...` reads (see
-    docs/admin/accounting.md). An operator's process: it reads every pod and node with the admin kubeconfig."""
+    docs/admin/accounting.md). An operator's process: it reads every pod and node with the admin kubeconfig.
+    With this machine's GPUs (`gpu_metrics`: the node agent's port for their figures) it takes the GPU energy
+    of each pod from there, as it would from the DCGM exporter on a cluster."""
+    dcgm = ["--dcgm-url", f"http://127.0.0.1:{gpu_metrics}/metrics"] if gpu_metrics else []
     return Component(
         name="accounting collector",
         argv=[sys.executable, "-m", "aifacility.cli", "accounting", "collect", "--db", accounting_db(opts.state_dir),
               "--kubeconfig", str(kubeconfig), "--facility", str(opts.facility),
-              "--metrics-port", str(stable_port(opts.state_dir, "accounting-metrics"))],
+              "--metrics-port", str(stable_port(opts.state_dir, "accounting-metrics")), *dcgm],
         log=logs / "accounting.log",
     )
 

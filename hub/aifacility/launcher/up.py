@@ -21,6 +21,7 @@ from aifacility.launcher.components import (
     accounting_component,
     cluster_components,
     extra_components,
+    gpu_metrics_port,
     hub_component,
     offload_components,
 )
@@ -147,10 +148,11 @@ def run_up(opts: UpOptions) -> int:
         offload, interlink = offload_components(opts, facility, logs)
         for component in offload:
             sup.start(component, timeout=90)
-        cluster, parts = cluster_components(opts, facility, interlink)
+        gpu_metrics = gpu_metrics_port(opts)
+        cluster, parts = cluster_components(opts, facility, interlink, gpu_metrics)
         for component in parts:
             sup.start(component, timeout=120)
-        sup.start(accounting_component(opts, logs, cluster.plane.admin_kubeconfig), timeout=30)
+        sup.start(accounting_component(opts, logs, cluster.plane.admin_kubeconfig, gpu_metrics), timeout=30)
         hub_env: dict[str, str] = {}
         for component in extra_components(opts, facility, logs, extra_users):
             sup.start(component, timeout=60)

@@ -81,6 +81,19 @@ class AcceleratorInfo:
     memory: str | None
     free: int | None  # free units right now; None when availability is unknown
     total: int | None
+    shared_by: int | None = None  # time-slicing: up to this many pods on one GPU; None: the GPU is the pod's alone
+
+
+# The NVIDIA device plugin's label on a node whose GPUs it time-slices (`aifacility up --host-gpus --gpu-replicas`
+# sets it as well): how many pods share each GPU.
+REPLICAS_LABEL = "nvidia.com/gpu.replicas"
+
+
+def time_sliced(facility: Facility, accelerator: str) -> int | None:
+    """How many pods may share one GPU of `accelerator`, where a node that has it time-slices; else None."""
+    replicas = [int(r) for n in facility.nodes if n.accelerators.get(accelerator)
+                for r in [n.labels.get(REPLICAS_LABEL, "1")] if r.isdigit()]
+    return max(replicas) if replicas and max(replicas) > 1 else None
 
 
 def accelerator_info(facility: Facility, profile: Profile,
@@ -92,7 +105,7 @@ def accelerator_info(facility: Facility, profile: Profile,
     return AcceleratorInfo(
         name=acc.name, kind=acc.kind, display_name=acc.display_name, count=profile.accelerator.count,
         memory=acc.memory, free=free_total[0] if free_total else None,
-        total=free_total[1] if free_total else None,
+        total=free_total[1] if free_total else None, shared_by=time_sliced(facility, acc.name),
     )
 
 

@@ -41,6 +41,12 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (1-65535)")
+    return int(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aifacility.embedded.nodeagent",
                                      description="Run the embedded cluster's node agent until SIGTERM or Ctrl-C.")
@@ -52,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how often virtual nodes ping their interLink plugin (default 30, as interLink)")
     parser.add_argument("--status-interval", type=_seconds, default=5.0, metavar="SECONDS",
                         help="how often virtual nodes ask their plugin for their pods' status (default 5)")
+    parser.add_argument("--gpu-metrics-port", type=_port, metavar="PORT",
+                        help="with a node of this machine's GPUs (aifacility up --host-gpus): serve their figures "
+                             "under the DCGM exporter's names at http://127.0.0.1:PORT/metrics")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -66,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         token = token_from_env()
         plane = ControlPlane(args.state_dir, facility.namespace, [n.name for n in facility.nodes], starts=False)
         agent = NodeAgent(facility, args.state_dir, plane, interlink=interlink, plugin_token=token,
-                          ping_interval=args.ping_interval, status_interval=args.status_interval)
+                          ping_interval=args.ping_interval, status_interval=args.status_interval,
+                          gpu_metrics_port=args.gpu_metrics_port)
     except (FacilityError, LaunchError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

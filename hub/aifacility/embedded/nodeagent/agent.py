@@ -29,7 +29,8 @@ from aifacility.embedded.nodeagent.cpugroup import PodCpuGroup
 from aifacility.embedded.nodeagent.cpugroup import describe as describe_cpu
 from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.events import EventRecorder
-from aifacility.embedded.nodeagent.hostgpus import HOST_GPUS_LABEL, HostDevice, discover, host_node
+from aifacility.embedded.nodeagent.gpumetrics import GpuMetricsServer, Holder
+from aifacility.embedded.nodeagent.hostgpus import HOST_GPUS_LABEL, HostDevice, HostGPU, discover, host_node
 from aifacility.embedded.nodeagent.ipam import PodIPs
 from aifacility.embedded.nodeagent.kubelet import NodeKubelet
 from aifacility.embedded.nodeagent.local import LocalProcessProvider
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 class NodeAgent:
     def __init__(self, facility: Facility, state_dir: Path, plane: ControlPlane, *, backoff_base: float = 1.0,
                  interlink: Mapping[str, str] | None = None, plugin_token: str | None = None,
-                 ping_interval: float = 30.0, status_interval: float = 5.0) -> None:
+                 ping_interval: float = 30.0, status_interval: float = 5.0,
+                 gpu_metrics_port: int | None = None) -> None:
         self.facility = facility
         self.state_dir = Path(state_dir).resolve()
         self.plane = plane
@@ -58,6 +60,10 @@ class NodeAgent:
         self.clients: list[KubeClient] = []
         self.provisioner: VolumeProvisioner | None = None
         self.network: PodNetwork | None = None
+        # This machine's GPUs (the node `--host-gpus` added), and where their figures are served (gpumetrics.py).
+        self.host_gpus: list[HostGPU] = []
+        self.gpu_metrics_port = gpu_metrics_port
+        self.gpu_metrics: GpuMetricsServer | None = None
         self._plugin_urls = plugin_urls(facility, interlink or {})
         # ValueError here (a node that is not virtual, a bad URL) before anything starts.
         self.virtual = VirtualNodes(facility, self.state_dir, plane, interlink, token=plugin_token,
@@ -109,19 +115,44 @@ class NodeAgent:
                 pod_ip = (pod.get("status") or {}).get("podIP")
                 if pod_ip:
                     ips.reserve(pod["metadata"]["uid"], pod_ip)
+            if HOST_GPUS_LABEL in node.labels and self.gpu_metrics_port and ctx.devices is not None:
+                await self._serve_gpu_metrics(node.name, kubelet, ctx.devices)
         await self.virtual.start()
+
+    async def _serve_gpu_metrics(self, name: str, kubelet: NodeKubelet, devices: DeviceManager) -> None:
+        import pynvml  # present: discovery read the GPUs through it (else through nvidia-smi: no figures)
+
+        def holders() -> dict[str, list[Holder]]:
+            pods = {p["metadata"]["uid"]: p["metadata"] for p in kubelet.pods.values()}
+            return {uuid: [Holder(pods[uid]["namespace"], pods[uid]["name"], container)
+                           for uid, container in held if uid in pods]
+                    for uuid, held in devices.holders().items()}
+
+        assert self.gpu_metrics_port is not None
+        server = GpuMetricsServer(pynvml, self.host_gpus, name, holders, self.gpu_metrics_port)
+        try:
+            await server.start()
+        except pynvml.NVMLError as e:
+            print(f"node agent: {name}: no GPU figures (NVML: {e}); usage keeps the models' power figures", flush=True)
+            return
+        self.gpu_metrics = server
+        print(f"node agent: {name}: GPU figures for Prometheus and accounting at "
+              f"http://127.0.0.1:{self.gpu_metrics_port}/metrics", flush=True)
 
     def host_devices(self, node: Node) -> dict[str, list[HostDevice]] | None:
         """This machine's real GPUs for the node `aifacility up --host-gpus` added (found again: same machine)."""
         replicas = node.labels.get(HOST_GPUS_LABEL)
         if replicas is None:
             return None
-        served = host_node(self.facility, discover(), name=node.name, replicas=int(replicas))
+        self.host_gpus = discover()
+        served = host_node(self.facility, self.host_gpus, name=node.name, replicas=int(replicas))
         print(f"node agent: {node.name}: the machine's GPUs: {served.node.accelerators}", flush=True)
         return served.devices
 
     async def stop(self) -> None:
         await self.virtual.stop()
+        if self.gpu_metrics is not None:
+            await self.gpu_metrics.stop()
         await asyncio.gather(*(p.shutdown() for p in self.providers.values()), return_exceptions=True)
         await asyncio.gather(*(k.stop() for k in self.kubelets.values()), return_exceptions=True)
         if self.network is not None:
@@ -138,6 +169,8 @@ class NodeAgent:
         """The cluster's own ports on loopback, which no pod may reach (the API server aside, as in a cluster)."""
         ports = {getattr(self.plane.ports, f.name) for f in dataclasses.fields(self.plane.ports)}
         ports.discard(self.plane.ports.apiserver)
+        if self.gpu_metrics_port:
+            ports.add(self.gpu_metrics_port)
         for url in self._plugin_urls.values():
             if url and not url.startswith("unix://"):
                 port = urlsplit(url).port

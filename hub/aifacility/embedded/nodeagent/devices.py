@@ -66,6 +66,16 @@ class DeviceManager:
         found = [f for ids in grant.values() for d in ids if d in self.host for f in self.host[d].files]
         return tuple(dict.fromkeys(found))
 
+    def holders(self) -> dict[str, list[tuple[str, str]]]:
+        """Real device UUID -> the (pod uid, container)s holding it: several for a time-sliced GPU's replicas."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for key, grant in self.held.items():
+            for ids in grant.values():
+                for d in ids:
+                    if d in self.host:
+                        out.setdefault(self.host[d].uuid, []).append(key)
+        return out
+
     def release(self, pod_uid: str) -> None:
         for key in [k for k in self.held if k[0] == pod_uid]:
             del self.held[key]

@@ -201,7 +201,17 @@ def host_node(facility: Facility, gpus: list[HostGPU], *, name: str = "host", cp
     counts: dict[str, int] = {}
     devices: dict[str, list[HostDevice]] = {}
     notes: list[str] = []
+    # A node carries one product label (as the GPU operator's feature discovery labels it), and the profiles'
+    # node selectors ask for it: the node is the first GPU model the facility file names, other models are not
+    # served (their profiles could never be scheduled here).
+    named = {a.node_selector.get(PRODUCT_LABEL) for a in facility.accelerators}
+    product = next((g.product for g in gpus if g.product in named), gpus[0].product if gpus else None)
     for gpu in gpus:
+        if gpu.product != product:
+            notes.append(f"GPU {gpu.index} ({gpu.model}, {gpu.uuid}): the node is labelled {PRODUCT_LABEL}={product} "
+                         "(one model per node, as the GPU operator labels nodes); its profiles could not be "
+                         "scheduled here")
+            continue
         base = (f"/dev/nvidia{gpu.minor}", *CONTROL_FILES)
         if gpu.mig_enabled:
             for mig in gpu.migs:
@@ -225,10 +235,11 @@ def host_node(facility: Facility, gpus: list[HostGPU], *, name: str = "host", cp
         counts[acc.name] = counts.get(acc.name, 0) + replicas
         devices.setdefault(acc.resource, []).extend(
             HostDevice(gpu.uuid if replicas == 1 else f"{gpu.uuid}::{r}", gpu.uuid, base) for r in range(replicas))
-    labels = {"nvidia.com/gpu.count": str(len(gpus)),
-              "nvidia.com/mig.strategy": "mixed" if any(g.mig_enabled for g in gpus) else "none"}
-    if gpus:
-        labels[PRODUCT_LABEL] = gpus[0].product
+    mine = [g for g in gpus if g.product == product]
+    labels = {"nvidia.com/gpu.count": str(len(mine)),
+              "nvidia.com/mig.strategy": "mixed" if any(g.mig_enabled for g in mine) else "none"}
+    if product:
+        labels[PRODUCT_LABEL] = product
     if replicas > 1:
         labels["nvidia.com/gpu.replicas"] = str(replicas)
         labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
