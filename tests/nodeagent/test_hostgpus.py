@@ -242,9 +242,10 @@ def test_containers_get_their_real_devices_and_only_theirs() -> None:
 def test_the_sandbox_binds_only_the_given_device_files(tmp_path: Path) -> None:
     argv = bwrap_command(["true"], pod_tmp=tmp_path, mounts=[], devices=("/dev/nvidia0", "/dev/nvidiactl"))
     at = argv.index("--dev")
-    assert argv[at:at + 8] == ["--dev", "/dev", "--dev-bind", "/dev/nvidia0", "/dev/nvidia0",
-                               "--dev-bind", "/dev/nvidiactl", "/dev/nvidiactl"]
-    assert "--dev-bind" not in bwrap_command(["true"], pod_tmp=tmp_path, mounts=[])
+    assert argv[at:at + 11] == ["--dev", "/dev", "--dev-bind-try", "/dev/nvidia0", "/dev/nvidia0",
+                                "--dev-bind-try", "/dev/nvidiactl", "/dev/nvidiactl", "--ro-bind", "/sys", "/sys"]
+    plain = bwrap_command(["true"], pod_tmp=tmp_path, mounts=[])
+    assert "--dev-bind-try" not in plain and "/sys" not in plain  # a pod without devices: no host /sys either
 
 
 def test_the_facility_gets_this_machine_as_a_node_and_check_explains_it() -> None:

@@ -122,9 +122,13 @@ def bwrap_command(command: list[str], *, pod_tmp: Path, mounts: list[Mount], wor
             args += ["--ro-bind", d, d]
     args += ["--dev", "/dev"]
     # A fresh /dev has no GPU: only the device files of the devices the pod was given (a GPU's /dev/nvidiaN,
-    # the driver's control files, a MIG instance's capability files) are bound into it.
+    # the driver's control files, a MIG instance's capability files) are bound into it. Some exist only once
+    # the driver has created them (nvidia-uvm-tools), hence -try. Such a container also gets /sys read-only, as
+    # every container has it, for NVML and CUDA to find their PCI devices.
     for path in devices:
-        args += ["--dev-bind", path, path]
+        args += ["--dev-bind-try", path, path]
+    if devices:
+        args += ["--ro-bind", "/sys", "/sys"]
     args += ["--proc", "/proc",
              # The pod shares the host network (it listens on its own loopback IP) but nothing else.
              "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try", "--new-session"]
