@@ -22,7 +22,7 @@ from aifacility.accounting.schema import measured_energy, usage
 from aifacility.embedded.cluster import EmbeddedCluster
 from aifacility.embedded.nodeagent.agent import NodeAgent
 from aifacility.embedded.nodeagent.devices import DeviceManager
-from aifacility.embedded.nodeagent.gpumetrics import GpuMetricsServer, Holder, read, render
+from aifacility.embedded.nodeagent.gpumetrics import GpuMetricsServer, Holder, holders_of, read, render
 from aifacility.embedded.nodeagent.hostgpus import HostGPU, host_node, with_host_node
 from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
@@ -114,6 +114,9 @@ def test_the_device_manager_says_which_pods_hold_which_real_gpu() -> None:
     manager.allocate("uid-bob", {**gpu, "name": "main"})
     manager.allocate("uid-carol", {"name": "cpu-only"})
     assert manager.holders() == {T4.uuid: [("uid-alice", "notebook"), ("uid-bob", "main")]}
+    pods = [{"metadata": {"uid": "uid-alice", "namespace": "aifacility", "name": "jupyter-alice"}}]
+    # bob's pod is gone from the node: it holds nothing any more, whatever the manager still says
+    assert holders_of(pods, manager.holders()) == {T4.uuid: [Holder("aifacility", "jupyter-alice", "notebook")]}
     manager.release("uid-bob")
     assert manager.holders() == {T4.uuid: [("uid-alice", "notebook")]}
 

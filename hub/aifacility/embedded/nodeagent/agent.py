@@ -29,7 +29,7 @@ from aifacility.embedded.nodeagent.cpugroup import PodCpuGroup
 from aifacility.embedded.nodeagent.cpugroup import describe as describe_cpu
 from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.events import EventRecorder
-from aifacility.embedded.nodeagent.gpumetrics import GpuMetricsServer, Holder
+from aifacility.embedded.nodeagent.gpumetrics import GpuMetricsServer, Holder, holders_of
 from aifacility.embedded.nodeagent.hostgpus import HOST_GPUS_LABEL, HostDevice, HostGPU, discover, host_node
 from aifacility.embedded.nodeagent.ipam import PodIPs
 from aifacility.embedded.nodeagent.kubelet import NodeKubelet
@@ -123,10 +123,7 @@ class NodeAgent:
         import pynvml  # present: discovery read the GPUs through it (else through nvidia-smi: no figures)
 
         def holders() -> dict[str, list[Holder]]:
-            pods = {p["metadata"]["uid"]: p["metadata"] for p in kubelet.pods.values()}
-            return {uuid: [Holder(pods[uid]["namespace"], pods[uid]["name"], container)
-                           for uid, container in held if uid in pods]
-                    for uuid, held in devices.holders().items()}
+            return holders_of(kubelet.pods.values(), devices.holders())
 
         assert self.gpu_metrics_port is not None
         server = GpuMetricsServer(pynvml, self.host_gpus, name, holders, self.gpu_metrics_port)

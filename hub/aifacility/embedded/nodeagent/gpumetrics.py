@@ -80,6 +80,14 @@ def _labels(pairs: Mapping[str, str]) -> str:
     return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in pairs.items()) + "}"
 
 
+def holders_of(pods: Iterable[Mapping[str, Any]], held: Mapping[str, list[tuple[str, str]]]) -> dict[str, list[Holder]]:
+    """GPU UUID -> the containers holding it, from the device manager's (pod uid, container) pairs and the
+    node's pods (a pod already gone from the node holds nothing)."""
+    meta = {p["metadata"]["uid"]: p["metadata"] for p in pods}
+    return {uuid: [Holder(meta[uid]["namespace"], meta[uid]["name"], container) for uid, container in pairs
+                   if uid in meta] for uuid, pairs in held.items()}
+
+
 def render(hostname: str, readings: Iterable[Reading], holders: Mapping[str, list[Holder]]) -> str:
     """The exporter's text for `readings`; `holders`: GPU UUID -> the containers holding that whole GPU."""
     readings = list(readings)
