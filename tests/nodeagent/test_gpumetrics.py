@@ -119,6 +119,10 @@ def test_the_device_manager_says_which_pods_hold_which_real_gpu() -> None:
     assert holders_of(pods, manager.holders()) == {T4.uuid: [Holder("aifacility", "jupyter-alice", "notebook")]}
     manager.release("uid-bob")
     assert manager.holders() == {T4.uuid: [("uid-alice", "notebook")]}
+    # registered with a MIG slice the GPUs no longer have: nothing to hand out, and nothing simulated
+    stale = DeviceManager("host", {"nvidia.com/gpu": "2", "nvidia.com/mig-1g.10gb": "1"}, served.devices)
+    mig = {"name": "nb", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}}}
+    assert stale.allocate("uid-dana", mig) == {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": ""}
 
 
 async def test_the_endpoint_serves_what_nvml_reads_at_each_scrape() -> None:

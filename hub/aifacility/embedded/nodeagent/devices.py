@@ -33,7 +33,9 @@ class DeviceManager:
     def __init__(self, node: str, allocatable: Mapping[str, str],
                  host: Mapping[str, list[HostDevice]] | None = None) -> None:
         self.host = {d.id: d for units in (host or {}).values() for d in units}
-        self.devices = {res: [d.id for d in host[res]] if host and res in host else
+        # On the machine's own GPUs only what was found is handed out: a resource the node was registered with
+        # but the GPUs no longer have (a MIG layout changed since) gets no devices, never simulated ones.
+        self.devices = {res: [d.id for d in (host or {}).get(res, [])] if host is not None else
                         device_ids(node, res, int(parse_quantity(qty)))
                         for res, qty in allocatable.items() if "/" in res}
         self.held: dict[tuple[str, str], dict[str, list[str]]] = {}
