@@ -2,10 +2,10 @@
 
 It discovers the GPUs (what `aifacility check --host-gpus` says), starts the embedded cluster (control plane,
 Kueue, node agent) with this machine as a node of the demo facility, runs a pod with one GPU whose process does a
-small CUDA computation (PyTorch or CuPy where installed; else it asks NVML) and prints the device it saw, and a
-second pod without a GPU, which must see none. Exit 0 only when both hold. While the GPU pod runs it prints the
-node agent's GPU figures (DCGM exporter names, what the accounting collector reads), with the pod that holds
-the GPU.
+small CUDA computation (PyTorch or CuPy where installed, else the CUDA driver API through libcuda) and prints the
+device it saw, and a second pod without a GPU, which must see none. Exit 0 only when both hold. While the GPU pod
+runs it prints the node agent's GPU figures (DCGM exporter names, what the accounting collector reads), with the
+pod that holds the GPU.
 """
 
 from __future__ import annotations
@@ -33,30 +33,70 @@ from aifacility.facility.model import Accelerator, Facility
 from aifacility.launcher.supervisor import Supervisor, free_port
 
 NS = "gpu-check"
-# What the pods run: the GPU's name through CUDA (torch, else cupy), else through NVML; and what they were given.
+# What the pods run: a small CUDA computation on the GPU it was given, through PyTorch or CuPy where the machine has
+# them, else through the CUDA driver API itself (libcuda, which every NVIDIA driver installs: fill device memory
+# on the GPU and read it back); and what the pod was given. "device: <name>" only where a computation ran.
 PROBE = r"""
-import os, glob
+import ctypes, glob, os, time
 print("NVIDIA_VISIBLE_DEVICES=" + os.environ.get("NVIDIA_VISIBLE_DEVICES", ""))
 print("CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", ""))
 print("device files: " + " ".join(sorted(glob.glob("/dev/nvidia*"))))
-try:
+
+def with_torch():
     import torch
     n = torch.cuda.device_count()
     print(f"torch sees {n} GPU(s)")
     if n:
         x = torch.rand(1024, 1024, device="cuda")
-        print("device:", torch.cuda.get_device_name(0), "sum of x@x:", float((x @ x).sum()))
-except ImportError:
+        print("device:", torch.cuda.get_device_name(0), "| sum of x@x:", float((x @ x).sum()))
+
+def with_cupy():
+    import cupy
     try:
-        import cupy
         n = cupy.cuda.runtime.getDeviceCount()
-        print(f"cupy sees {n} GPU(s)")
-        if n:
-            x = cupy.random.rand(1024, 1024)
-            print("device:", cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "sum:", float((x @ x).sum()))
+    except cupy.cuda.runtime.CUDARuntimeError as e:
+        n = 0
+        print(f"cupy: {e}")
+    print(f"cupy sees {n} GPU(s)")
+    if n:
+        x = cupy.random.rand(1024, 1024)
+        print("device:", cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "| sum:", float((x @ x).sum()))
+
+def with_driver_api():
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError as e:
+        print(f"no CUDA driver library: {e}")
+        return
+    r = cuda.cuInit(0)
+    n = ctypes.c_int(0)
+    if r == 0:
+        r = cuda.cuDeviceGetCount(ctypes.byref(n))
+    print(f"the CUDA driver sees {n.value} GPU(s)" + (f" (CUresult {r})" if r else ""))
+    if not n.value:
+        return
+    dev, ctx, ptr = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_uint64()
+    name = ctypes.create_string_buffer(256)
+    words = 1 << 20
+    out = (ctypes.c_uint32 * words)()
+    for call, args in (("cuDeviceGet", (ctypes.byref(dev), 0)), ("cuDeviceGetName", (name, 256, dev)),
+                       ("cuDevicePrimaryCtxRetain", (ctypes.byref(ctx), dev)), ("cuCtxSetCurrent", (ctx,)),
+                       ("cuMemAlloc_v2", (ctypes.byref(ptr), ctypes.c_size_t(4 * words))),
+                       ("cuMemsetD32_v2", (ptr, ctypes.c_uint(42), ctypes.c_size_t(words))),
+                       ("cuCtxSynchronize", ()), ("cuMemcpyDtoH_v2", (out, ptr, ctypes.c_size_t(4 * words)))):
+        r = getattr(cuda, call)(*args)
+        if r:
+            print(f"{call} failed: CUresult {r}")
+            return
+    print("device:", name.value.decode(), "| 4 MiB filled on the GPU and read back:",
+          "correct" if all(v == 42 for v in out) else "WRONG")
+
+for probe in (with_torch, with_cupy, with_driver_api):
+    try:
+        probe()
+        break
     except ImportError:
-        print("no torch or cupy here: NVML only")
-import time
+        continue
 time.sleep(8)  # holds its GPU a while: the check reads the node agent's GPU figures meanwhile
 """
 
@@ -138,9 +178,10 @@ def main() -> int:
               + ("yes" if 'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{' in figures and 'pod="with-gpu"' in figures
                  else "no (NVML gave no energy counter, or the GPU is in MIG mode)"), flush=True)
         with_gpu, without = out["with-gpu"], out["without-gpu"]
-        ok = ("CUDA_VISIBLE_DEVICES=\n" not in with_gpu and "/dev/nvidia" in with_gpu
+        ok = ("CUDA_VISIBLE_DEVICES=\n" not in with_gpu and "/dev/nvidia" in with_gpu and "\ndevice: " in with_gpu
+              and "WRONG" not in with_gpu
               and "CUDA_VISIBLE_DEVICES=\n" in without and "device files: \n" in without
-              and "sees 0 GPU" not in with_gpu and ("sees 1 GPU" not in without))
+              and "\ndevice: " not in without)
         print("check-gpu: " + ("OK: the GPU pod saw its device, the other none" if ok else "FAILED"), flush=True)
         return 0 if ok else 1
     finally:
