@@ -70,9 +70,11 @@ def sessions(facility: RunningFacility) -> Any:
 
 def test_mig_jobs_queue_run_and_report(facility: RunningFacility, sessions: dict[str, str]) -> None:
     alice = sessions["alice"]
+    # The first holds all four slices for 45 s: long enough for a slow machine's status calls to see the second
+    # waiting (12 s was not, in a CI-like run where each call through the kernel took seconds).
     first, second = kernel(facility, "alice", alice, """[
         jobs("submit", "--group", "ml", "--mig", "1g.10gb:4", "--time", "1", "--",
-             "sh", "-c", "echo hello from $AIFACILITY_JOB_NAME; sleep 12; echo done"),
+             "sh", "-c", "echo hello from $AIFACILITY_JOB_NAME; sleep 45; echo done"),
         jobs("submit", "--group", "ml", "--mig", "1g.10gb", "--", "sh", "-c", "echo second")]""")
     assert first["rc"] == 0 and second["rc"] == 0, (first, second)
     name1, name2 = first["out"].strip(), second["out"].strip()
@@ -140,7 +142,7 @@ def test_a_job_borrows_idle_quota_of_the_cohort_and_status_says_so(facility: Run
     """ml owns 2 T4s, physics 4 and idle: a second 2-T4 job of ml runs on physics's lent quota."""
     alice = sessions["alice"]
     subs = kernel(facility, "alice", alice, """[jobs("submit", "--group", "ml", "--gpu", "t4:2", "--time", "1",
-        "--", "sh", "-c", "sleep 25") for _ in range(2)]""")
+        "--", "sh", "-c", "sleep 600") for _ in range(2)]""")  # cancelled below: they must outlast the checks
     assert all(s["rc"] == 0 for s in subs), subs
     names = [s["out"].strip() for s in subs]
     deadline = time.monotonic() + 120
