@@ -313,3 +313,12 @@ def test_reports_from_the_daily_roll_up_equal_record_by_record_sums(ledger_url: 
             for key, hours in want.items():
                 assert got[key] == pytest.approx(hours, rel=1e-9, abs=1e-6), (start, end, key)
     ledger.close()
+
+
+def test_a_mig_slice_counts_its_share_of_a_gpu_by_the_profile_nvidia_names() -> None:
+    settings = Accounting()
+    assert report.mig_fraction("3g.40gb", settings) == pytest.approx(3 / 7)
+    assert report.mig_fraction("1g.10gb.me", settings) == pytest.approx(1 / 7)  # media extensions: still 1 slice
+    assert report.mig_fraction("1c.3g.40gb", settings) == pytest.approx(1 / 7)  # 1 compute slice of a 3g instance
+    assert report.mig_fraction("7g.80gb", settings) == 1.0
+    assert report.mig_fraction("3g.40gb", Accounting(mig_fraction={"3g.40gb": 0.5})) == 0.5

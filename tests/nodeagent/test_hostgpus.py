@@ -23,6 +23,7 @@ from aifacility.embedded.nodeagent.hostgpus import (
     explain,
     host_node,
     mig_profile,
+    mig_resource,
     with_host_node,
 )
 from aifacility.embedded.nodeagent.sandbox import bwrap_command
@@ -43,6 +44,8 @@ class FakeDevice:
     memory: int
     mig: int | None = None  # None: not MIG-capable
     instances: tuple[tuple[str, int, int, int, int], ...] = ()  # (uuid, slices, MiB, gi, ci)
+    media: tuple[int, ...] = ()  # the GPU instances (ids) of a `+me` profile
+    root_only: bool = False  # the driver refuses GPU-instance queries (NVML_ERROR_NO_PERMISSION)
 
 
 class FakeNVML:
@@ -93,7 +96,25 @@ class FakeNVML:
         return h.instances[j]
 
     def nvmlDeviceGetAttributes(self, m: Any) -> Any:
-        return SimpleNamespace(gpuInstanceSliceCount=m[1], memorySizeMB=m[2])
+        return SimpleNamespace(gpuInstanceSliceCount=m[1], computeInstanceSliceCount=m[1], memorySizeMB=m[2])
+
+    # GPU-instance profiles: index 7 (1_SLICE_REV1) is the `+me` one, with id 100 here; others have id 200+index.
+    NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1 = 7
+    NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1 = 8
+
+    def nvmlDeviceGetGpuInstanceById(self, h: Any, gi: int) -> Any:
+        if h.root_only:
+            raise self.NVMLError("Insufficient Permissions")
+        return (h, gi)
+
+    def nvmlGpuInstanceGetInfo(self, instance: Any) -> Any:
+        h, gi = instance
+        return SimpleNamespace(profileId=100 if gi in h.media else 200)
+
+    def nvmlDeviceGetGpuInstanceProfileInfo(self, h: Any, index: int) -> Any:
+        if index == 8:
+            raise self.NVMLError("Not Supported")  # an A100 has no 2-slice media profile
+        return SimpleNamespace(id=100 if index == 7 else 200 + index)
 
     def nvmlDeviceGetGpuInstanceId(self, m: Any) -> int:
         return m[3]  # type: ignore[no-any-return]
@@ -106,7 +127,8 @@ def machine() -> FakeNVML:
     return FakeNVML([
         FakeDevice(b"Tesla T4", T4, 0, 15360),
         FakeDevice(b"NVIDIA A100-SXM4-80GB", A100, 1, 81920, mig=1, instances=(
-            ("MIG-1", 1, 9984, 9, 0), ("MIG-2", 1, 9984, 10, 0), ("MIG-3", 3, 40192, 2, 0))),
+            ("MIG-1", 1, 9728, 9, 0), ("MIG-2", 1, 9728, 10, 0), ("MIG-3", 3, 40192, 2, 0),
+            ("MIG-4", 1, 9728, 13, 0)), media=(13,)),
         FakeDevice(b"NVIDIA H100 80GB HBM3", "GPU-h100", 2, 81559, mig=0),
     ])
 
@@ -117,14 +139,40 @@ def test_nvml_discovery_reads_models_memory_uuids_and_mig_instances() -> None:
     assert (t4.model, t4.uuid, t4.memory_mib, t4.minor, t4.mig_enabled) == ("Tesla T4", T4, 15360, 0, False)
     assert t4.product == "Tesla-T4" and a100.product == "NVIDIA-A100-SXM4-80GB"
     assert [(m.uuid, m.profile, m.gpu_instance) for m in a100.migs] == [
-        ("MIG-1", "1g.10gb", 9), ("MIG-2", "1g.10gb", 10), ("MIG-3", "3g.40gb", 2)]
+        ("MIG-1", "1g.10gb", 9), ("MIG-2", "1g.10gb", 10), ("MIG-3", "3g.40gb", 2), ("MIG-4", "1g.10gb+me", 13)]
     assert not h100.mig_enabled and h100.migs == ()
     assert nvml.calls == ["init", "shutdown"]  # only read, and NVML is released
 
 
-def test_mig_profile_names_as_nvidia_gives_them() -> None:
-    assert [mig_profile(1, 4864), mig_profile(2, 19968), mig_profile(7, 81152), mig_profile(1, 9984)] == [
-        "1g.5gb", "2g.20gb", "7g.80gb", "1g.10gb"]
+def test_where_the_driver_keeps_gpu_instances_for_root_a_media_instance_is_served_as_its_plain_profile() -> None:
+    nvml = machine()
+    nvml.devices[1].root_only = True
+    _, a100, _ = discover(nvml)
+    assert [m.profile for m in a100.migs] == ["1g.10gb", "1g.10gb", "3g.40gb", "1g.10gb"]
+
+
+@pytest.mark.parametrize(("slices", "mib", "gpu_mib", "name"), [
+    # (GPU instance slices, the MIG device's memory, its GPU's memory) as NVML reports them, and NVIDIA's name.
+    (1, 4864, 40960, "1g.5gb"),  # A100 40GB
+    (3, 20096, 40960, "3g.20gb"),
+    (1, 9728, 81920, "1g.10gb"),  # A100 80GB
+    (7, 80896, 81920, "7g.80gb"),  # 79 GiB: a plain rounding up would say 7g.79gb
+    (1, 5836, 24576, "1g.6gb"),  # A30
+    (4, 24064, 24576, "4g.24gb"),
+    (1, 9984, 81559, "1g.10gb"),  # H100 80GB HBM3
+    (1, 19968, 81559, "1g.20gb"),
+    (7, 80896, 81559, "7g.80gb"),
+    (3, 71424, 143771, "3g.71gb"),  # H200: 70.5 rounds away from zero, as Go's math.Round does
+])
+def test_mig_profile_names_as_nvidia_gives_them(slices: int, mib: int, gpu_mib: int, name: str) -> None:
+    assert mig_profile(slices, mib, gpu_mib) == name
+
+
+def test_mig_profile_names_of_compute_instances_and_media_extensions() -> None:
+    assert mig_profile(3, 40192, 81920, compute_slices=1) == "1c.3g.40gb"
+    assert mig_profile(1, 9728, 81920, media=True) == "1g.10gb+me"
+    assert mig_resource("1g.10gb+me") == "nvidia.com/mig-1g.10gb.me"  # no `+` in a resource name
+    assert mig_resource("3g.40gb") == "nvidia.com/mig-3g.40gb"
 
 
 def test_the_node_serves_the_facility_s_accelerators_and_says_what_it_cannot(tmp_path: Path) -> None:
@@ -138,7 +186,8 @@ def test_the_node_serves_the_facility_s_accelerators_and_says_what_it_cannot(tmp
     assert served.node.accelerators == {"mig-1g-10gb": 2, "mig-3g-40gb": 1}
     assert served.node.labels == {"nvidia.com/gpu.count": "1", "nvidia.com/mig.strategy": "mixed",
                                   "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
-    h100_note, t4_note = served.notes
+    h100_note, media_note, t4_note = served.notes
+    assert "MIG 1g.10gb+me MIG-4" in media_note and "resource nvidia.com/mig-1g.10gb.me" in media_note
     assert "NVIDIA H100 80GB HBM3" in h100_note and "Tesla T4" in t4_note
     assert "labelled nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB" in t4_note and "could not be scheduled" in t4_note
     first, second = served.devices["nvidia.com/mig-1g.10gb"]

@@ -26,7 +26,8 @@ By = Literal["user", "group", "resource", "site", "model"]
 BY: tuple[str, ...] = ("user", "group", "resource", "site", "model")
 _COLUMN = {"user": usage.c.user_name, "group": usage.c.group_name, "resource": usage.c.resource,
            "site": usage.c.site, "model": usage.c.model, "kind": usage.c.kind}
-_MIG = re.compile(r"^(\d+)g\.")
+# "3g.40gb", "1g.10gb.me", and "1c.3g.40gb" (a compute instance of 1 of its GPU instance's 3 slices)
+_MIG = re.compile(r"^(?:(\d+)c\.)?(\d+)g\.")
 MAX_PERIOD = timedelta(days=5 * 366)
 
 
@@ -64,7 +65,10 @@ def mig_fraction(profile: str, settings: Accounting) -> float:
     if profile in settings.mig_fraction:
         return settings.mig_fraction[profile]
     m = _MIG.match(profile)
-    return min(1.0, int(m.group(1)) / settings.gpu_slices) if m else 1.0
+    if not m:
+        return 1.0
+    # A compute instance holds its own slices' share of the GPU's compute (its GPU instance's memory is shared).
+    return min(1.0, int(m.group(1) or m.group(2)) / settings.gpu_slices)
 
 
 def watts(resource: str, model: str, settings: Accounting) -> float | None:

@@ -77,9 +77,45 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def mig_profile(slices: int, memory_mib: int) -> str:
-    """NVIDIA's profile name from a MIG device's slice count and memory (9984 MiB on 1 slice: 1g.10gb)."""
-    return f"{slices}g.{math.ceil(memory_mib / 1024)}gb"
+def mig_profile(slices: int, memory_mib: int, gpu_memory_mib: int, *, compute_slices: int | None = None,
+                media: bool = False) -> str:
+    """NVIDIA's name for a MIG device's profile, formed as go-nvlib (the device plugin's and GPU feature discovery's
+    library) forms it: `<g>g.<gb>gb`; `<c>c.<g>g.<gb>gb` where the compute instance has fewer slices than its GPU
+    instance; `+me` for a GPU instance with the media extensions. The memory is not simply rounded up: it is the
+    device's share of its GPU in eighths, rounded up, times the GPU's whole GiB, so the 79 GiB of an A100 80GB's
+    7-slice device is 7g.80gb."""
+    eighths = math.ceil(memory_mib / gpu_memory_mib * 8) / 8
+    gb = math.floor(eighths * math.ceil(gpu_memory_mib / 1024) + 0.5)  # Go's math.Round: halves away from 0
+    name = f"{slices}g.{gb}gb"
+    if compute_slices is not None and compute_slices != slices:
+        name = f"{compute_slices}c.{name}"
+    return name + ("+me" if media else "")
+
+
+def mig_resource(profile: str) -> str:
+    """The extended resource the device plugin advertises a profile as (mixed strategy): a resource name has no
+    `+`, so `1g.10gb+me` is `nvidia.com/mig-1g.10gb.me`."""
+    return f"nvidia.com/mig-{profile.replace('+', '.')}"
+
+
+# GPU-instance profiles with the media extensions (NVDEC, NVJPG, OFA of the whole GPU on one slice): `+me`.
+_MEDIA_PROFILES = ("NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1", "NVML_GPU_INSTANCE_PROFILE_2_SLICE_REV1")
+
+
+def _media_extensions(nvml: Any, gpu: Any, gpu_instance: int) -> bool:
+    """Whether a GPU instance is of a `+me` profile. NVML's GPU-instance queries may be kept for root by the
+    driver: where they are refused the instance is named without `+me` (served under the plain profile)."""
+    try:
+        profile_id = nvml.nvmlGpuInstanceGetInfo(nvml.nvmlDeviceGetGpuInstanceById(gpu, gpu_instance)).profileId
+    except nvml.NVMLError:
+        return False
+    for constant in _MEDIA_PROFILES:
+        try:
+            if nvml.nvmlDeviceGetGpuInstanceProfileInfo(gpu, getattr(nvml, constant)).id == profile_id:
+                return True
+        except (nvml.NVMLError, AttributeError):  # not on this GPU, or an nvidia-ml-py without the constant
+            continue
+    return False
 
 
 def discover(nvml: Any = None, run: Callable[[list[str]], str] | None = None) -> list[HostGPU]:
@@ -111,6 +147,7 @@ def _from_nvml(nvml: Any) -> list[HostGPU]:
         gpus = []
         for i in range(nvml.nvmlDeviceGetCount()):
             h = nvml.nvmlDeviceGetHandleByIndex(i)
+            memory_mib = int(nvml.nvmlDeviceGetMemoryInfo(h).total) // 2**20
             try:
                 mig_enabled = bool(nvml.nvmlDeviceGetMigMode(h)[0])
             except nvml.NVMLError:  # not a MIG-capable GPU
@@ -123,13 +160,14 @@ def _from_nvml(nvml: Any) -> list[HostGPU]:
                     except nvml.NVMLError:  # no instance in this slot
                         continue
                     attrs = nvml.nvmlDeviceGetAttributes(m)
-                    migs.append(MigInstance(
-                        uuid=_text(nvml.nvmlDeviceGetUUID(m)),
-                        profile=mig_profile(attrs.gpuInstanceSliceCount, attrs.memorySizeMB),
-                        gpu_instance=nvml.nvmlDeviceGetGpuInstanceId(m),
-                        compute_instance=nvml.nvmlDeviceGetComputeInstanceId(m)))
+                    gi = nvml.nvmlDeviceGetGpuInstanceId(m)
+                    profile = mig_profile(attrs.gpuInstanceSliceCount, attrs.memorySizeMB, memory_mib,
+                                          compute_slices=attrs.computeInstanceSliceCount,
+                                          media=_media_extensions(nvml, h, gi))
+                    migs.append(MigInstance(uuid=_text(nvml.nvmlDeviceGetUUID(m)), profile=profile, gpu_instance=gi,
+                                            compute_instance=nvml.nvmlDeviceGetComputeInstanceId(m)))
             gpus.append(HostGPU(index=i, uuid=_text(nvml.nvmlDeviceGetUUID(h)), model=_text(nvml.nvmlDeviceGetName(h)),
-                                memory_mib=int(nvml.nvmlDeviceGetMemoryInfo(h).total) // (1024 * 1024),
+                                memory_mib=memory_mib,
                                 minor=int(nvml.nvmlDeviceGetMinorNumber(h)), mig_enabled=mig_enabled,
                                 migs=tuple(migs)))
         return gpus
@@ -215,7 +253,7 @@ def host_node(facility: Facility, gpus: list[HostGPU], *, name: str = "host", cp
         base = (f"/dev/nvidia{gpu.minor}", *CONTROL_FILES)
         if gpu.mig_enabled:
             for mig in gpu.migs:
-                resource = f"nvidia.com/mig-{mig.profile}"
+                resource = mig_resource(mig.profile)
                 acc = _match(facility, "mig", gpu.product, resource)
                 if acc is None:
                     notes.append(f"GPU {gpu.index} ({gpu.model}) MIG {mig.profile} {mig.uuid}: no accelerator of the "
