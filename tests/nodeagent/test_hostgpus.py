@@ -20,6 +20,7 @@ from aifacility.embedded.nodeagent.hostgpus import (
     HostGPU,
     MigInstance,
     discover,
+    ensure_uvm,
     explain,
     host_node,
     mig_profile,
@@ -325,3 +326,21 @@ def test_without_gpus_check_and_up_say_so(tmp_path: Path) -> None:
                         capture_output=True, text=True, timeout=120)
     assert up.returncode == 2 and "--host-gpus: no NVIDIA GPUs can be read here" in up.stderr, up.stderr
     assert not (tmp_path / "state" / "facility-with-host-gpus.json").exists()
+
+
+def test_cuda_s_unified_memory_device_is_created_before_a_pod_needs_it(tmp_path: Path) -> None:
+    ran: list[list[str]] = []
+
+    def modprobe(argv: list[str]) -> str:  # what nvidia-modprobe does as root: load nvidia-uvm, make its file
+        ran.append(argv)
+        (tmp_path / "nvidia-uvm").touch()
+        return ""
+
+    assert ensure_uvm(tmp_path, modprobe) is None and ran == [["nvidia-modprobe", "-u", "-c=0"]]
+    assert ensure_uvm(tmp_path, modprobe) is None and len(ran) == 1  # there already: nothing run
+
+    def fails(argv: list[str]) -> str:
+        raise subprocess.CalledProcessError(1, argv)
+
+    problem = ensure_uvm(tmp_path / "other", fails)
+    assert problem is not None and "nvidia-modprobe -u -c=0 failed" in problem and "CUDA" in problem

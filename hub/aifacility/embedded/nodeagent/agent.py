@@ -30,7 +30,14 @@ from aifacility.embedded.nodeagent.cpugroup import describe as describe_cpu
 from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.events import EventRecorder
 from aifacility.embedded.nodeagent.gpumetrics import GpuMetricsServer, Holder, holders_of
-from aifacility.embedded.nodeagent.hostgpus import HOST_GPUS_LABEL, HostDevice, HostGPU, discover, host_node
+from aifacility.embedded.nodeagent.hostgpus import (
+    HOST_GPUS_LABEL,
+    HostDevice,
+    HostGPU,
+    discover,
+    ensure_uvm,
+    host_node,
+)
 from aifacility.embedded.nodeagent.ipam import PodIPs
 from aifacility.embedded.nodeagent.kubelet import NodeKubelet
 from aifacility.embedded.nodeagent.local import LocalProcessProvider
@@ -144,6 +151,8 @@ class NodeAgent:
         self.host_gpus = discover()
         served = host_node(self.facility, self.host_gpus, name=node.name, replicas=int(replicas))
         print(f"node agent: {node.name}: the machine's GPUs: {served.node.accelerators}", flush=True)
+        if self.host_gpus and (problem := ensure_uvm()):
+            print(f"node agent: {node.name}: {problem}", flush=True)
         return served.devices
 
     async def stop(self) -> None:

@@ -204,6 +204,22 @@ def _from_nvidia_smi(run: Callable[[list[str]], str]) -> list[HostGPU]:
     return gpus
 
 
+def ensure_uvm(dev: Path = Path("/dev"), run: Callable[[list[str]], str] | None = None) -> str | None:
+    """Make sure CUDA's unified-memory device file exists before a pod needs it. The driver creates
+    /dev/nvidia-uvm only when a root process first uses CUDA, and a pod's process is not root: without it CUDA
+    fails to initialise. As the NVIDIA container toolkit does, `nvidia-modprobe -u -c=0` loads the module and
+    creates the file. Returns what a person should know when it could not be done, else None."""
+    if (dev / "nvidia-uvm").exists():
+        return None
+    if run is None and shutil.which("nvidia-modprobe") is None:
+        return f"{dev}/nvidia-uvm is missing and there is no nvidia-modprobe: CUDA in a pod may fail to initialise"
+    try:
+        (run or _run)(["nvidia-modprobe", "-u", "-c=0"])
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"nvidia-modprobe -u -c=0 failed ({e}): CUDA in a pod may fail to initialise"
+    return None if (dev / "nvidia-uvm").exists() else f"{dev}/nvidia-uvm is still missing after nvidia-modprobe"
+
+
 def _mig_caps(gpu: HostGPU, mig: MigInstance, proc: Path) -> tuple[str, ...]:
     """The MIG capability device files of one instance (/dev/nvidia-caps/nvidia-capN), from the driver's
     /proc entries; none when the driver does not say."""
