@@ -30,10 +30,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     accelerators = sum(sum(n.accelerators.values()) for n in f.nodes)
     print(f"{args.facility}: facility '{f.name}' is valid: {len(f.nodes)} nodes, {accelerators} accelerator "
           f"units, {len(f.profiles)} profiles, {len(f.images)} images")
-    if args.host_gpus:
+    if args.host_gpus or f.host_gpus.enabled:
         from aifacility.embedded.nodeagent.hostgpus import DiscoveryError, discover, explain, host_node
 
-        if args.gpu_replicas < 1:
+        replicas = args.gpu_replicas if args.gpu_replicas is not None else f.host_gpus.replicas
+        if replicas < 1:
             print("aifacility: --gpu-replicas must be 1 or more", file=sys.stderr)
             return 2
         try:
@@ -41,7 +42,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         except DiscoveryError as e:
             print(f"aifacility: {e}", file=sys.stderr)
             return 2
-        print("\n".join(explain(f, gpus, host_node(f, gpus, replicas=args.gpu_replicas))))
+        print("\n".join(explain(f, gpus, host_node(f, gpus, replicas=replicas))))
     return 0
 
 
@@ -79,16 +80,19 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--demo-users", metavar="FILE",
                     help="YAML list of {username, groups}: more demo accounts (password 'demo', loopback only)")
     up.add_argument("--host-gpus", action="store_true",
-                    help="serve this machine's NVIDIA GPUs to sessions and jobs (see `aifacility check --host-gpus`)")
-    up.add_argument("--gpu-replicas", type=int, default=1,
-                    help="with --host-gpus: time-slicing, each whole GPU shared by up to N pods (default 1)")
+                    help="serve this machine's NVIDIA GPUs to sessions and jobs, as host_gpus.enabled in the facility "
+                         "file does (see `aifacility check --host-gpus`)")
+    up.add_argument("--gpu-replicas", type=int, default=None,
+                    help="with host GPUs: time-slicing, each whole GPU shared by up to N pods (default: the facility "
+                         "file's host_gpus.replicas, 1)")
     up.set_defaults(func=_cmd_up)
 
     check = sub.add_parser("check", help="validate a facility file")
     check.add_argument("facility")
     check.add_argument("--host-gpus", action="store_true",
                        help="also read this machine's NVIDIA GPUs and say which accelerators and profiles they serve")
-    check.add_argument("--gpu-replicas", type=int, default=1, help="time-slicing: advertise each whole GPU N times")
+    check.add_argument("--gpu-replicas", type=int, default=None,
+                       help="time-slicing: advertise each whole GPU N times (default: host_gpus.replicas, 1)")
     check.set_defaults(func=_cmd_check)
 
     schema = sub.add_parser("schema", help="print the JSON schema of the facility file")

@@ -3,6 +3,7 @@ advertises for the demo facility's accelerators, and what a container is given (
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from aifacility.embedded.nodeagent.devices import DeviceManager
 from aifacility.embedded.nodeagent.hostgpus import (
@@ -31,6 +34,7 @@ from aifacility.embedded.nodeagent.sandbox import bwrap_command
 from aifacility.facility import load_facility
 from aifacility.facility.loader import demo_facility_path
 from aifacility.facility.model import Facility
+from aifacility.launcher import up
 
 FAC = load_facility()
 T4 = "GPU-11111111-2222-3333-4444-555555555555"
@@ -326,6 +330,34 @@ def test_without_gpus_check_and_up_say_so(tmp_path: Path) -> None:
                         capture_output=True, text=True, timeout=120)
     assert up.returncode == 2 and "--host-gpus: no NVIDIA GPUs can be read here" in up.stderr, up.stderr
     assert not (tmp_path / "state" / "facility-with-host-gpus.json").exists()
+    # The same from the facility file's setting, without the flags.
+    doc = yaml.safe_load(demo_facility_path().read_text())
+    doc["host_gpus"] = {"enabled": True, "replicas": 2}
+    enabled = tmp_path / "facility.yaml"
+    enabled.write_text(yaml.safe_dump(doc))
+    checked = subprocess.run([aifacility, "check", str(enabled)], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 2 and "no NVIDIA GPUs can be read here" in checked.stderr, checked.stderr
+    up = subprocess.run([aifacility, "up", "--facility", str(enabled), "--state-dir", str(tmp_path / "state"), "--port", "1"],
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 2, up.stderr
+    assert f"host_gpus.enabled in {enabled}: no NVIDIA GPUs can be read here" in up.stderr, up.stderr
+
+
+def test_the_facility_file_turns_host_gpus_on_and_the_flag_overrides_its_replicas(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(up, "discover", lambda: discover(machine())[:1])  # this machine: one T4
+    doc = FAC.model_dump(mode="json")
+    doc["host_gpus"] = {"enabled": True, "replicas": 3}
+    facility = Facility.model_validate(doc)
+    opts = up.UpOptions(facility=demo_facility_path(), state_dir=tmp_path)
+    served_opts, grown = up._with_host_gpus(opts, facility)
+    assert served_opts.host_gpus and served_opts.gpu_replicas == 3  # the GPU figures' port goes with it
+    assert grown.nodes[-1].accelerators == {"t4": 3} and grown.nodes[-1].labels[HOST_GPUS_LABEL] == "3"
+    assert load_facility(served_opts.facility).nodes[-1].name == "host"  # what every part reads
+    _, grown = up._with_host_gpus(dataclasses.replace(opts, gpu_replicas=1), facility)
+    assert grown.nodes[-1].accelerators == {"t4": 1}
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        Facility.model_validate({**doc, "host_gpus": {"enabled": True, "replicas": 0}})
 
 
 def test_cuda_s_unified_memory_device_is_created_before_a_pod_needs_it(tmp_path: Path) -> None:

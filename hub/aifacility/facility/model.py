@@ -315,6 +315,16 @@ class EventsSettings(Strict):
     reserve_lead_minutes: float = Field(default=15, ge=0, le=24 * 60)
 
 
+class HostGPUs(Strict):
+    """The embedded facility's own machine's NVIDIA GPUs, served as its node `host` (as `aifacility up --host-gpus`
+    does): for a GPU server without Kubernetes. A cluster ignores it: there the GPU operator advertises them."""
+
+    enabled: bool = False
+    # Time-slicing: each whole GPU advertised this many times, as the NVIDIA device plugin's sharing option does
+    # (`aifacility up --gpu-replicas` overrides it).
+    replicas: int = Field(default=1, ge=1, le=64)
+
+
 class Facility(Strict):
     apiVersion: Literal["aifacility/v1"] = "aifacility/v1"  # Kubernetes-style key
     kind: Literal["Facility"] = "Facility"
@@ -339,6 +349,8 @@ class Facility(Strict):
     accounting: Accounting = Accounting()
     # Events: the queue their reservations go to.
     events: EventsSettings = EventsSettings()
+    # The embedded facility's machine's own GPUs as a node.
+    host_gpus: HostGPUs = HostGPUs()
 
     @model_validator(mode="after")
     def _references(self) -> Facility:

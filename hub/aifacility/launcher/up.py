@@ -51,7 +51,7 @@ class UpOptions:
     port: int = 8000
     demo_users: Path | None = None  # YAML list of {username, groups}: accounts added to the demo accounts
     host_gpus: bool = False  # this machine's NVIDIA GPUs as a node of the facility (hostgpus.py)
-    gpu_replicas: int = 1  # time-slicing: each whole GPU advertised this many times
+    gpu_replicas: int | None = None  # time-slicing: each whole GPU advertised this many times (None: the file's)
 
 
 def is_loopback(host: str) -> bool:
@@ -102,11 +102,12 @@ def _untraversable_parent(path: Path) -> Path | None:
 
 def run_up(opts: UpOptions) -> int:
     facility = load_facility(opts.facility)  # FacilityError -> one line, exit 2 (cli)
-    if opts.host_gpus:
+    if opts.host_gpus or facility.host_gpus.enabled:  # the flag, or host_gpus.enabled in the facility file
         try:
             opts, facility = _with_host_gpus(opts, facility)
         except (DiscoveryError, ValueError) as e:
-            print(f"aifacility: --host-gpus: {e}", file=sys.stderr)
+            source = "--host-gpus" if opts.host_gpus else f"host_gpus.enabled in {opts.facility}"
+            print(f"aifacility: {source}: {e}", file=sys.stderr)
             return 2
     if not is_loopback(opts.host) and not facility.iam.issuer:
         print("aifacility: the demo accounts exist only while the hub listens on loopback; to listen on "
@@ -203,15 +204,16 @@ def run_up(opts: UpOptions) -> int:
 
 def _with_host_gpus(opts: UpOptions, facility: Facility) -> tuple[UpOptions, Facility]:
     """This machine's GPUs as a node of the facility: every part reads the facility file written here."""
+    replicas = opts.gpu_replicas if opts.gpu_replicas is not None else facility.host_gpus.replicas
     gpus = discover()
     served = host_node(facility, gpus, cpu=str(os.cpu_count() or 1),
-                       memory=f"{psutil.virtual_memory().total // 2**30}Gi", replicas=opts.gpu_replicas)
+                       memory=f"{psutil.virtual_memory().total // 2**30}Gi", replicas=replicas)
     print("\n".join(f"aifacility: {line}" for line in explain(facility, gpus, served)), flush=True)
-    facility = with_host_node(facility, served, opts.gpu_replicas)
+    facility = with_host_node(facility, served, replicas)
     opts.state_dir.mkdir(parents=True, exist_ok=True)
     path = opts.state_dir / "facility-with-host-gpus.json"
     path.write_text(facility.model_dump_json(indent=1))
-    return dataclasses.replace(opts, facility=path), facility
+    return dataclasses.replace(opts, facility=path, host_gpus=True, gpu_replicas=replicas), facility
 
 
 def hub_url(opts: UpOptions) -> str:
