@@ -326,9 +326,9 @@ def test_without_gpus_check_and_up_say_so(tmp_path: Path) -> None:
         assert checked.returncode == 0 and "NVIDIA GPU(s) found" in checked.stdout, checked.stderr
         return
     assert checked.returncode == 2 and "no NVIDIA GPUs can be read here" in checked.stderr, checked.stderr
-    up = subprocess.run([aifacility, "up", "--host-gpus", "--state-dir", str(tmp_path / "state"), "--port", "1"],
-                        capture_output=True, text=True, timeout=120)
-    assert up.returncode == 2 and "--host-gpus: no NVIDIA GPUs can be read here" in up.stderr, up.stderr
+    started = subprocess.run([aifacility, "up", "--host-gpus", "--state-dir", str(tmp_path / "state"), "--port", "1"],
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 2 and "--host-gpus: no NVIDIA GPUs can be read here" in started.stderr, started.stderr
     assert not (tmp_path / "state" / "facility-with-host-gpus.json").exists()
     # The same from the facility file's setting, without the flags.
     doc = yaml.safe_load(demo_facility_path().read_text())
@@ -337,10 +337,10 @@ def test_without_gpus_check_and_up_say_so(tmp_path: Path) -> None:
     enabled.write_text(yaml.safe_dump(doc))
     checked = subprocess.run([aifacility, "check", str(enabled)], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 2 and "no NVIDIA GPUs can be read here" in checked.stderr, checked.stderr
-    up = subprocess.run([aifacility, "up", "--facility", str(enabled), "--state-dir", str(tmp_path / "state"), "--port", "1"],
-                        capture_output=True, text=True, timeout=120)
-    assert up.returncode == 2, up.stderr
-    assert f"host_gpus.enabled in {enabled}: no NVIDIA GPUs can be read here" in up.stderr, up.stderr
+    started = subprocess.run([aifacility, "up", "--facility", str(enabled), "--state-dir", str(tmp_path / "state"),
+                              "--port", "1"], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 2, started.stderr
+    assert f"host_gpus.enabled in {enabled}: no NVIDIA GPUs can be read here" in started.stderr, started.stderr
 
 
 def test_the_facility_file_turns_host_gpus_on_and_the_flag_overrides_its_replicas(
