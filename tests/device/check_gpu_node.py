@@ -58,7 +58,7 @@ def main() -> int:
         grant = devices.allocate(name, spec)
         pod_tmp = work / name
         pod_tmp.mkdir()
-        os.chown(pod_tmp, *USER)
+        pod_tmp.chmod(0o1777)  # as the node agent makes a pod's /tmp (root's, which the sandbox maps to the user)
         argv = bwrap_command([sys.executable, "-c", PROBE], pod_tmp=pod_tmp, mounts=[], hostname=name,
                              uid=USER[0], gid=USER[1], devices=devices.files(name, "probe"))
         print(f"check-gpu-node: {name}: given {grant}, device files {list(devices.files(name, 'probe'))}",
