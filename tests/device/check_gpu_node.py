@@ -59,10 +59,10 @@ def main() -> int:
         pod_tmp = work / name
         pod_tmp.mkdir()
         pod_tmp.chmod(0o1777)  # as the node agent makes a pod's /tmp (root's, which the sandbox maps to the user)
+        files = devices.files(name, "probe")
         argv = bwrap_command([sys.executable, "-c", PROBE], pod_tmp=pod_tmp, mounts=[], hostname=name,
-                             uid=USER[0], gid=USER[1], devices=devices.files(name, "probe"))
-        print(f"check-gpu-node: {name}: given {grant}, device files {list(devices.files(name, 'probe'))}",
-              flush=True)
+                             uid=USER[0], gid=USER[1], devices=files)
+        print(f"check-gpu-node: {name}: given {grant}, device files {list(files)}", flush=True)
         procs[name] = subprocess.Popen(argv, env=container_env(grant), stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)
     time.sleep(4)  # the GPU pod holds its device for 8 s after its computation: read the figures meanwhile

@@ -86,7 +86,6 @@ time.sleep(8)  # holds its GPU a while: the check reads the node agent's GPU fig
 """
 
 
-
 def facility_with_this_machine() -> tuple[Facility, HostGPUs, list[HostGPU], str]:
     """The demo facility with an accelerator for each GPU model and MIG profile of this machine that it does not
     name, and this machine as its node; what the node serves, the GPUs found, and the resource a pod asks for."""
