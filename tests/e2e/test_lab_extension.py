@@ -66,9 +66,21 @@ def job_row(driver: Any, name: str) -> WebElement | None:
     return rows[0] if rows else None
 
 
-def phase_of(driver: Any, name: str) -> str:
-    row = job_row(driver, name)
-    return row.find_element(By.CSS_SELECTOR, ".aifacility-job-phase").text if row else ""
+def in_row(driver: Any, name: str, part: str) -> str:
+    """The text of one part of a job's row in the sidebar, "" while there is none. One lookup from the page: the
+    sidebar re-draws a row when its job changed, so a row found before may be stale when asked for its parts."""
+    found = driver.find_elements(By.CSS_SELECTOR, f'li.aifacility-job[data-job="{name}"] .aifacility-job-{part}')
+    return str(found[0].text) if found else ""
+
+
+def click_in_row(w: Any, name: str, button: str) -> None:
+    """Click a button of a job's row, finding it again where a poll rebuilt the row in between (the wait ignores
+    stale elements)."""
+    def click(driver: Any) -> bool:
+        driver.find_element(By.CSS_SELECTOR, f'li.aifacility-job[data-job="{name}"] button.aifacility-job-{button}'
+                            ).click()
+        return True
+    w.until(click)
 
 
 @pytest.fixture
@@ -135,23 +147,21 @@ def test_alice_sees_her_time_extends_it_and_follows_a_notebook_job(facility: Run
         return next((j["name"] for j in jobs if j["kind"] == "notebook" and j["name"] not in earlier), None)
 
     name = wait_for(mine, 30, interval=1, what="the sidebar's job to exist")
-    w.until(lambda d: phase_of(d, name) == "Queued")
-    w.until(lambda d: job_row(d, name).find_element(By.CSS_SELECTOR, ".aifacility-job-position").text  # type: ignore[union-attr]
-            == "#1 in queue")
+    w.until(lambda d: in_row(d, name, "phase") == "Queued")
+    w.until(lambda d: in_row(d, name, "position") == "#1 in queue")
     screenshot(browser, "lab-jobs-sidebar")
     model = session_api(facility, "alice", alice, "GET", f"jobs/{name}").json()
     assert model["request"]["accelerator"]["kind"] == "mig" and model["request"]["parameters"] == {"alpha": 0.5}
 
     # The holder ends (cancelled from the sidebar): hers runs, then succeeds; its logs show the notebook's
     # output; a notification says so.
-    job_row(browser, holder.json()["name"]).find_element(  # type: ignore[union-attr]
-        By.CSS_SELECTOR, "button.aifacility-job-cancel").click()
+    click_in_row(w, holder.json()["name"], "cancel")
     w.until(ec.element_to_be_clickable((By.XPATH, "//div[contains(@class, 'jp-Dialog')]"
                                                   "//button[contains(., 'Cancel job')]"))).click()
     w = wait(browser, 300)
-    w.until(lambda d: phase_of(d, name) in ("Starting", "Running", "Succeeded"))
-    w.until(lambda d: phase_of(d, name) == "Succeeded")
-    job_row(browser, name).find_element(By.CSS_SELECTOR, "button.aifacility-job-logs").click()  # type: ignore[union-attr]
+    w.until(lambda d: in_row(d, name, "phase") in ("Starting", "Running", "Succeeded"))
+    w.until(lambda d: in_row(d, name, "phase") == "Succeeded")
+    click_in_row(w, name, "logs")
     logs = w.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "pre.aifacility-logs")
                                    if "fitted with alpha=0.5" in e.text), None))
     assert logs is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -12,7 +13,10 @@ from support.browser import screenshot
 
 
 def wait(driver: webdriver.Chrome, timeout: float = 60) -> WebDriverWait:
-    return WebDriverWait(driver, timeout)
+    """A wait whose condition is tried again when an element it found went stale: our JupyterLab sidebar re-draws
+    a job's row whenever a poll finds the job changed (its phase, its place in the queue), so an element found a
+    moment ago may be gone by the next call on it; the next try finds its successor."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def login(driver: webdriver.Chrome, base_url: str, username: str, password: str = "demo",
