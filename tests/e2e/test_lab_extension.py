@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import requests
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select
 
@@ -61,11 +60,6 @@ def session_api(facility: RunningFacility, user: str, token: str, method: str, p
                             headers={"Authorization": f"token {token}"}, **kw)
 
 
-def job_row(driver: Any, name: str) -> WebElement | None:
-    rows = driver.find_elements(By.CSS_SELECTOR, f'li.aifacility-job[data-job="{name}"]')
-    return rows[0] if rows else None
-
-
 def in_row(driver: Any, name: str, part: str) -> str:
     """The text of one part of a job's row in the sidebar, "" while there is none. One lookup from the page: the
     sidebar re-draws a row when its job changed, so a row found before may be stale when asked for its parts."""
@@ -74,7 +68,7 @@ def in_row(driver: Any, name: str, part: str) -> str:
 
 
 def click_in_row(w: Any, name: str, button: str) -> None:
-    """Click a button of a job's row, finding it again where a poll rebuilt the row in between (the wait ignores
+    """Click a button of a job's row, finding it again where a poll re-drew the row in between (the wait ignores
     stale elements)."""
     def click(driver: Any) -> bool:
         driver.find_element(By.CSS_SELECTOR, f'li.aifacility-job[data-job="{name}"] button.aifacility-job-{button}'
@@ -199,5 +193,5 @@ def test_bob_never_sees_alice_s_jobs_and_his_session_refuses_her_job_names(facil
     w.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.jp-SideBar [data-id="aifacility-jobs"]'))[0].click()
     w.until(lambda d: d.find_elements(By.CSS_SELECTOR, "ul.aifacility-job-list"))
     time.sleep(6)  # a poll later
-    assert job_row(browser, name) is None
+    assert in_row(browser, name, "name") == "", "bob's sidebar lists no job of alice's"
     assert session_api(facility, "alice", alice, "DELETE", f"jobs/{name}").status_code == 204
